@@ -1,0 +1,5 @@
+import sys
+
+from biopilot.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Collectors: read-only toward the plant; OPC UA and MQTT in, samples to the store."""

@@ -1,0 +1,167 @@
+"""The dashboard's one door to storage: every page reads through `DashboardData`.
+
+Pages get plain data (tiles, trends, runs) and never touch the store, a broker or a plant server.
+The site config and data directory come from BIOPILOT_CONFIG and BIOPILOT_DATA_DIR, which
+`biopilot dashboard` (and `biopilot demo`) set for the Streamlit process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from biopilot.config import Role, SiteConfig, Tag, load_config
+from biopilot.samples import Severity, from_us, severity, utcnow
+from storage import Catalog, KpiRecord, Run, TimeSeriesStore, open_catalog, open_store
+
+STALE_AFTER_S = 30.0  # a tile whose newest value arrived longer ago than this is shown as stale
+
+# The tags a tile shows first, per equipment (by role); the rest follow in config order.
+_MAIN_ROLES = [
+    Role.PHASE, Role.TEMPERATURE, Role.PH, Role.DISSOLVED_OXYGEN, Role.AGITATION_SPEED, Role.AIR_FLOW,
+    Role.OFFGAS_O2, Role.OFFGAS_CO2, Role.FEED_RATE, Role.VOLUME, Role.POWER, Role.FLOW, Role.SPEED,
+]
+
+
+@dataclass(frozen=True)
+class Tile:
+    tag: str
+    label: str
+    value: str  # formatted number or text; "—" when there is no usable value
+    unit: str  # for display ("°C"), empty for text and dimensionless tags
+    age_s: float | None  # seconds since the store received the newest value
+    source_time: datetime | None
+    quality: str  # good / uncertain / bad / none
+    stale: bool
+
+
+@dataclass(frozen=True)
+class EquipmentView:
+    id: str
+    name: str
+    kind: str
+    batch_id: str
+    phase: str
+    tiles: list[Tile]
+
+
+@dataclass(frozen=True)
+class Trend:
+    tag: str
+    unit: str
+    t: list[datetime]  # bucket mid-points
+    mean: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+
+
+class DashboardData:
+    def __init__(self, config: SiteConfig, store: TimeSeriesStore, catalog: Catalog) -> None:
+        self.config = config
+        self.store = store
+        self.catalog = catalog
+
+    @classmethod
+    def from_environment(cls) -> DashboardData:
+        config_path = os.environ.get("BIOPILOT_CONFIG", "config/demo.toml")
+        data_dir = Path(os.environ.get("BIOPILOT_DATA_DIR", "biopilot-data"))
+        config = load_config(config_path)
+        return cls(config, open_store(config, data_dir, read_only=True), open_catalog(config, data_dir))
+
+    @property
+    def database(self) -> str:
+        return str(getattr(self.store, "path", "")) or "?"
+
+    # -- live ------------------------------------------------------------------------------------------
+    def equipment_views(self) -> list[EquipmentView]:
+        latest = self.store.latest([t.name for t in self.config.tags])
+        now = utcnow()
+        views = []
+        for eq in self.config.equipment:
+            tags = self.config.tags_of(eq.id)
+            batch = _text(latest.get(_first_name(tags, Role.BATCH_ID)))
+            phase = _text(latest.get(_first_name(tags, Role.PHASE)))
+            tiles = [_tile(tag, latest.get(tag.name), now) for tag in _ordered(tags) if tag.role != Role.BATCH_ID]
+            views.append(EquipmentView(eq.id, eq.name or eq.id, eq.kind.value, batch, phase, tiles))
+        return views
+
+    def numeric_tags(self) -> list[Tag]:
+        return [t for t in self.config.tags if not t.is_text]
+
+    def latest_time(self) -> datetime | None:
+        """Source time of the newest stored sample: the plant's 'now' (simulated time in the demo)."""
+        latest = self.store.latest([t.name for t in self.config.tags])
+        return max((v.sample.ts for v in latest.values()), default=None)
+
+    def trends(self, tags: list[str], window: timedelta, buckets: int = 240) -> list[Trend]:
+        """Min/mean/max per bucket over the last `window` of process time, downsampled in the store."""
+        end = self.latest_time()
+        if end is None:
+            return []
+        end = end + timedelta(microseconds=1)
+        start = end - window
+        out = []
+        for name in tags:
+            tag = self.config.tag(name)
+            b = self.store.read_buckets(name, start, end, buckets)
+            mids = [from_us((f + lst) // 2) for f, lst in zip(b.t_first.tolist(), b.t_last.tolist(), strict=True)]
+            out.append(Trend(name, tag.unit, mids, b.mean, b.min, b.max))
+        return out
+
+    # -- runs ------------------------------------------------------------------------------------------
+    def runs(self) -> list[Run]:
+        return self.catalog.runs()
+
+    def run_kpis(self, run_id: str) -> list[KpiRecord]:
+        return self.catalog.kpis(run_id)
+
+
+def _first_name(tags: list[Tag], role: Role) -> str:
+    return next((t.name for t in tags if t.role == role), "")
+
+
+def _text(latest: object) -> str:
+    sample = getattr(latest, "sample", None)
+    return str(sample.value) if sample is not None and isinstance(sample.value, str) else ""
+
+
+def _ordered(tags: list[Tag]) -> list[Tag]:
+    rank = {role: i for i, role in enumerate(_MAIN_ROLES)}
+    return sorted(tags, key=lambda t: rank.get(t.role, len(rank)))
+
+
+_ROLE_LABELS = {Role.PH: "pH", Role.OFFGAS_O2: "Off-gas O₂", Role.OFFGAS_CO2: "Off-gas CO₂"}
+_DISPLAY_UNITS = {"degC": "°C", "pH": "", "m3/h": "m³/h", "Nm3/h": "Nm³/h", "m3": "m³"}
+
+
+def _label(tag: Tag) -> str:
+    if tag.description:
+        return tag.description
+    return _ROLE_LABELS.get(tag.role, tag.role.value.replace("_", " ").capitalize())
+
+
+def _format(value: float | str | None) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        return value or "—"
+    if not np.isfinite(value):
+        return "—"
+    digits = 0 if abs(value) >= 1000 else 1 if abs(value) >= 100 else 2 if abs(value) >= 1 else 3
+    return f"{value:,.{digits}f}"
+
+
+def _tile(tag: Tag, latest: object, now: datetime) -> Tile:
+    sample = getattr(latest, "sample", None)
+    if sample is None:
+        return Tile(tag.name, _label(tag), "—", "", None, None, "none", True)
+    received = getattr(latest, "received", None) or sample.ts
+    age = max((now - received).total_seconds(), 0.0)
+    quality = {Severity.GOOD: "good", Severity.UNCERTAIN: "uncertain", Severity.BAD: "bad"}[severity(sample.status)]
+    value = "—" if quality == "bad" else _format(sample.value)
+    unit = "" if tag.is_text else _DISPLAY_UNITS.get(tag.unit, tag.unit)
+    return Tile(tag.name, _label(tag), value, unit, age, sample.ts, quality, age > STALE_AFTER_S)

@@ -1,0 +1,1 @@
+"""Dashboard pages: layout only; all data comes from dashboard.data."""

@@ -1,0 +1,94 @@
+"""Live page: a tile per tag with its newest value and age, and a self-refreshing trend."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from html import escape
+from zoneinfo import ZoneInfo
+
+import streamlit as st
+
+from biopilot.config import Role
+from dashboard.charts import trend_figure
+from dashboard.data import DashboardData, EquipmentView, Tile
+
+REFRESH_S = 2.0
+WINDOWS = {"1 h": timedelta(hours=1), "6 h": timedelta(hours=6), "24 h": timedelta(hours=24),
+           "48 h": timedelta(hours=48), "7 d": timedelta(days=7)}
+_DEFAULT_ROLES = (Role.DISSOLVED_OXYGEN, Role.AGITATION_SPEED, Role.OFFGAS_CO2, Role.FEED_RATE, Role.VOLUME)
+
+
+def render(data: DashboardData) -> None:
+    st.title("Live")
+    numeric = data.numeric_tags()
+    defaults = [t.name for t in numeric if t.role in _DEFAULT_ROLES][:5]
+    left, right = st.columns([4, 1])
+    chosen = left.multiselect("Trend", [t.name for t in numeric], default=defaults, key="trend_tags")
+    window = right.selectbox("Window (process time)", list(WINDOWS), index=2, key="trend_window")
+    _live(data, chosen, WINDOWS[window])
+
+
+@st.fragment(run_every=REFRESH_S)
+def _live(data: DashboardData, chosen: list[str], window: timedelta) -> None:
+    tz = ZoneInfo(data.config.site.timezone)
+    latest = data.latest_time()
+    if latest is None:
+        st.info("No data yet. Waiting for the collectors to store the first values…")
+    else:
+        simulated = " (simulated)" if data.config.simulator is not None else ""
+        st.caption(f"Plant time{simulated} {latest.astimezone(tz):%Y-%m-%d %H:%M:%S} {tz.key} · "
+                   f"refreshes every {REFRESH_S:.0f} s")
+    for view in data.equipment_views():
+        _equipment(view)
+    if chosen:
+        trends = data.trends(chosen, window)
+        if trends:
+            st.plotly_chart(trend_figure(trends), key="trend_chart")
+
+
+def _equipment(view: EquipmentView) -> None:
+    batch = f"batch **{view.batch_id}**" if view.batch_id else "no batch"
+    phase = f" · phase **{view.phase}**" if view.phase else ""
+    st.subheader(f"{view.id} · {view.name}", anchor=False)
+    st.markdown(f"{batch}{phase}")
+    st.markdown(_TILE_CSS + "".join(_tile_html(t) for t in view.tiles).join(
+        (f'<div class="bp-tiles" data-equipment="{escape(view.id)}">', "</div>")), unsafe_allow_html=True)
+
+
+def _tile_html(tile: Tile) -> str:
+    if tile.age_s is None:
+        age = "no value yet"
+    else:
+        age = f"{_age(tile.age_s)} ago"
+        if tile.quality != "good":
+            age += f' · <span class="bp-warn">{tile.quality}</span>'
+        if tile.stale:
+            age += ' · <span class="bp-bad">stale</span>'
+    return (
+        f'<div class="bp-tile" data-tag="{escape(tile.tag)}" data-quality="{tile.quality}" title="{escape(tile.tag)}">'
+        f'<div class="bp-label">{escape(tile.label)}</div>'
+        f'<div class="bp-value">{escape(tile.value)}<span class="bp-unit">{escape(tile.unit)}</span></div>'
+        f'<div class="bp-age">{age}</div></div>'
+    )
+
+
+_TILE_CSS = """<style>
+.bp-tiles {display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 8px; margin-bottom: 8px;}
+.bp-tile {border: 1px solid rgba(49, 51, 63, 0.2); border-radius: 8px; padding: 6px 10px; background: #fff;}
+.bp-tile[data-quality="bad"], .bp-tile[data-quality="none"] {background: #fdf1f1;}
+.bp-tile[data-quality="uncertain"] {background: #fff8e6;}
+.bp-label {font-size: 0.8rem; color: rgba(49, 51, 63, 0.7); white-space: nowrap; overflow: hidden;
+           text-overflow: ellipsis;}
+.bp-value {font-size: 1.45rem; font-weight: 600; line-height: 1.5; white-space: nowrap;}
+.bp-unit {font-size: 0.85rem; font-weight: 400; margin-left: 4px; color: rgba(49, 51, 63, 0.7);}
+.bp-age {font-size: 0.75rem; color: rgba(49, 51, 63, 0.6);}
+.bp-warn {color: #b36b00;} .bp-bad {color: #c62828; font-weight: 600;}
+</style>"""
+
+
+def _age(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

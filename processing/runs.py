@@ -1,0 +1,47 @@
+"""Run detection from a batch-id signal (pure).
+
+A run of one piece of equipment lasts while its batch-id tag carries the same non-blank value. It starts
+at the first sample carrying the id and ends at the first sample that carries another id or a blank one.
+Samples with bad status say nothing about the batch and are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Change(StrEnum):
+    START = "start"
+    END = "end"
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    change: Change
+    batch_id: str
+    ts_us: int  # source timestamp of the sample that showed the change [µs since epoch, UTC]
+
+
+def detect_runs(
+    samples: Iterable[tuple[int, str | None, int]], open_batch: str | None
+) -> tuple[list[RunEvent], str | None]:
+    """Run starts and ends in time-ordered (ts_us, batch_id, status) samples.
+
+    open_batch: the batch id of the run open before these samples (None if none).
+    Returns the events and the batch id open after them."""
+    events: list[RunEvent] = []
+    current = open_batch
+    for ts_us, raw, status in samples:
+        if status & 0x80000000:
+            continue
+        batch = (raw or "").strip() or None
+        if batch == current:
+            continue
+        if current is not None:
+            events.append(RunEvent(Change.END, current, ts_us))
+        if batch is not None:
+            events.append(RunEvent(Change.START, batch, ts_us))
+        current = batch
+    return events, current

@@ -1,0 +1,37 @@
+"""Storage: time series (TimeSeriesStore and its backends) and the catalog of runs and KPIs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from biopilot.config import SiteConfig
+from storage.base import Buckets, Latest, SeriesData, TimeSeriesStore
+from storage.catalog import Catalog, KpiRecord, Run
+from storage.sqlite import SqliteStore
+
+__all__ = [
+    "Buckets",
+    "Catalog",
+    "KpiRecord",
+    "Latest",
+    "Run",
+    "SeriesData",
+    "SqliteStore",
+    "TimeSeriesStore",
+    "database_path",
+    "open_catalog",
+    "open_store",
+]
+
+
+def database_path(config: SiteConfig, data_dir: Path) -> Path:
+    path = Path(config.storage.path)
+    return path if path.is_absolute() else data_dir / path
+
+
+def open_store(config: SiteConfig, data_dir: Path, *, read_only: bool = False) -> TimeSeriesStore:
+    return SqliteStore(database_path(config, data_dir), read_only=read_only)
+
+
+def open_catalog(config: SiteConfig, data_dir: Path) -> Catalog:
+    return Catalog(database_path(config, data_dir))

@@ -1,0 +1,202 @@
+"""The embedded time-series store: one SQLite file in WAL mode.
+
+WAL lets a collector process write while the dashboard process reads. Samples live in one table
+clustered by (series, source timestamp), so a range read of one series is one index range scan and a
+rewrite of the same sample (a replay, a redelivered MQTT message) replaces it instead of duplicating it.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from biopilot.errors import StoreError
+from biopilot.samples import Sample, from_us, to_us, utcnow
+from storage.base import Buckets, Latest, SeriesData
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    last_received_us INTEGER
+);
+CREATE TABLE IF NOT EXISTS samples (
+    series_id INTEGER NOT NULL,
+    ts_us INTEGER NOT NULL,
+    value REAL,
+    text TEXT,
+    status INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (series_id, ts_us)
+) WITHOUT ROWID;
+"""
+
+_BAD = 0x80000000
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection with the pragmas every BioPilot connection to the embedded database uses."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=10.0, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA cache_size=-65536")  # 64 MiB
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"{path}: cannot open the embedded database ({exc})") from None
+    return conn
+
+
+class SqliteStore:
+    """TimeSeriesStore on an SQLite file. Thread-safe (one connection, one lock)."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self._conn = connect(self.path)
+        self._lock = threading.Lock()
+        try:
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot create the schema ({exc})") from None
+        if read_only:
+            self._conn.execute("PRAGMA query_only=ON")
+        self._ids: dict[str, int] = {}
+
+    # -- writing ---------------------------------------------------------------------------------------
+    def write(self, samples: Sequence[Sample]) -> int:
+        if not samples:
+            return 0
+        now = to_us(utcnow())
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                rows = []
+                touched: set[int] = set()
+                for s in samples:
+                    sid = self._ids.get(s.series)
+                    if sid is None:
+                        sid = self._series_id(s.series, create=True)
+                    touched.add(sid)
+                    value = s.value
+                    if isinstance(value, str):
+                        rows.append((sid, to_us(s.ts), None, value, s.status))
+                    else:
+                        rows.append((sid, to_us(s.ts), value, None, s.status))
+                self._conn.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?)", rows)
+                self._conn.executemany(
+                    "UPDATE series SET last_received_us = ? WHERE id = ?", [(now, sid) for sid in touched]
+                )
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: write of {len(samples)} samples failed ({exc})") from None
+        return len(samples)
+
+    def _series_id(self, name: str, *, create: bool) -> int | None:
+        sid = self._ids.get(name)
+        if sid is not None:
+            return sid
+        row = self._conn.execute("SELECT id FROM series WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            if not create:
+                return None
+            row = self._conn.execute("INSERT INTO series (name) VALUES (?) RETURNING id", (name,)).fetchone()
+        self._ids[name] = row[0]
+        return row[0]
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def read(self, series: str, start: datetime, end: datetime) -> SeriesData:
+        with self._lock:
+            sid = self._series_id(series, create=False)
+            if sid is None:
+                return _empty(series)
+            rows = self._conn.execute(
+                "SELECT ts_us, value, text, status FROM samples WHERE series_id = ? AND ts_us >= ? AND ts_us < ?"
+                " ORDER BY ts_us",
+                (sid, to_us(start), to_us(end)),
+            ).fetchall()
+        if not rows:
+            return _empty(series)
+        ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        status = np.fromiter((r[3] for r in rows), dtype=np.int64, count=len(rows))
+        if any(r[2] is not None for r in rows):
+            values = np.array([r[2] if r[2] is not None else r[1] for r in rows], dtype=object)
+        else:
+            values = np.fromiter((math.nan if r[1] is None else r[1] for r in rows), dtype=np.float64,
+                                 count=len(rows))
+        return SeriesData(series, ts, values, status)
+
+    def read_buckets(self, series: str, start: datetime, end: datetime, n: int) -> Buckets:
+        if n <= 0:
+            raise ValueError("n must be positive")
+        t0, t1 = to_us(start), to_us(end)
+        width = max((t1 - t0 + n - 1) // n, 1)
+        with self._lock:
+            sid = self._series_id(series, create=False)
+            rows = [] if sid is None else self._conn.execute(
+                "SELECT (ts_us - ?) / ? AS b, MIN(ts_us), MAX(ts_us), MIN(value), MAX(value), AVG(value), COUNT(*)"
+                " FROM samples WHERE series_id = ? AND ts_us >= ? AND ts_us < ? AND status < ?"
+                " AND value IS NOT NULL GROUP BY b ORDER BY b",
+                (t0, width, sid, t0, t1, _BAD),
+            ).fetchall()
+        cols = list(zip(*rows, strict=True)) if rows else [()] * 7
+        return Buckets(
+            series=series,
+            start=t0 + np.asarray(cols[0], dtype=np.int64) * width,
+            t_first=np.asarray(cols[1], dtype=np.int64),
+            t_last=np.asarray(cols[2], dtype=np.int64),
+            min=np.asarray(cols[3], dtype=np.float64),
+            max=np.asarray(cols[4], dtype=np.float64),
+            mean=np.asarray(cols[5], dtype=np.float64),
+            count=np.asarray(cols[6], dtype=np.int64),
+        )
+
+    def latest(self, series: Sequence[str] | None = None) -> dict[str, Latest]:
+        out: dict[str, Latest] = {}
+        with self._lock:
+            known = self._conn.execute("SELECT id, name, last_received_us FROM series").fetchall()
+            wanted = None if series is None else set(series)
+            for sid, name, received in known:
+                if wanted is not None and name not in wanted:
+                    continue
+                row = self._conn.execute(
+                    "SELECT ts_us, value, text, status FROM samples WHERE series_id = ? ORDER BY ts_us DESC LIMIT 1",
+                    (sid,),
+                ).fetchone()
+                if row is None:
+                    continue
+                value = row[2] if row[2] is not None else row[1]
+                sample = Sample(name, from_us(row[0]), value, row[3])
+                out[name] = Latest(sample, from_us(received) if received is not None else None)
+        return out
+
+    def list_series(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._conn.execute("SELECT name FROM series ORDER BY name")]
+
+    def count(self, series: str, start: datetime | None = None, end: datetime | None = None) -> int:
+        t0 = to_us(start) if start is not None else -(2**62)
+        t1 = to_us(end) if end is not None else 2**62
+        with self._lock:
+            sid = self._series_id(series, create=False)
+            if sid is None:
+                return 0
+            row = self._conn.execute(
+                "SELECT COUNT(*) FROM samples WHERE series_id = ? AND ts_us >= ? AND ts_us < ?", (sid, t0, t1)
+            ).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _empty(series: str) -> SeriesData:
+    return SeriesData(series, np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.int64))
