@@ -43,19 +43,21 @@ def mosquitto_config(host: str, port: int, data_dir: Path) -> str:
     """A Mosquitto config for a private broker. The queue limits are set deliberately: Mosquitto's default
     max_queued_messages (1000) drops QoS 1 messages for a subscriber that falls behind."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    return "\n".join([
-        f"listener {port} {host}",
-        "allow_anonymous true",
-        "persistence true",
-        f"persistence_location {data_dir}/",
-        "autosave_interval 10",
-        "max_queued_messages 1000000",
-        "max_queued_bytes 0",
-        "max_inflight_messages 1000",
-        "log_type error",
-        "log_type warning",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"listener {port} {host}",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {data_dir}/",
+            "autosave_interval 10",
+            "max_queued_messages 1000000",
+            "max_queued_bytes 0",
+            "max_inflight_messages 1000",
+            "log_type error",
+            "log_type warning",
+            "",
+        ]
+    )
 
 
 def run_amqtt(host: str, port: int) -> None:
@@ -65,10 +67,12 @@ def run_amqtt(host: str, port: int) -> None:
     from biopilot.stages import run_until_signalled
 
     async def main(stop: asyncio.Event) -> None:
-        broker = Broker({
-            "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
-        })
+        broker = Broker(
+            {
+                "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            }
+        )
         await broker.start()
         log.info("embedded MQTT broker (amqtt) listening on %s:%d", host, port)
         await stop.wait()

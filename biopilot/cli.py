@@ -44,7 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="biopilot", description="BioPilot: the shared data record for pilot trials.")
+    p = argparse.ArgumentParser(
+        prog="biopilot", description="BioPilot: the shared data record for pilot trials."
+    )
     p.add_argument("--version", action="version", version=f"biopilot {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging, including asyncua's")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -52,12 +54,20 @@ def _parser() -> argparse.ArgumentParser:
     def common(sp: argparse.ArgumentParser, *, data: bool = True) -> None:
         sp.add_argument("--config", type=Path, default=None, help="site config (default: config/demo.toml)")
         if data:
-            sp.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                            help=f"where the embedded store and logs live (default: ./{DEFAULT_DATA_DIR})")
+            sp.add_argument(
+                "--data-dir",
+                type=Path,
+                default=DEFAULT_DATA_DIR,
+                help=f"where the embedded store and logs live (default: ./{DEFAULT_DATA_DIR})",
+            )
 
-    sp = sub.add_parser("demo", help="run everything on embedded defaults: simulator, collectors, processing, dashboard")
+    sp = sub.add_parser(
+        "demo", help="run everything on embedded defaults: simulator, collectors, processing, dashboard"
+    )
     common(sp)
-    sp.add_argument("--speed", type=float, default=None, help="simulated seconds per wall second (default: config)")
+    sp.add_argument(
+        "--speed", type=float, default=None, help="simulated seconds per wall second (default: config)"
+    )
     sp.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501)")
     sp.add_argument("--address", default="127.0.0.1", help="dashboard address (default 127.0.0.1)")
     sp.add_argument("--no-browser", action="store_true", help="do not open a browser")
@@ -110,7 +120,7 @@ def _setup_logging(verbose: bool) -> None:
         stream=sys.stderr,
     )
     if not verbose:
-        # asyncua logs every lost connection as an error with a traceback; the collector reports it in one line
+        # asyncua logs every lost connection as an error with a traceback; the collector says it in one line
         logging.getLogger("asyncua").setLevel(logging.CRITICAL)
         for name in ("amqtt", "transitions", "watchdog"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -125,8 +135,10 @@ def _config(args: argparse.Namespace) -> tuple[Path, SiteConfig]:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     protocols = {t.source.protocol for t in config.tags}
-    print(f"{args.file}: OK — site {config.site.name!r}, {len(config.equipment)} equipment, "
-          f"{len(config.tags)} tags ({', '.join(sorted(protocols)) or 'no sources'})")
+    print(
+        f"{args.file}: OK — site {config.site.name!r}, {len(config.equipment)} equipment, "
+        f"{len(config.tags)} tags ({', '.join(sorted(protocols)) or 'no sources'})"
+    )
     return 0
 
 
@@ -161,13 +173,30 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
-def streamlit_command(config_path: Path, data_dir: Path, address: str, port: int) -> tuple[list[str], dict[str, str]]:
+def streamlit_command(
+    config_path: Path, data_dir: Path, address: str, port: int
+) -> tuple[list[str], dict[str, str]]:
     app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
     argv = [
-        sys.executable, "-m", "streamlit", "run", str(app),
-        "--server.address", address, "--server.port", str(port), "--server.headless", "true",
-        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-        "--client.toolbarMode", "minimal", "--theme.base", "light",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.address",
+        address,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--client.toolbarMode",
+        "minimal",
+        "--theme.base",
+        "light",
     ]
     env = {"BIOPILOT_CONFIG": str(config_path.resolve()), "BIOPILOT_DATA_DIR": str(data_dir.resolve())}
     return argv, env
@@ -203,8 +232,10 @@ def _cmd_runs_list(args: argparse.Namespace) -> int:
         print(f"{'run':36} {'equipment':10} {'start (UTC)':20} {'end (UTC)':20} status")
         for run in runs:
             end = run.end.strftime("%Y-%m-%d %H:%M:%S") if run.end else "—"
-            print(f"{run.id:36} {run.equipment:10} {run.start:%Y-%m-%d %H:%M:%S}  {end:20} "
-                  f"{'open' if run.is_open else 'closed'}")
+            print(
+                f"{run.id:36} {run.equipment:10} {run.start:%Y-%m-%d %H:%M:%S}  {end:20} "
+                f"{'open' if run.is_open else 'closed'}"
+            )
     catalog.close()
     return 0
 
@@ -227,7 +258,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     config_path, config = _config(args)
     if config.simulator is None:
-        raise BioPilotError(f"{config_path}: has no [simulator] section; the demo needs one (see config/demo.toml)")
+        raise BioPilotError(
+            f"{config_path}: has no [simulator] section; the demo needs one (see config/demo.toml)"
+        )
     data_dir: Path = args.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     logs = data_dir / "logs"
@@ -235,8 +268,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     sim = config.simulator
     if sim.opcua_server:
         endpoint = urlparse(config.opcua.servers[sim.opcua_server].endpoint)
-        _require_free_port(endpoint.hostname or "127.0.0.1", endpoint.port or 4840, "the simulator's OPC UA server",
-                           f"the endpoint of [opcua.servers.{sim.opcua_server}] in {config_path}")
+        _require_free_port(
+            endpoint.hostname or "127.0.0.1",
+            endpoint.port or 4840,
+            "the simulator's OPC UA server",
+            f"the endpoint of [opcua.servers.{sim.opcua_server}] in {config_path}",
+        )
 
     sup = Supervisor()
     sup.install_signal_handlers()
@@ -256,28 +293,44 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 sup.add(Child(f"broker-{name}", [binary, "-c", str(conf)], logs / f"broker-{name}.log"))
                 kind = "Mosquitto"
             else:
-                sup.add(Child(f"broker-{name}", [*py, "broker", "--host", broker.host, "--port", str(broker.port)],
-                              logs / f"broker-{name}.log"))
+                sup.add(
+                    Child(
+                        f"broker-{name}",
+                        [*py, "broker", "--host", broker.host, "--port", str(broker.port)],
+                        logs / f"broker-{name}.log",
+                    )
+                )
                 kind = "amqtt, embedded"
             if not wait_reachable(broker.host, broker.port, 10.0):
-                raise BioPilotError(f"the embedded MQTT broker did not start on {broker.host}:{broker.port} "
-                                    f"(log: {logs / f'broker-{name}.log'})")
+                raise BioPilotError(
+                    f"the embedded MQTT broker did not start on {broker.host}:{broker.port} "
+                    f"(log: {logs / f'broker-{name}.log'})"
+                )
             print(f"  MQTT broker {name}: started at {broker.host}:{broker.port} ({kind})")
         speed = ["--speed", str(args.speed)] if args.speed else []
-        sup.add(Child("simulator", [*py, "simulate", "--config", str(config_path.resolve()), *speed],
-                      logs / "simulator.log"))
+        sup.add(
+            Child(
+                "simulator",
+                [*py, "simulate", "--config", str(config_path.resolve()), *speed],
+                logs / "simulator.log",
+            )
+        )
         sup.add(Child("collector", [*py, "collect", *common], logs / "collector.log"))
         sup.add(Child("processing", [*py, "process", *common], logs / "processing.log"))
         argv, env = streamlit_command(config_path, data_dir, args.address, args.port)
         dash = sup.add(Child("dashboard", argv, logs / "dashboard.log", env=env))
         url = f"http://{args.address}:{args.port}"
-        if not wait_http_ok(f"{url}/_stcore/health", 60.0, lambda: dash.alive() and not sup.stopping):
-            if not sup.stopping:
-                raise BioPilotError(f"the dashboard did not start (log: {logs / 'dashboard.log'}):\n{dash.tail()}")
+        up = wait_http_ok(f"{url}/_stcore/health", 60.0, lambda: dash.alive() and not sup.stopping)
+        if not up and not sup.stopping:
+            log_file = logs / "dashboard.log"
+            raise BioPilotError(f"the dashboard did not start (log: {log_file}):\n{dash.tail()}")
         if not sup.stopping:
             print(f"  simulator, collector, processing: running (logs in {logs.resolve()})")
-            print(f"\n  Dashboard: {url}   (ready in {time.monotonic() - started:.1f} s; Ctrl-C stops everything)\n",
-                  flush=True)
+            print(
+                f"\n  Dashboard: {url}   (ready in {time.monotonic() - started:.1f} s;"
+                " Ctrl-C stops everything)\n",
+                flush=True,
+            )
             if not args.no_browser:
                 webbrowser.open(url)
             sup.watch()

@@ -258,7 +258,7 @@ def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
     errors = exc.errors()
     first = errors[0]
     loc = list(first["loc"])
-    # pydantic puts the discriminator's value in the path ("source.opcua.server"); a user wrote "source.server"
+    # pydantic puts the discriminator in the path ("source.opcua.server"); the user wrote "source.server"
     if len(loc) >= 2 and loc[-2] in ("opcua", "mqtt") and "source" in loc:
         loc.pop(loc.index("source") + 1)
     key = _key_path(loc)
@@ -319,7 +319,8 @@ def _cross_check(config: SiteConfig) -> str | None:
             return f"{key}.name: {tag.name!r} is used twice; tag names must be unique"
         seen.add(tag.name)
         if tag.equipment not in equipment_ids:
-            return f"{key}.equipment: {tag.equipment!r} is not a configured equipment id ({_one_of(equipment_ids)})"
+            known = _one_of(equipment_ids)
+            return f"{key}.equipment: {tag.equipment!r} is not a configured equipment id ({known})"
         allowed = ROLE_UNITS[tag.role]
         if tag.unit not in allowed:
             expected = "no unit" if allowed == ("",) else _one_of(list(allowed))

@@ -37,13 +37,21 @@ def simulate(config: SiteConfig, speed: float | None, interval_s: float | None) 
     async def main(stop: asyncio.Event) -> None:
         ready = asyncio.Event()
         task = asyncio.create_task(sim.run(stop, ready))
-        done, _ = await asyncio.wait({task, asyncio.create_task(ready.wait())}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {task, asyncio.create_task(ready.wait())}, return_when=asyncio.FIRST_COMPLETED
+        )
         if task in done:
             task.result()
-        log.info("simulating at %g× (one sample every %g s of wall time, %g s of process time)", sim.speed,
-                 sim.interval_s, sim.interval_s * sim.speed)
+        log.info(
+            "simulating at %g× (one sample every %g s of wall time, %g s of process time)",
+            sim.speed,
+            sim.interval_s,
+            sim.interval_s * sim.speed,
+        )
         await task
-        log.info("simulator stopped after %d ticks; published %d values", sim.ticks, sum(sim.published.values()))
+        log.info(
+            "simulator stopped after %d ticks; published %d values", sim.ticks, sum(sim.published.values())
+        )
 
     run_until_signalled(main)
 

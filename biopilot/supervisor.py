@@ -49,8 +49,13 @@ class Child:
         self._log = self.log_path.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen(
-            self.argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
 
     def alive(self) -> bool:
@@ -104,14 +109,18 @@ class Supervisor:
                     continue
                 code = child.proc.returncode if child.proc else None
                 if not child.restart or child.restarts >= MAX_RESTARTS:
-                    self.say(f"biopilot: {child.name} exited with code {code}; stopping (log: {child.log_path})")
+                    self.say(
+                        f"biopilot: {child.name} exited with code {code}; stopping (log: {child.log_path})"
+                    )
                     self.say(child.tail())
                     self._stopping = True
                     break
                 child.restarts += 1
                 delay = min(2**child.restarts * 0.25, 5.0)
-                self.say(f"biopilot: {child.name} exited with code {code}; restarting in {delay:.1f} s "
-                         f"(log: {child.log_path})")
+                self.say(
+                    f"biopilot: {child.name} exited with code {code}; restarting in {delay:.1f} s "
+                    f"(log: {child.log_path})"
+                )
                 time.sleep(delay)
                 child.start()
             time.sleep(poll_s)

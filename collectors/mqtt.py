@@ -32,7 +32,13 @@ class _Field:
 
 class MqttCollector:
     def __init__(
-        self, name: str, broker: MqttBroker, tags: list[Tag], sink: SampleSink, counts: Counts, site_tz: tzinfo
+        self,
+        name: str,
+        broker: MqttBroker,
+        tags: list[Tag],
+        sink: SampleSink,
+        counts: Counts,
+        site_tz: tzinfo,
     ) -> None:
         self.name = name
         self.broker = broker
@@ -50,7 +56,9 @@ class MqttCollector:
         self._client: mqtt.Client | None = None
 
     # -- paho thread: hand over, nothing else ----------------------------------------------------------
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object
+    ) -> None:
         if getattr(rc, "is_failure", False):
             log.warning("%s: broker refused the connection: %s", self.source, rc)
             return
@@ -58,7 +66,9 @@ class MqttCollector:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._connected, bool(getattr(flags, "session_present", False)))
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object) -> None:
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object
+    ) -> None:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._disconnected, str(rc))
 
@@ -70,8 +80,13 @@ class MqttCollector:
     def _connected(self, session_present: bool) -> None:
         self.connects += 1
         self.connected.set()
-        log.info("%s: connected to %s:%d (session present: %s)", self.source, self.broker.host, self.broker.port,
-                 session_present)
+        log.info(
+            "%s: connected to %s:%d (session present: %s)",
+            self.source,
+            self.broker.host,
+            self.broker.port,
+            session_present,
+        )
 
     def _disconnected(self, reason: str) -> None:
         if self.connected.is_set():

@@ -16,6 +16,7 @@ import logging
 from asyncua import Client, ua
 from asyncua.common.subscription import Subscription
 
+from biopilot.aio import wait_for_event
 from biopilot.config import OpcUaServer, OpcUaSource, Tag
 from biopilot.samples import Sample, utcnow
 from collectors.sink import Counts, SampleSink
@@ -26,12 +27,17 @@ HEARTBEAT_S = 1.0
 HEARTBEAT_TIMEOUT_S = 2.0
 
 
-class ConnectionLost(Exception):
+class ConnectionLostError(Exception):
     pass
 
 
+_CONNECTION_ERRORS = (ConnectionLostError, OSError, TimeoutError, ua.UaError, asyncio.IncompleteReadError)
+
+
 class OpcUaCollector:
-    def __init__(self, name: str, server: OpcUaServer, tags: list[Tag], sink: SampleSink, counts: Counts) -> None:
+    def __init__(
+        self, name: str, server: OpcUaServer, tags: list[Tag], sink: SampleSink, counts: Counts
+    ) -> None:
         self.name = name
         self.server = server
         self.tags = tags
@@ -50,21 +56,26 @@ class OpcUaCollector:
             try:
                 await self._session(stop)
                 delay = 0.5
-            except (ConnectionLost, OSError, TimeoutError, ua.UaError, asyncio.IncompleteReadError) as exc:
+            except _CONNECTION_ERRORS as exc:
                 if self.connected.is_set():
-                    log.warning("%s: connection lost (%s); reconnecting", self.source, exc or type(exc).__name__)
+                    log.warning(
+                        "%s: connection lost (%s); reconnecting", self.source, exc or type(exc).__name__
+                    )
                 else:
-                    log.warning("%s: cannot connect to %s (%s); retrying in %.1f s", self.source,
-                                self.server.endpoint, exc or type(exc).__name__, delay)
+                    log.warning(
+                        "%s: cannot connect to %s (%s); retrying in %.1f s",
+                        self.source,
+                        self.server.endpoint,
+                        exc or type(exc).__name__,
+                        delay,
+                    )
                 self.connected.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                await wait_for_event(stop, delay)
                 delay = min(delay * 2, 10.0)
             except Exception:  # a bug or an unexpected server answer: report it, never die
                 log.exception("%s: unexpected error; reconnecting in %.1f s", self.source, delay)
                 self.connected.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                await wait_for_event(stop, delay)
                 delay = min(delay * 2, 10.0)
         self.connected.clear()
 
@@ -75,8 +86,13 @@ class OpcUaCollector:
             sub = await self._subscribe(client)
             self.connects += 1
             self.connected.set()
-            log.info("%s: connected to %s, %d tags monitored, %d failed", self.source, self.server.endpoint,
-                     len(self.monitored), len(self.failed))
+            log.info(
+                "%s: connected to %s, %d tags monitored, %d failed",
+                self.source,
+                self.server.endpoint,
+                len(self.monitored),
+                len(self.failed),
+            )
             consumer = asyncio.create_task(self._consume(sub))
             heartbeat = asyncio.create_task(self._heartbeat(client))
             stopper = asyncio.create_task(stop.wait())
@@ -114,16 +130,18 @@ class OpcUaCollector:
                 DiscardOldest=True,
                 Filter=data_filter,
             )
-            requests.append(ua.MonitoredItemCreateRequest(
-                ItemToMonitor=ua.ReadValueId(NodeId=node_id, AttributeId=ua.AttributeIds.Value),
-                MonitoringMode=ua.MonitoringMode.Reporting,
-                RequestedParameters=mp,
-            ))
+            requests.append(
+                ua.MonitoredItemCreateRequest(
+                    ItemToMonitor=ua.ReadValueId(NodeId=node_id, AttributeId=ua.AttributeIds.Value),
+                    MonitoringMode=ua.MonitoringMode.Reporting,
+                    RequestedParameters=mp,
+                )
+            )
             order.append((handle, tag, node_id))
         self._by_handle.clear()
         for start in range(0, len(requests), 1000):
-            results = await sub.create_monitored_items(requests[start:start + 1000])
-            for (handle, tag, node_id), result in zip(order[start:start + 1000], results, strict=True):
+            results = await sub.create_monitored_items(requests[start : start + 1000])
+            for (handle, tag, node_id), result in zip(order[start : start + 1000], results, strict=True):
                 if isinstance(result, ua.StatusCode):
                     self.failed[tag.name] = f"cannot monitor {node_id.to_string()}: {result.name}"
                     self.counts.reject(self.source, "monitor_failed", f"{tag.name}: {self.failed[tag.name]}")
@@ -155,7 +173,7 @@ class OpcUaCollector:
                     self.failed[tag.name] = f"the server has no namespace {self.server.namespace!r}"
                 by_path = []
             for start in range(0, len(by_path), 500):
-                chunk = by_path[start:start + 500]
+                chunk = by_path[start : start + 500]
                 results = await client.uaclient.translate_browsepaths_to_nodeids(
                     [_browse_path(ns, path) for _, path in chunk]
                 )
@@ -208,7 +226,7 @@ class OpcUaCollector:
             except (TimeoutError, OSError, ua.UaError, ConnectionError) as exc:
                 misses += 1
                 if misses >= 2:
-                    raise ConnectionLost(f"heartbeat failed twice ({type(exc).__name__})") from exc
+                    raise ConnectionLostError(f"heartbeat failed twice ({type(exc).__name__})") from exc
 
 
 def _browse_path(ns: int, path: str) -> ua.BrowsePath:
@@ -221,4 +239,6 @@ def _browse_path(ns: int, path: str) -> ua.BrowsePath:
         )
         for part in path.strip("/").split("/")
     ]
-    return ua.BrowsePath(StartingNode=ua.NodeId(ua.ObjectIds.ObjectsFolder), RelativePath=ua.RelativePath(elements))
+    return ua.BrowsePath(
+        StartingNode=ua.NodeId(ua.ObjectIds.ObjectsFolder), RelativePath=ua.RelativePath(elements)
+    )

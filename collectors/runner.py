@@ -54,7 +54,9 @@ class Collectors:
             await asyncio.gather(*tasks, return_exceptions=True)
             sink_stop.set()
             await sink_task
-            log.info("collectors stopped: %d samples received, %d stored", self.sink.received, self.sink.stored)
+            log.info(
+                "collectors stopped: %d samples received, %d stored", self.sink.received, self.sink.stored
+            )
 
     async def wait_connected(self, timeout: float) -> bool:
         events = [c.connected.wait() for c in (*self.opcua, *self.mqtt)]

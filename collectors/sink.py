@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 
+from biopilot.aio import wait_for_event
 from biopilot.errors import StoreError
 from biopilot.samples import Sample
 from storage.base import TimeSeriesStore
@@ -45,7 +46,9 @@ class Counts:
 
 
 class SampleSink:
-    def __init__(self, store: TimeSeriesStore, *, batch_size: int = 5000, flush_interval: float = 0.2) -> None:
+    def __init__(
+        self, store: TimeSeriesStore, *, batch_size: int = 5000, flush_interval: float = 0.2
+    ) -> None:
         self.store = store
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -69,10 +72,7 @@ class SampleSink:
     async def run(self, stop: asyncio.Event) -> None:
         """Flush until `stop` is set, then flush what is left (retrying while the store refuses)."""
         while not stop.is_set():
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval)
-            except TimeoutError:
-                pass
+            await wait_for_event(self._wake, self.flush_interval)
             self._wake.clear()
             await self.flush()
         await self.flush(final=True)

@@ -1,1 +1,1 @@
-"""Processing: pure KPI functions by topic, run detection, and the service that applies them to stored data."""
+"""Processing: pure KPI functions by topic, run detection, and the service applying them to stored data."""

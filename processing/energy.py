@@ -58,6 +58,8 @@ def integrate_trapezoid(
     return Integral(float(areas[ok].sum()), float(dt[ok].sum()), span, uncertain)
 
 
-def energy_kwh(t_h: np.ndarray, power_kw: np.ndarray, status: np.ndarray, max_gap_h: float | None = None) -> Integral:
+def energy_kwh(
+    t_h: np.ndarray, power_kw: np.ndarray, status: np.ndarray, max_gap_h: float | None = None
+) -> Integral:
     """Electrical energy [kWh] from a power signal [kW] sampled at t_h [h]."""
     return integrate_trapezoid(t_h, power_kw, status, max_gap_h)

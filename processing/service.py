@@ -8,6 +8,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
+from biopilot.aio import wait_for_event
 from biopilot.config import Role, SiteConfig, Tag
 from biopilot.samples import from_us, to_us, utcnow
 from processing.energy import energy_kwh
@@ -36,13 +37,10 @@ class Processing:
                 await asyncio.to_thread(self.process_once)
             except Exception:  # a bad run must not stop processing of the others
                 log.exception("processing pass failed; retrying in %.0f s", interval_s)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval_s)
-            except TimeoutError:
-                pass
+            await wait_for_event(stop, interval_s)
 
     def process_once(self) -> list[Run]:
-        """Detect run starts and ends since the last pass, then recompute KPIs of open and just-closed runs."""
+        """Detect run starts and ends since the last pass; recompute KPIs of open and just-closed runs."""
         touched: dict[str, Run] = {}
         for eq in self.config.equipment:
             for tag in self.config.role_tags(eq.id, Role.BATCH_ID):
@@ -65,8 +63,9 @@ class Processing:
             return []
         open_runs = self.catalog.runs(equipment, open_only=True)
         open_batch = open_runs[0].batch_id if open_runs else None
-        events, _ = detect_runs(zip(data.ts.tolist(), data.values.tolist(), data.status.tolist(), strict=True),
-                                open_batch)
+        events, _ = detect_runs(
+            zip(data.ts.tolist(), data.values.tolist(), data.status.tolist(), strict=True), open_batch
+        )
         changed: list[Run] = []
         for ev in events:
             run_id = run_id_for(equipment, ev.batch_id)
@@ -94,19 +93,41 @@ class Processing:
         power_tags = self.config.role_tags(run.equipment, Role.POWER)
         for tag in power_tags:
             data = self.store.read(tag.name, run.start, end + timedelta(microseconds=1))
-            integral = energy_kwh(data.hours(to_us(run.start)), data.values.astype(float) * _POWER_TO_KW[tag.unit],
-                                  data.status)
+            integral = energy_kwh(
+                data.hours(to_us(run.start)), data.values.astype(float) * _POWER_TO_KW[tag.unit], data.status
+            )
             coverage = min(integral.covered_h / run_h, 1.0) if run_h > 0 else 0.0
-            flags = flags_base + (("incomplete",) if coverage < COMPLETE else ()) + (
-                ("uncertain_inputs",) if integral.uncertain else ())
-            records.append(KpiRecord(f"energy.{tag.name}", round(integral.value, 4), "kWh", coverage, flags,
-                                     final=run.end is not None, version=KPI_VERSION))
+            flags = (
+                flags_base
+                + (("incomplete",) if coverage < COMPLETE else ())
+                + (("uncertain_inputs",) if integral.uncertain else ())
+            )
+            records.append(
+                KpiRecord(
+                    f"energy.{tag.name}",
+                    round(integral.value, 4),
+                    "kWh",
+                    coverage,
+                    flags,
+                    final=run.end is not None,
+                    version=KPI_VERSION,
+                )
+            )
             total += integral.value
             covered_min = min(covered_min, coverage)
         if power_tags:
             flags = flags_base + (("incomplete",) if covered_min < COMPLETE else ())
-            records.append(KpiRecord("energy.total", round(total, 4), "kWh", covered_min, flags,
-                                     final=run.end is not None, version=KPI_VERSION))
+            records.append(
+                KpiRecord(
+                    "energy.total",
+                    round(total, 4),
+                    "kWh",
+                    covered_min,
+                    flags,
+                    final=run.end is not None,
+                    version=KPI_VERSION,
+                )
+            )
         return records
 
     def _latest(self, equipment: str) -> datetime | None:

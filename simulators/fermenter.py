@@ -192,8 +192,17 @@ def step(state: FermenterState, params: FermenterParams, dt_h: float) -> Ferment
     if ph == Phase.FILL:
         v = min(state.v + params.v_fill / params.t_fill * dt_h, params.v_fill)
         return replace(
-            state, t_phase=t_phase, v=v, temperature=20.0, agitation=0.0, air=0.0, feed=0.0, base=0.0,
-            our=0.0, cer=0.0, do=100.0,
+            state,
+            t_phase=t_phase,
+            v=v,
+            temperature=20.0,
+            agitation=0.0,
+            air=0.0,
+            feed=0.0,
+            base=0.0,
+            our=0.0,
+            cer=0.0,
+            do=100.0,
         )
     if ph == Phase.STERILIZATION:
         frac = t_phase / params.t_sterilization
@@ -201,14 +210,23 @@ def step(state: FermenterState, params: FermenterParams, dt_h: float) -> Ferment
         return replace(state, t_phase=t_phase, temperature=temp, agitation=params.n_min, air=0.0, do=100.0)
     if ph == Phase.IDLE:
         return replace(
-            state, t_phase=t_phase, agitation=0.0, air=0.0, feed=0.0, base=0.0, our=0.0, cer=0.0,
-            temperature=20.0, do=100.0,
+            state,
+            t_phase=t_phase,
+            agitation=0.0,
+            air=0.0,
+            feed=0.0,
+            base=0.0,
+            our=0.0,
+            cer=0.0,
+            temperature=20.0,
+            do=100.0,
         )
     if ph == Phase.HARVEST:
         rate = state.harvest_v / params.t_harvest
         v = max(state.v - rate * dt_h, 0.0)
-        return replace(state, t_phase=t_phase, v=v, feed=0.0, base=0.0, agitation=params.n_min, air=0.0,
-                       our=0.0, cer=0.0)
+        return replace(
+            state, t_phase=t_phase, v=v, feed=0.0, base=0.0, agitation=params.n_min, air=0.0, our=0.0, cer=0.0
+        )
     return _grow(replace(state, t_phase=t_phase), params, dt_h)
 
 
@@ -245,8 +263,19 @@ def _grow(state: FermenterState, params: FermenterParams, dt_h: float) -> Fermen
     p_new = p + (qp * x - dilution * p) * dt_h
     v_new = v + (feed + base - evap) * dt_h
     return replace(
-        state, x=x_new, s=s_new, p=p_new, v=v_new, do=do, temperature=params.t_set, agitation=rpm, air=air,
-        feed=feed, base=base, our=our, cer=cer,
+        state,
+        x=x_new,
+        s=s_new,
+        p=p_new,
+        v=v_new,
+        do=do,
+        temperature=params.t_set,
+        agitation=rpm,
+        air=air,
+        feed=feed,
+        base=base,
+        our=our,
+        cer=cer,
     )
 
 
@@ -272,7 +301,9 @@ def cooling_load_kw(state: FermenterState, params: FermenterParams) -> float:
     return metabolic + agitator_power_kw(params, state.agitation, state.air)
 
 
-def measure(state: FermenterState, params: FermenterParams, rng: np.random.Generator) -> dict[str, float | str]:
+def measure(
+    state: FermenterState, params: FermenterParams, rng: np.random.Generator
+) -> dict[str, float | str]:
     """The signals the fermenter's control system serves, keyed by the simulator's signal name."""
     o2, co2 = offgas(state.our, state.cer, state.v, state.air)
     q_cool = cooling_load_kw(state, params)
@@ -299,7 +330,9 @@ def measure(state: FermenterState, params: FermenterParams, rng: np.random.Gener
         "CompressorPower": round(state.air * params.compressor_kw_per_nlpm, 3),
         "ChillerPower": round(q_cool / params.chiller_cop, 3),
         "CoolingWaterFlow": round(q_cool / (4.18 * 5.0) * 60, 2),  # ΔT 5 K, L/min
-        "SteamFlow": round(40.0 if sterilizing and state.t_phase < params.t_sterilization * 2 / 3 else 0.0, 1),
+        "SteamFlow": round(
+            40.0 if sterilizing and state.t_phase < params.t_sterilization * 2 / 3 else 0.0, 1
+        ),
         "OffgasO2": round(noisy(o2 * 100, 0.005), 4),  # [%]
         "OffgasCO2": round(noisy(co2 * 100, 0.003), 4),  # [%]
     }

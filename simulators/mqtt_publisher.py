@@ -38,7 +38,9 @@ class MqttPlantPublisher:
         self.published: Counter[str] = Counter()  # "topic#field" -> values acknowledged by the broker
         self.connected = threading.Event()
 
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object
+    ) -> None:
         if not getattr(rc, "is_failure", False):
             self.connected.set()
             log.info("simulator connected to MQTT broker %s:%d", self.host, self.port)
@@ -64,7 +66,9 @@ class MqttPlantPublisher:
     async def wait_connected(self, timeout: float) -> bool:
         return await asyncio.to_thread(self.connected.wait, timeout)
 
-    async def publish(self, topic: str, values: dict[str, float | str], ts: datetime, status: int = GOOD) -> None:
+    async def publish(
+        self, topic: str, values: dict[str, float | str], ts: datetime, status: int = GOOD
+    ) -> None:
         while self.unacked > MAX_UNACKED:
             await asyncio.sleep(0.01)
         payload = json.dumps({"ts": ts.isoformat(), "status": status, **values})

@@ -48,7 +48,9 @@ class OpcUaPlantServer:
             vtype = ua.VariantType.String if kind == "text" else ua.VariantType.Double
             initial = "" if kind == "text" else 0.0
             node_id = ua.NodeId(f"{equipment}.{signal}", self._idx)
-            var = await folder.add_variable(node_id, ua.QualifiedName(signal, self._idx), ua.Variant(initial, vtype))
+            var = await folder.add_variable(
+                node_id, ua.QualifiedName(signal, self._idx), ua.Variant(initial, vtype)
+            )
             if unit:
                 eu = ua.EUInformation(
                     NamespaceUri="http://www.opcfoundation.org/UA/units/un/cefact",
@@ -56,8 +58,9 @@ class OpcUaPlantServer:
                     DisplayName=ua.LocalizedText(unit),
                     Description=ua.LocalizedText(unit),
                 )
-                await var.add_property(self._idx, "EngineeringUnits", eu,
-                                       datatype=ua.NodeId(ua.ObjectIds.EUInformation))
+                await var.add_property(
+                    self._idx, "EngineeringUnits", eu, datatype=ua.NodeId(ua.ObjectIds.EUInformation)
+                )
             self._nodes[(equipment, signal)] = (var.nodeid, vtype)
         initial_values = {sig: ("" if kind == "text" else 0.0) for sig, (kind, _) in signals.items()}
         await self.publish(equipment, initial_values, ts, BAD_WAITING_FOR_INITIAL_DATA)

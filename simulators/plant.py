@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from biopilot.aio import wait_for_event
 from biopilot.config import EquipmentKind, SimulatorConfig, SiteConfig
 from biopilot.errors import ConfigError
 from biopilot.samples import utcnow
@@ -161,7 +162,9 @@ class PlantSimulator:
         if opcua_cfg is not None:
             self.opcua = OpcUaPlantServer(opcua_cfg.endpoint, opcua_cfg.namespace or "urn:biopilot:simulator")
         if broker is not None:
-            self.mqtt = MqttPlantPublisher(broker.host, broker.port, f"biopilot-simulator-{self.sim.mqtt_topic_prefix}")
+            self.mqtt = MqttPlantPublisher(
+                broker.host, broker.port, f"biopilot-simulator-{self.sim.mqtt_topic_prefix}"
+            )
         async with contextlib.AsyncExitStack() as stack:
             opcua = await stack.enter_async_context(self.opcua) if self.opcua is not None else None
             mqtt = await stack.enter_async_context(self.mqtt) if self.mqtt is not None else None
@@ -170,8 +173,11 @@ class PlantSimulator:
                     await opcua.add_equipment(eq, FERMENTER_OPCUA_SIGNALS, self.clock.start)
                 await opcua.start()
             if mqtt is not None and not await mqtt.wait_connected(10.0):
-                log.warning("MQTT broker %s:%d does not answer yet; publishing as soon as it does",
-                            mqtt.host, mqtt.port)
+                log.warning(
+                    "MQTT broker %s:%d does not answer yet; publishing as soon as it does",
+                    mqtt.host,
+                    mqtt.port,
+                )
             if ready is not None:
                 ready.set()
             if go is not None:
@@ -185,12 +191,11 @@ class PlantSimulator:
                 await self.tick(self.clock.now())
                 next_tick += self.interval_s
                 delay = next_tick - loop.time()
-                if delay < -5 * self.interval_s:  # fell far behind (a suspended laptop): do not catch up in a burst
+                if (
+                    delay < -5 * self.interval_s
+                ):  # fell far behind (a suspended laptop): do not catch up in a burst
                     next_tick = loop.time()
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=max(delay, 0.0))
-                except TimeoutError:
-                    pass
+                await wait_for_event(stop, delay)
             if mqtt is not None and not await mqtt.drain(5.0):
                 log.warning("%d MQTT messages were not acknowledged by the broker at stop", mqtt.unacked)
 
@@ -228,4 +233,3 @@ class PlantSimulator:
                     rec.state = rc.receive(rec.state, harvest)
         for rec in self.recovery.values():
             rec.state = rc.step(rec.state, rec.params, dt_h)
-

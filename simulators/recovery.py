@@ -57,8 +57,14 @@ def step(state: RecoveryState, params: RecoveryParams, dt_h: float) -> RecoveryS
     t = state.t_phase + dt_h
     if state.phase == RecoveryPhase.IDLE:
         if state.queue:
-            return replace(state, phase=RecoveryPhase.STARTUP, t_phase=0.0, harvest=state.queue[0],
-                           queue=state.queue[1:], processed=0.0)
+            return replace(
+                state,
+                phase=RecoveryPhase.STARTUP,
+                t_phase=0.0,
+                harvest=state.queue[0],
+                queue=state.queue[1:],
+                processed=0.0,
+            )
         return replace(state, t_phase=t)
     if state.phase == RecoveryPhase.STARTUP:
         if t >= params.t_startup:

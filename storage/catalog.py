@@ -135,7 +135,9 @@ class Catalog:
         self._execute("UPDATE runs SET end_us = NULL WHERE id = ?", (run_id,))
 
     def run(self, run_id: str) -> Run | None:
-        rows = self._execute("SELECT id, equipment, batch_id, start_us, end_us FROM runs WHERE id = ?", (run_id,))
+        rows = self._execute(
+            "SELECT id, equipment, batch_id, start_us, end_us FROM runs WHERE id = ?", (run_id,)
+        )
         return _run(rows[0]) if rows else None
 
     def runs(self, equipment: str | None = None, *, open_only: bool = False) -> list[Run]:
@@ -154,15 +156,26 @@ class Catalog:
     # -- KPIs ------------------------------------------------------------------------------------------
     def set_kpis(self, run_id: str, kpis: list[KpiRecord]) -> None:
         rows = [
-            (run_id, k.name, k.value, k.unit, k.coverage, json.dumps(list(k.flags)), int(k.final),
-             to_us(k.computed), k.version)
+            (
+                run_id,
+                k.name,
+                k.value,
+                k.unit,
+                k.coverage,
+                json.dumps(list(k.flags)),
+                int(k.final),
+                to_us(k.computed),
+                k.version,
+            )
             for k in kpis
         ]
         with self._lock:
             try:
                 with self._conn:
                     self._conn.execute("BEGIN IMMEDIATE")
-                    self._conn.executemany("INSERT OR REPLACE INTO run_kpis VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                    self._conn.executemany(
+                        "INSERT OR REPLACE INTO run_kpis VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                    )
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: cannot store KPIs of {run_id} ({exc})") from None
 
@@ -174,8 +187,13 @@ class Catalog:
         )
         return [
             KpiRecord(
-                name=str(r[0]), value=r[1], unit=str(r[2]), coverage=float(r[3]),  # type: ignore[arg-type]
-                flags=tuple(json.loads(str(r[4]))), final=bool(r[5]), version=str(r[6]),
+                name=str(r[0]),
+                value=r[1],
+                unit=str(r[2]),
+                coverage=float(r[3]),  # type: ignore[arg-type]
+                flags=tuple(json.loads(str(r[4]))),
+                final=bool(r[5]),
+                version=str(r[6]),
                 computed=from_us(int(r[7])),  # type: ignore[call-overload]
             )
             for r in rows

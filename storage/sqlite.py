@@ -94,10 +94,18 @@ class SqliteStore:
                 )
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                self._rollback()
                 raise StoreError(f"{self.path}: write of {len(samples)} samples failed ({exc})") from None
+            except BaseException:  # e.g. a naive timestamp (ValueError): never leave the transaction open
+                self._rollback()
+                raise
         return len(samples)
+
+    def _rollback(self) -> None:
+        """End a failed write; series ids created inside it are gone, so forget the cached ones."""
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+        self._ids.clear()
 
     def _series_id(self, name: str, *, create: bool) -> int | None:
         sid = self._ids.get(name)
@@ -118,7 +126,8 @@ class SqliteStore:
             if sid is None:
                 return _empty(series)
             rows = self._conn.execute(
-                "SELECT ts_us, value, text, status FROM samples WHERE series_id = ? AND ts_us >= ? AND ts_us < ?"
+                "SELECT ts_us, value, text, status FROM samples"
+                " WHERE series_id = ? AND ts_us >= ? AND ts_us < ?"
                 " ORDER BY ts_us",
                 (sid, to_us(start), to_us(end)),
             ).fetchall()
@@ -129,8 +138,9 @@ class SqliteStore:
         if any(r[2] is not None for r in rows):
             values = np.array([r[2] if r[2] is not None else r[1] for r in rows], dtype=object)
         else:
-            values = np.fromiter((math.nan if r[1] is None else r[1] for r in rows), dtype=np.float64,
-                                 count=len(rows))
+            values = np.fromiter(
+                (math.nan if r[1] is None else r[1] for r in rows), dtype=np.float64, count=len(rows)
+            )
         return SeriesData(series, ts, values, status)
 
     def read_buckets(self, series: str, start: datetime, end: datetime, n: int) -> Buckets:
@@ -140,12 +150,17 @@ class SqliteStore:
         width = max((t1 - t0 + n - 1) // n, 1)
         with self._lock:
             sid = self._series_id(series, create=False)
-            rows = [] if sid is None else self._conn.execute(
-                "SELECT (ts_us - ?) / ? AS b, MIN(ts_us), MAX(ts_us), MIN(value), MAX(value), AVG(value), COUNT(*)"
-                " FROM samples WHERE series_id = ? AND ts_us >= ? AND ts_us < ? AND status < ?"
-                " AND value IS NOT NULL GROUP BY b ORDER BY b",
-                (t0, width, sid, t0, t1, _BAD),
-            ).fetchall()
+            rows = (
+                []
+                if sid is None
+                else self._conn.execute(
+                    "SELECT (ts_us - ?) / ? AS b, MIN(ts_us), MAX(ts_us),"
+                    " MIN(value), MAX(value), AVG(value), COUNT(*)"
+                    " FROM samples WHERE series_id = ? AND ts_us >= ? AND ts_us < ? AND status < ?"
+                    " AND value IS NOT NULL GROUP BY b ORDER BY b",
+                    (t0, width, sid, t0, t1, _BAD),
+                ).fetchall()
+            )
         cols = list(zip(*rows, strict=True)) if rows else [()] * 7
         return Buckets(
             series=series,
@@ -167,7 +182,8 @@ class SqliteStore:
                 if wanted is not None and name not in wanted:
                     continue
                 row = self._conn.execute(
-                    "SELECT ts_us, value, text, status FROM samples WHERE series_id = ? ORDER BY ts_us DESC LIMIT 1",
+                    "SELECT ts_us, value, text, status FROM samples"
+                    " WHERE series_id = ? ORDER BY ts_us DESC LIMIT 1",
                     (sid,),
                 ).fetchone()
                 if row is None:

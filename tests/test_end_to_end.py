@@ -1,0 +1,77 @@
+"""The whole path with real peers: the simulator serves over a real asyncua server and publishes to a real
+MQTT broker; the collectors store into a real SQLite file; every value the simulator published (acknowledged
+by the broker, or written to the OPC UA server) must be in the store, counted per protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from biopilot.config import OpcUaSource, Tag, parse_config
+from collectors.runner import Collectors
+from simulators.plant import PlantSimulator
+from storage import SqliteStore
+from tests.conftest import Broker, demo_config_text, free_port
+
+WINDOW_S = 6.0
+
+
+def _key(tag: Tag) -> str:
+    """The simulator's name for the address a tag is collected from."""
+    src = tag.source
+    return f"opcua:{src.browse_path}" if isinstance(src, OpcUaSource) else f"mqtt:{src.topic}#{src.field}"
+
+
+def test_every_published_value_is_stored(mqtt_broker: Broker, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:8]
+    config = parse_config(
+        demo_config_text(
+            opcua_port=free_port(), mqtt_host=mqtt_broker.host, mqtt_port=mqtt_broker.port, tag=tag
+        )
+    )
+    store = SqliteStore(tmp_path / "e2e.db")
+
+    async def main() -> tuple[PlantSimulator, Collectors]:
+        sim = PlantSimulator(config, speed=3600, interval_s=0.1)
+        collectors = Collectors.from_config(config, store)
+        sim_stop, col_stop, ready, go = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
+        sim_task = asyncio.create_task(sim.run(sim_stop, ready, go))
+        await asyncio.wait_for(ready.wait(), 20)
+        col_task = asyncio.create_task(collectors.run(col_stop))
+        assert await collectors.wait_connected(20), "collectors did not connect"
+        await asyncio.sleep(0.5)  # the MQTT subscription is made in the connect callback; let its SUBACK land
+        go.set()
+        await asyncio.sleep(WINDOW_S)
+        sim_stop.set()
+        await sim_task
+        expected = sum(sim.published[_key(t)] for t in config.tags)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while loop.time() < deadline and collectors.sink.stored < expected:
+            await asyncio.sleep(0.1)
+        col_stop.set()
+        await col_task
+        return sim, collectors
+
+    sim, collectors = asyncio.run(main())
+    published, stored = Counter[str](), Counter[str]()
+    missing = []
+    for t in config.tags:
+        key, protocol = _key(t), t.source.protocol
+        published[protocol] += sim.published[key]
+        stored[protocol] += store.count(t.name)
+        if sim.published[key] != store.count(t.name):
+            missing.append(f"{t.name}: published {sim.published[key]}, stored {store.count(t.name)}")
+    print(
+        f"\nend-to-end over {WINDOW_S:.0f} s ({sim.ticks} ticks): "
+        f"OPC UA published {published['opcua']} stored {stored['opcua']}; "
+        f"MQTT published {published['mqtt']} stored {stored['mqtt']}"
+    )
+    assert not missing, "\n".join(missing)
+    assert published["opcua"] >= 16 * 40 and published["mqtt"] >= 9 * 40, (
+        "the window produced too little to judge"
+    )
+    assert published == stored
+    assert sum(n for (_, outcome), n in collectors.counts.by.items() if outcome != "values") == 0
