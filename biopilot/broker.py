@@ -7,6 +7,7 @@ the pure-Python broker, which is fine for the demo's rates but not for loss test
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
 import shutil
 import socket
@@ -46,6 +47,8 @@ def mosquitto_config(host: str, port: int, data_dir: Path) -> str:
     return "\n".join(
         [
             f"listener {port} {host}",
+            # as root, Mosquitto would switch to the user 'mosquitto', who cannot write the data dir
+        f"user {getpass.getuser()}",
             "allow_anonymous true",
             "persistence true",
             f"persistence_location {data_dir}/",

@@ -256,6 +256,8 @@ def parse_config(text: str, path: str | Path = "<config>") -> SiteConfig:
 
 def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
     errors = exc.errors()
+    # A misspelled key shows up twice: as an unknown key and as the required key it should have been.
+    errors.sort(key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
     loc = list(first["loc"])
     # pydantic puts the discriminator in the path ("source.opcua.server"); the user wrote "source.server"
@@ -268,6 +270,17 @@ def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
         message = "missing (required)"
     elif first["type"] == "extra_forbidden":
         message = "unknown key (misspelled?)"
+        siblings = [
+            e["loc"][-1] for e in errors if e["type"] == "missing" and e["loc"][:-1] == first["loc"][:-1]
+        ]
+        close = difflib.get_close_matches(str(first["loc"][-1]), [str(k) for k in siblings], n=1)
+        if close:
+            message = f"unknown key (did you mean {close[0]!r}?)"
+            errors = [
+                e
+                for e in errors
+                if not (e["type"] == "missing" and e["loc"] == (*first["loc"][:-1], close[0]))
+            ]
     elif first["type"] == "enum" and isinstance(first.get("input"), str):
         expected = first.get("ctx", {}).get("expected", "")
         options = [o.strip(" '") for o in expected.replace(" or ", ",").split(",") if o.strip(" '")]
@@ -314,31 +327,32 @@ def _cross_check(config: SiteConfig) -> str | None:
             return f"equipment: id {eq_id!r} is used {count} times; ids must be unique"
     seen: set[str] = set()
     for i, tag in enumerate(config.tags):
-        key = f"tags[{i}] (tag {tag.name!r})"
+        key = f"tags[{i}]"
+        who = f" (tag {tag.name!r})"
         if tag.name in seen:
-            return f"{key}.name: {tag.name!r} is used twice; tag names must be unique"
+            return f"{key}.name{who}: {tag.name!r} is used twice; tag names must be unique"
         seen.add(tag.name)
         if tag.equipment not in equipment_ids:
             known = _one_of(equipment_ids)
-            return f"{key}.equipment: {tag.equipment!r} is not a configured equipment id ({known})"
+            return f"{key}.equipment{who}: {tag.equipment!r} is not a configured equipment id ({known})"
         allowed = ROLE_UNITS[tag.role]
         if tag.unit not in allowed:
             expected = "no unit" if allowed == ("",) else _one_of(list(allowed))
-            return f"{key}.unit: {tag.unit!r} is not a unit for role {tag.role.value!r} ({expected})"
+            return f"{key}.unit{who}: {tag.unit!r} is not a unit for role {tag.role.value!r} ({expected})"
         src = tag.source
         if isinstance(src, OpcUaSource):
             if src.server not in config.opcua.servers:
                 return (
-                    f"{key}.source.server: {src.server!r} is not a configured OPC UA server "
+                    f"{key}.source.server{who}: {src.server!r} is not a configured OPC UA server "
                     f"([opcua.servers.NAME]: {_one_of(list(config.opcua.servers))})"
                 )
             if (src.browse_path is None) == (src.node_id is None):
-                return f"{key}.source: give exactly one of browse_path or node_id"
+                return f"{key}.source{who}: give exactly one of browse_path or node_id"
             if src.browse_path is not None and config.opcua.servers[src.server].namespace is None:
-                return f"opcua.servers.{src.server}.namespace: required by browse_path in {key}"
+                return f"opcua.servers.{src.server}.namespace: required by browse_path in {key}{who}"
         elif src.broker not in config.mqtt.brokers:
             return (
-                f"{key}.source.broker: {src.broker!r} is not a configured MQTT broker "
+                f"{key}.source.broker{who}: {src.broker!r} is not a configured MQTT broker "
                 f"([mqtt.brokers.NAME]: {_one_of(list(config.mqtt.brokers))})"
             )
     for eq_id in equipment_ids:

@@ -28,7 +28,7 @@ def parse_json_object(payload: bytes) -> dict[str, object] | Rejected:
         return Rejected("payload_too_large", f"{len(payload)} bytes")
     try:
         obj = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: also an integer beyond Python's digit limit
         return Rejected("undecodable_json", f"{exc}: {payload[:80]!r}")
     if not isinstance(obj, dict):
         return Rejected("not_a_json_object", repr(payload[:80]))
@@ -42,6 +42,8 @@ def parse_number(payload: bytes) -> float | Rejected:
         value = float(payload.decode("ascii").strip())
     except (UnicodeDecodeError, ValueError):
         return Rejected("undecodable_number", repr(payload[:80]))
+    if not math.isfinite(value):
+        return Rejected("not_finite", repr(payload[:80]))
     return value
 
 
@@ -53,11 +55,12 @@ def parse_time(raw: object, tz: tzinfo) -> datetime | Rejected:
         except ValueError:
             return Rejected("bad_timestamp", repr(raw[:64]))
         return ts.replace(tzinfo=tz).astimezone(UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-    if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
-        try:
-            return datetime.fromtimestamp(raw, UTC)
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        try:  # an int too large for a float overflows in isfinite
+            if math.isfinite(raw):
+                return datetime.fromtimestamp(raw, UTC)
         except (OverflowError, OSError, ValueError):
-            return Rejected("bad_timestamp", repr(raw))
+            pass
     return Rejected("bad_timestamp", repr(raw)[:64])
 
 
@@ -74,7 +77,10 @@ def parse_status(raw: object) -> int | Rejected:
 def numeric_value(raw: object) -> float | Rejected:
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         return Rejected("wrong_type", f"expected a number, got {type(raw).__name__} {raw!r:.40}")
-    value = float(raw)
+    try:
+        value = float(raw)
+    except OverflowError:  # an int too large for a float
+        return Rejected("not_finite", f"{raw!r:.40}")
     if not math.isfinite(value):
         return Rejected("not_finite", repr(raw))
     return value

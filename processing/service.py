@@ -89,7 +89,7 @@ class Processing:
         run_h = max((end - run.start).total_seconds() / 3600, 0.0)
         flags_base = () if run.end is not None else ("provisional",)
         records: list[KpiRecord] = []
-        total, covered_min = 0.0, 1.0
+        total, covered_min, uncertain = 0.0, 1.0, False
         power_tags = self.config.role_tags(run.equipment, Role.POWER)
         for tag in power_tags:
             data = self.store.read(tag.name, run.start, end + timedelta(microseconds=1))
@@ -115,8 +115,10 @@ class Processing:
             )
             total += integral.value
             covered_min = min(covered_min, coverage)
+            uncertain = uncertain or integral.uncertain
         if power_tags:
             flags = flags_base + (("incomplete",) if covered_min < COMPLETE else ())
+            flags += ("uncertain_inputs",) if uncertain else ()
             records.append(
                 KpiRecord(
                     "energy.total",

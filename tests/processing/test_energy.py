@@ -1,0 +1,148 @@
+"""processing/energy.py: trapezoid energy on hand-computed cases. Every expected number is worked out in the
+comment beside it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from biopilot.samples import BAD_NO_COMMUNICATION, BAD_SENSOR_FAILURE, GOOD, UNCERTAIN_LAST_USABLE_VALUE
+from processing.energy import DEFAULT_GAP_FACTOR, energy_kwh, integrate_trapezoid, nominal_interval_h
+
+
+def arrays(t: list[float], p: list[float], status: list[int] | None = None) -> tuple[np.ndarray, ...]:
+    return np.array(t, float), np.array(p, float), np.array(status or [GOOD] * len(t), np.int64)
+
+
+def test_constant_power() -> None:
+    # 10 kW held for 2 h, sampled every 0.5 h: 10 kW · 2 h = 20 kWh; every interval covered.
+    e = energy_kwh(*arrays([0.0, 0.5, 1.0, 1.5, 2.0], [10.0] * 5))
+    assert e.value == pytest.approx(20.0)
+    assert e.covered_h == pytest.approx(2.0)
+    assert e.span_h == pytest.approx(2.0)
+    assert e.coverage == pytest.approx(1.0)
+    assert not e.uncertain
+
+
+def test_linear_ramp() -> None:
+    # 0 → 6 kW linearly over 3 h, sampled hourly (0, 2, 4, 6 kW): the trapezoid is exact for a line,
+    # area of the triangle = ½ · 3 h · 6 kW = 9 kWh.
+    e = energy_kwh(*arrays([0.0, 1.0, 2.0, 3.0], [0.0, 2.0, 4.0, 6.0]))
+    assert e.value == pytest.approx(9.0)
+    assert e.coverage == pytest.approx(1.0)
+
+
+def test_trapezoid_of_uneven_samples() -> None:
+    # Intervals: [0, 1] h at 2 → 4 kW: ½(2+4)·1 = 3 kWh; [1, 1.5] h at 4 → 0 kW: ½(4+0)·0.5 = 1 kWh.
+    # Total 4 kWh over 1.5 h covered.
+    e = energy_kwh(*arrays([0.0, 1.0, 1.5], [2.0, 4.0, 0.0]), max_gap_h=1.0)
+    assert e.value == pytest.approx(4.0)
+    assert e.covered_h == pytest.approx(1.5)
+
+
+def test_a_gap_longer_than_max_gap_is_not_bridged() -> None:
+    # Samples at 0, 1, 2 h, then nothing until 5, 6 h; 10 kW throughout; max_gap_h = 1.5 h.
+    # Integrated intervals: [0,1], [1,2], [5,6] → 3 h · 10 kW = 30 kWh. The 3 h interval [2,5] is a gap
+    # (bridging it would add 30 kWh). Coverage = 3 h covered / 6 h span = 0.5.
+    e = energy_kwh(*arrays([0.0, 1.0, 2.0, 5.0, 6.0], [10.0] * 5), max_gap_h=1.5)
+    assert e.value == pytest.approx(30.0)
+    assert e.covered_h == pytest.approx(3.0)
+    assert e.span_h == pytest.approx(6.0)
+    assert e.coverage == pytest.approx(0.5)
+
+
+def test_an_interval_equal_to_max_gap_is_integrated() -> None:
+    # One interval of exactly max_gap_h = 1 h at 4 kW: 4 kWh, coverage 1.
+    e = energy_kwh(*arrays([0.0, 1.0], [4.0, 4.0]), max_gap_h=1.0)
+    assert e.value == pytest.approx(4.0)
+    assert e.coverage == pytest.approx(1.0)
+
+
+def test_default_max_gap_is_a_multiple_of_the_median_interval() -> None:
+    # Steps 0.1 h ×10, then one of 1 h: median step 0.1 h, so the default max gap is 5 · 0.1 = 0.5 h and the
+    # 1 h step is a gap. 6 kW constant: covered 10 · 0.1 = 1 h → 6 kWh; span 2 h → coverage 0.5.
+    t = [round(0.1 * i, 10) for i in range(11)] + [2.0]
+    assert nominal_interval_h(np.array(t)) == pytest.approx(0.1)
+    assert DEFAULT_GAP_FACTOR == 5.0
+    e = energy_kwh(*arrays(t, [6.0] * len(t)))
+    assert e.value == pytest.approx(6.0)
+    assert e.covered_h == pytest.approx(1.0)
+    assert e.coverage == pytest.approx(0.5)
+
+
+def test_a_bad_sample_breaks_both_intervals_it_touches() -> None:
+    # Hourly samples 0..4 h at 10 kW; the one at 2 h is bad (its value 999 must not count at all).
+    # Usable intervals: [0,1], [3,4] → 2 h · 10 kW = 20 kWh; [1,2] and [2,3] touch the bad sample.
+    # Coverage = 2 h / 4 h = 0.5.
+    e = energy_kwh(
+        *arrays(
+            [0.0, 1.0, 2.0, 3.0, 4.0],
+            [10.0, 10.0, 999.0, 10.0, 10.0],
+            [GOOD, GOOD, BAD_SENSOR_FAILURE, GOOD, GOOD],
+        ),
+        max_gap_h=2.0,
+    )
+    assert e.value == pytest.approx(20.0)
+    assert e.covered_h == pytest.approx(2.0)
+    assert e.coverage == pytest.approx(0.5)
+
+
+def test_any_bad_severity_is_unusable_not_only_known_codes() -> None:
+    # 0x80AB0000 is not a named code, but its top bits say bad. Samples 0, 1, 2 h at 5 kW, the middle one bad:
+    # both intervals touch it → 0 kWh, coverage 0.
+    e = energy_kwh(*arrays([0.0, 1.0, 2.0], [5.0, 5.0, 5.0], [GOOD, 0x80AB0000, GOOD]), max_gap_h=2.0)
+    assert e.value == 0.0
+    assert e.coverage == 0.0
+    e = energy_kwh(
+        *arrays([0.0, 1.0, 2.0], [5.0, 5.0, 5.0], [GOOD, BAD_NO_COMMUNICATION, GOOD]), max_gap_h=2.0
+    )
+    assert e.value == 0.0
+
+
+def test_nan_breaks_the_intervals_it_touches() -> None:
+    # Hourly 0..3 h at 8 kW, NaN at 1 h: usable interval only [2,3] → 8 kWh; coverage 1 h / 3 h.
+    e = energy_kwh(*arrays([0.0, 1.0, 2.0, 3.0], [8.0, math.nan, 8.0, 8.0]), max_gap_h=2.0)
+    assert e.value == pytest.approx(8.0)
+    assert e.covered_h == pytest.approx(1.0)
+    assert e.coverage == pytest.approx(1 / 3)
+    assert math.isfinite(e.value)
+
+
+def test_uncertain_samples_count_and_set_the_flag() -> None:
+    # Hourly 0..2 h at 3 kW, the sample at 1 h uncertain: it is used (2 h · 3 kW = 6 kWh) and flagged.
+    e = energy_kwh(*arrays([0.0, 1.0, 2.0], [3.0] * 3, [GOOD, UNCERTAIN_LAST_USABLE_VALUE, GOOD]))
+    assert e.value == pytest.approx(6.0)
+    assert e.coverage == pytest.approx(1.0)
+    assert e.uncertain
+
+
+def test_an_uncertain_sample_that_entered_no_interval_does_not_flag() -> None:
+    # The uncertain sample at 3 h sits after a 2 h gap (max_gap_h 1.5 h) and is the last one: no interval
+    # that was integrated touches it. Integrated: [0,1] at 3 kW → 3 kWh.
+    e = energy_kwh(
+        *arrays([0.0, 1.0, 3.0], [3.0] * 3, [GOOD, GOOD, UNCERTAIN_LAST_USABLE_VALUE]), max_gap_h=1.5
+    )
+    assert e.value == pytest.approx(3.0)
+    assert not e.uncertain
+
+
+def test_fewer_than_two_samples_is_zero() -> None:
+    for t in ([], [1.0]):
+        e = energy_kwh(*arrays(t, [5.0] * len(t)))
+        assert (e.value, e.covered_h, e.span_h, e.uncertain) == (0.0, 0.0, 0.0, False)
+        assert e.coverage == 0.0
+
+
+def test_repeated_timestamps_add_nothing() -> None:
+    # Two samples at 1 h (a duplicate): the zero-length interval adds nothing;
+    # [0,1] and [1,2] at 2 kW → 4 kWh.
+    e = energy_kwh(*arrays([0.0, 1.0, 1.0, 2.0], [2.0] * 4), max_gap_h=1.0)
+    assert e.value == pytest.approx(4.0)
+    assert e.covered_h == pytest.approx(2.0)
+
+
+def test_integrate_trapezoid_is_unit_agnostic() -> None:
+    # The same integral for any signal: 2 L/h for 3 h = 6 L.
+    assert integrate_trapezoid(*arrays([0.0, 3.0], [2.0, 2.0])).value == pytest.approx(6.0)
