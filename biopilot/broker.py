@@ -48,7 +48,7 @@ def mosquitto_config(host: str, port: int, data_dir: Path) -> str:
         [
             f"listener {port} {host}",
             # as root, Mosquitto would switch to the user 'mosquitto', who cannot write the data dir
-        f"user {getpass.getuser()}",
+            f"user {getpass.getuser()}",
             "allow_anonymous true",
             "persistence true",
             f"persistence_location {data_dir}/",

@@ -1,1 +1,1 @@
-"""The Streamlit dashboard: app.py routes, pages/ lay out, data.py is the one door to storage."""
+"""The Streamlit dashboard: app.py routes, views/ lay out, data.py is the one door to storage."""

@@ -7,7 +7,7 @@ import functools
 import streamlit as st
 
 from dashboard.data import DashboardData
-from dashboard.pages import live, runs
+from dashboard.views import live, runs
 
 
 @st.cache_resource(show_spinner=False)
@@ -18,10 +18,20 @@ def _data() -> DashboardData:
 def main() -> None:
     st.set_page_config(page_title="BioPilot", page_icon=":material/biotech:", layout="wide")
     data = _data()
-    nav = st.navigation([
-        st.Page(functools.partial(live.render, data), title="Live", url_path="live", icon=":material/monitoring:", default=True),
-        st.Page(functools.partial(runs.render, data), title="Runs", url_path="runs", icon=":material/science:"),
-    ])
+    nav = st.navigation(
+        [
+            st.Page(
+                functools.partial(live.render, data),
+                title="Live",
+                url_path="live",
+                icon=":material/monitoring:",
+                default=True,
+            ),
+            st.Page(
+                functools.partial(runs.render, data), title="Runs", url_path="runs", icon=":material/science:"
+            ),
+        ]
+    )
     st.sidebar.caption(f"{data.config.site.name}\n\nStore: `{data.database}`")
     nav.run()
 

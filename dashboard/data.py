@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -22,8 +23,19 @@ STALE_AFTER_S = 30.0  # a tile whose newest value arrived longer ago than this i
 
 # The tags a tile shows first, per equipment (by role); the rest follow in config order.
 _MAIN_ROLES = [
-    Role.PHASE, Role.TEMPERATURE, Role.PH, Role.DISSOLVED_OXYGEN, Role.AGITATION_SPEED, Role.AIR_FLOW,
-    Role.OFFGAS_O2, Role.OFFGAS_CO2, Role.FEED_RATE, Role.VOLUME, Role.POWER, Role.FLOW, Role.SPEED,
+    Role.PHASE,
+    Role.TEMPERATURE,
+    Role.PH,
+    Role.DISSOLVED_OXYGEN,
+    Role.AGITATION_SPEED,
+    Role.AIR_FLOW,
+    Role.OFFGAS_O2,
+    Role.OFFGAS_CO2,
+    Role.FEED_RATE,
+    Role.VOLUME,
+    Role.POWER,
+    Role.FLOW,
+    Role.SPEED,
 ]
 
 
@@ -53,7 +65,7 @@ class EquipmentView:
 class Trend:
     tag: str
     unit: str
-    t: list[datetime]  # bucket mid-points
+    t: list[datetime]  # bucket mid-points, in the site's time zone
     mean: np.ndarray
     min: np.ndarray
     max: np.ndarray
@@ -85,7 +97,9 @@ class DashboardData:
             tags = self.config.tags_of(eq.id)
             batch = _text(latest.get(_first_name(tags, Role.BATCH_ID)))
             phase = _text(latest.get(_first_name(tags, Role.PHASE)))
-            tiles = [_tile(tag, latest.get(tag.name), now) for tag in _ordered(tags) if tag.role != Role.BATCH_ID]
+            tiles = [
+                _tile(tag, latest.get(tag.name), now) for tag in _ordered(tags) if tag.role != Role.BATCH_ID
+            ]
             views.append(EquipmentView(eq.id, eq.name or eq.id, eq.kind.value, batch, phase, tiles))
         return views
 
@@ -104,11 +118,16 @@ class DashboardData:
             return []
         end = end + timedelta(microseconds=1)
         start = end - window
+        # in the site's zone: plotly draws the wall time of an x value and ignores its offset
+        zone = ZoneInfo(self.config.site.timezone)
         out = []
         for name in tags:
             tag = self.config.tag(name)
             b = self.store.read_buckets(name, start, end, buckets)
-            mids = [from_us((f + lst) // 2) for f, lst in zip(b.t_first.tolist(), b.t_last.tolist(), strict=True)]
+            mids = [
+                from_us((f + lst) // 2).astimezone(zone)
+                for f, lst in zip(b.t_first.tolist(), b.t_last.tolist(), strict=True)
+            ]
             out.append(Trend(name, tag.unit, mids, b.mean, b.min, b.max))
         return out
 
@@ -161,7 +180,9 @@ def _tile(tag: Tag, latest: object, now: datetime) -> Tile:
         return Tile(tag.name, _label(tag), "—", "", None, None, "none", True)
     received = getattr(latest, "received", None) or sample.ts
     age = max((now - received).total_seconds(), 0.0)
-    quality = {Severity.GOOD: "good", Severity.UNCERTAIN: "uncertain", Severity.BAD: "bad"}[severity(sample.status)]
+    quality = {Severity.GOOD: "good", Severity.UNCERTAIN: "uncertain", Severity.BAD: "bad"}[
+        severity(sample.status)
+    ]
     value = "—" if quality == "bad" else _format(sample.value)
-    unit = "" if tag.is_text else _DISPLAY_UNITS.get(tag.unit, tag.unit)
+    unit = "" if tag.is_text or value == "—" else _DISPLAY_UNITS.get(tag.unit, tag.unit)
     return Tile(tag.name, _label(tag), value, unit, age, sample.ts, quality, age > STALE_AFTER_S)

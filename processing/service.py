@@ -85,7 +85,7 @@ class Processing:
 
     def run_kpis(self, run: Run) -> list[KpiRecord]:
         """Energy per power tag and in total [kWh], each with its coverage of the run."""
-        end = run.end or self._latest(run.equipment) or utcnow()
+        end = run.end or self._latest_batch_sample(run.equipment) or utcnow()
         run_h = max((end - run.start).total_seconds() / 3600, 0.0)
         flags_base = () if run.end is not None else ("provisional",)
         records: list[KpiRecord] = []
@@ -132,7 +132,9 @@ class Processing:
             )
         return records
 
-    def _latest(self, equipment: str) -> datetime | None:
-        names = [t.name for t in self.config.tags_of(equipment)]
+    def _latest_batch_sample(self, equipment: str) -> datetime | None:
+        """The run's clock while it is live: the newest sample of the equipment's batch-id tag (it comes
+        with the other signals of the same source, so coverage is not diluted by another source's lag)."""
+        names = [t.name for t in self.config.role_tags(equipment, Role.BATCH_ID)]
         latest = self.store.latest(names)
         return max((v.sample.ts for v in latest.values()), default=None)

@@ -13,8 +13,13 @@ from dashboard.charts import trend_figure
 from dashboard.data import DashboardData, EquipmentView, Tile
 
 REFRESH_S = 2.0
-WINDOWS = {"1 h": timedelta(hours=1), "6 h": timedelta(hours=6), "24 h": timedelta(hours=24),
-           "48 h": timedelta(hours=48), "7 d": timedelta(days=7)}
+WINDOWS = {
+    "1 h": timedelta(hours=1),
+    "6 h": timedelta(hours=6),
+    "24 h": timedelta(hours=24),
+    "48 h": timedelta(hours=48),
+    "7 d": timedelta(days=7),
+}
 _DEFAULT_ROLES = (Role.DISSOLVED_OXYGEN, Role.AGITATION_SPEED, Role.OFFGAS_CO2, Role.FEED_RATE, Role.VOLUME)
 
 
@@ -36,8 +41,10 @@ def _live(data: DashboardData, chosen: list[str], window: timedelta) -> None:
         st.info("No data yet. Waiting for the collectors to store the first values…")
     else:
         simulated = " (simulated)" if data.config.simulator is not None else ""
-        st.caption(f"Plant time{simulated} {latest.astimezone(tz):%Y-%m-%d %H:%M:%S} {tz.key} · "
-                   f"refreshes every {REFRESH_S:.0f} s")
+        st.caption(
+            f"Plant time{simulated} {latest.astimezone(tz):%Y-%m-%d %H:%M:%S} {tz.key} · "
+            f"refreshes every {REFRESH_S:.0f} s"
+        )
     for view in data.equipment_views():
         _equipment(view)
     if chosen:
@@ -51,8 +58,13 @@ def _equipment(view: EquipmentView) -> None:
     phase = f" · phase **{view.phase}**" if view.phase else ""
     st.subheader(f"{view.id} · {view.name}", anchor=False)
     st.markdown(f"{batch}{phase}")
-    st.markdown(_TILE_CSS + "".join(_tile_html(t) for t in view.tiles).join(
-        (f'<div class="bp-tiles" data-equipment="{escape(view.id)}">', "</div>")), unsafe_allow_html=True)
+    st.markdown(
+        _TILE_CSS
+        + "".join(_tile_html(t) for t in view.tiles).join(
+            (f'<div class="bp-tiles" data-equipment="{escape(view.id)}">', "</div>")
+        ),
+        unsafe_allow_html=True,
+    )
 
 
 def _tile_html(tile: Tile) -> str:
@@ -64,8 +76,9 @@ def _tile_html(tile: Tile) -> str:
             age += f' · <span class="bp-warn">{tile.quality}</span>'
         if tile.stale:
             age += ' · <span class="bp-bad">stale</span>'
+    tag = escape(tile.tag)
     return (
-        f'<div class="bp-tile" data-tag="{escape(tile.tag)}" data-quality="{tile.quality}" title="{escape(tile.tag)}">'
+        f'<div class="bp-tile" data-tag="{tag}" data-quality="{tile.quality}" title="{tag}">'
         f'<div class="bp-label">{escape(tile.label)}</div>'
         f'<div class="bp-value">{escape(tile.value)}<span class="bp-unit">{escape(tile.unit)}</span></div>'
         f'<div class="bp-age">{age}</div></div>'
@@ -73,7 +86,8 @@ def _tile_html(tile: Tile) -> str:
 
 
 _TILE_CSS = """<style>
-.bp-tiles {display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 8px; margin-bottom: 8px;}
+.bp-tiles {display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 8px;
+           margin-bottom: 8px;}
 .bp-tile {border: 1px solid rgba(49, 51, 63, 0.2); border-radius: 8px; padding: 6px 10px; background: #fff;}
 .bp-tile[data-quality="bad"], .bp-tile[data-quality="none"] {background: #fdf1f1;}
 .bp-tile[data-quality="uncertain"] {background: #fff8e6;}

@@ -1,1 +1,0 @@
-"""Dashboard pages: layout only; all data comes from dashboard.data."""
