@@ -1,0 +1,80 @@
+"""The stages on their own: simulate, collect, process, dashboard, and the embedded broker."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import webbrowser
+
+from biopilot.commands.common import add_config_options, require_free_port, site_config
+from biopilot.commands.demo import streamlit_command
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    sp = sub.add_parser("simulate", help="serve the simulated plant over OPC UA and MQTT")
+    add_config_options(sp, data=False)
+    sp.add_argument("--speed", type=float, default=None)
+    sp.add_argument("--interval", type=float, default=None, help="wall seconds between samples")
+    sp.set_defaults(func=_cmd_simulate)
+
+    sp = sub.add_parser("collect", help="collect the configured tags into the store")
+    add_config_options(sp)
+    sp.set_defaults(func=_cmd_collect)
+
+    sp = sub.add_parser("process", help="detect runs and compute KPIs from stored data")
+    add_config_options(sp)
+    sp.add_argument("--interval", type=float, default=2.0)
+    sp.set_defaults(func=_cmd_process)
+
+    sp = sub.add_parser("dashboard", help="serve the dashboard")
+    add_config_options(sp)
+    sp.add_argument("--port", type=int, default=8501)
+    sp.add_argument("--address", default="127.0.0.1")
+    sp.add_argument("--no-browser", action="store_true")
+    sp.set_defaults(func=_cmd_dashboard)
+
+    sp = sub.add_parser("broker", help="run the embedded MQTT broker (amqtt)")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=1883)
+    sp.set_defaults(func=_cmd_broker)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from biopilot import stages
+
+    _, config = site_config(args)
+    stages.simulate(config, args.speed, args.interval)
+    return 0
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from biopilot import stages
+
+    _, config = site_config(args)
+    stages.collect(config, args.data_dir)
+    return 0
+
+
+def _cmd_process(args: argparse.Namespace) -> int:
+    from biopilot import stages
+
+    _, config = site_config(args)
+    stages.process(config, args.data_dir, args.interval)
+    return 0
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from biopilot.broker import run_amqtt
+
+    run_amqtt(args.host, args.port)
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    path, _ = site_config(args)
+    require_free_port(args.address, args.port, "the dashboard", "--port")
+    argv, env = streamlit_command(path, args.data_dir, args.address, args.port)
+    if not args.no_browser:
+        webbrowser.open(f"http://{args.address}:{args.port}")
+    return subprocess.call(argv, env={**os.environ, **env})
