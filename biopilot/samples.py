@@ -47,6 +47,7 @@ class Sample(NamedTuple):
     ts: datetime  # source timestamp, timezone-aware UTC
     value: Value
     status: int = GOOD
+    server_ts: datetime | None = None  # OPC UA server timestamp, kept for diagnosis
 
 
 def to_us(ts: datetime) -> int:

@@ -13,7 +13,7 @@ from biopilot.config import SiteConfig
 from collectors.runner import Collectors
 from processing.service import Processing
 from simulators.plant import PlantSimulator
-from storage import open_catalog, open_store
+from storage import open_catalog, open_health, open_store
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ def simulate(config: SiteConfig, speed: float | None, interval_s: float | None) 
 
 def collect(config: SiteConfig, data_dir: Path) -> None:
     store = open_store(config, data_dir)
-    collectors = Collectors.from_config(config, store)
+    health = open_health(config, data_dir)
+    collectors = Collectors.from_config(config, store, spool_dir=data_dir / "spool", health=health)
 
     async def main(stop: asyncio.Event) -> None:
         await collectors.run(stop)
@@ -67,6 +68,7 @@ def collect(config: SiteConfig, data_dir: Path) -> None:
         run_until_signalled(main)
     finally:
         store.close()
+        health.close()
 
 
 def process(config: SiteConfig, data_dir: Path, interval_s: float = 2.0) -> None:

@@ -2,9 +2,16 @@
 
 connect → resolve browse paths in the configured namespace (one request for all tags) → one subscription
 with a monitored item per tag (trigger StatusValueTimestamp, so an unchanged value with a new source
-timestamp still arrives) → consume notifications → on loss (a heartbeat read of the server's clock fails)
-throw the client away and start again with a fresh one, with backoff. A tag whose node cannot be resolved
-or monitored is reported and skipped; it never stops the others.
+timestamp still arrives; an absolute deadband where configured) → consume notifications. A heartbeat reads
+the server's clock every second; two misses in a row mean the server is gone (detected within ~3 s). Then
+the client is thrown away (asyncua's `connect()` can hang on a half-dead one) and a fresh one connects,
+with backoff, and subscribes again from scratch.
+
+An outage is recorded as a gap (`events`, written to the health store by the runner). After reconnecting,
+what the server produced meanwhile is read back from its history (HistoryRead) where the server keeps one;
+where it does not, each tag gets a Bad_NoCommunication sample right after its last value, so no KPI
+integrates across the hole. A tag whose node cannot be resolved or monitored is reported and skipped; it
+never stops the others.
 """
 
 from __future__ import annotations
@@ -12,19 +19,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from asyncua import Client, ua
 from asyncua.common.subscription import Subscription
 
 from biopilot.aio import wait_for_event
 from biopilot.config import OpcUaServer, OpcUaSource, Tag
-from biopilot.samples import Sample, utcnow
+from biopilot.samples import BAD_NO_COMMUNICATION, Sample, utcnow
 from collectors.sink import Counts, SampleSink
+from collectors.spool import SpoolFullError
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 1.0
 HEARTBEAT_TIMEOUT_S = 2.0
+HISTORY_END = datetime(9999, 1, 1, tzinfo=UTC)
+ONE_US = timedelta(microseconds=1)
 
 
 class ConnectionLostError(Exception):
@@ -32,6 +44,17 @@ class ConnectionLostError(Exception):
 
 
 _CONNECTION_ERRORS = (ConnectionLostError, OSError, TimeoutError, ua.UaError, asyncio.IncompleteReadError)
+
+
+@dataclass(frozen=True)
+class GapEvent:
+    """A source went away (back is None) or came back (lost is None)."""
+
+    source: str
+    lost: datetime | None
+    back: datetime | None
+    last_ts_before: datetime | None
+    reason: str
 
 
 class OpcUaCollector:
@@ -46,9 +69,15 @@ class OpcUaCollector:
         self.source = f"opcua:{name}"
         self.connected = asyncio.Event()
         self.connects = 0
+        self.last_heartbeat: datetime | None = None
         self.monitored: dict[str, str] = {}  # tag -> node id, of the current session
         self.failed: dict[str, str] = {}  # tag -> why it is not monitored
+        self.events: list[GapEvent] = []  # drained by the runner into the health store
+        self.backfilled = 0  # values recovered from the server's history after outages
         self._by_handle: dict[int, Tag] = {}
+        self._nodes: dict[str, ua.NodeId] = {}
+        self._last_ts: dict[str, datetime] = {}  # tag -> newest source timestamp stored
+        self._lost_at: datetime | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         delay = 0.5
@@ -57,26 +86,30 @@ class OpcUaCollector:
                 await self._session(stop)
                 delay = 0.5
             except _CONNECTION_ERRORS as exc:
-                if self.connected.is_set():
-                    log.warning(
-                        "%s: connection lost (%s); reconnecting", self.source, exc or type(exc).__name__
-                    )
-                else:
-                    log.warning(
-                        "%s: cannot connect to %s (%s); retrying in %.1f s",
-                        self.source,
-                        self.server.endpoint,
-                        exc or type(exc).__name__,
-                        delay,
-                    )
-                self.connected.clear()
+                self._lost(exc or type(exc).__name__, delay)
                 await wait_for_event(stop, delay)
                 delay = min(delay * 2, 10.0)
-            except Exception:  # a bug or an unexpected server answer: report it, never die
+            except Exception as exc:  # a bug or an unexpected server answer: report it, never die
                 log.exception("%s: unexpected error; reconnecting in %.1f s", self.source, delay)
-                self.connected.clear()
+                self._lost(exc, delay)
                 await wait_for_event(stop, delay)
                 delay = min(delay * 2, 10.0)
+        self.connected.clear()
+
+    def _lost(self, why: object, delay: float) -> None:
+        if self.connected.is_set():
+            log.warning("%s: connection lost (%s); reconnecting", self.source, why)
+            self._lost_at = utcnow()
+            last = max(self._last_ts.values(), default=None)
+            self.events.append(GapEvent(self.source, self._lost_at, None, last, f"connection lost: {why}"))
+        else:
+            log.warning(
+                "%s: cannot connect to %s (%s); retrying in %.1f s",
+                self.source,
+                self.server.endpoint,
+                why,
+                delay,
+            )
         self.connected.clear()
 
     async def _session(self, stop: asyncio.Event) -> None:
@@ -93,6 +126,8 @@ class OpcUaCollector:
                 len(self.monitored),
                 len(self.failed),
             )
+            if self._lost_at is not None:
+                await self._recover(client)
             consumer = asyncio.create_task(self._consume(sub))
             heartbeat = asyncio.create_task(self._heartbeat(client))
             stopper = asyncio.create_task(stop.wait())
@@ -106,9 +141,51 @@ class OpcUaCollector:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.disconnect(), timeout=2)
 
+    async def _recover(self, client: Client) -> None:
+        """After an outage: read what the server produced meanwhile from its history, or mark the hole."""
+        assert self._lost_at is not None
+        recovered, unrecoverable = 0, []
+        for tag_name, node_id in self._nodes.items():
+            last = self._last_ts.get(tag_name)
+            if last is None:
+                continue
+            values = (
+                await self._history(client, node_id, last + ONE_US) if self.server.history_backfill else None
+            )
+            if values is None:
+                unrecoverable.append(tag_name)
+                continue
+            tag = next(t for t in self.tags if t.name == tag_name)
+            for dv in values:
+                recovered += self._accept(tag, dv)
+        if unrecoverable:
+            markers = [
+                Sample(name, self._last_ts[name] + ONE_US, None, BAD_NO_COMMUNICATION)
+                for name in unrecoverable
+            ]
+            self._put(markers)
+        self.backfilled += recovered
+        how = f"{recovered} values read back from the server's history"
+        if unrecoverable:
+            how += f"; {len(unrecoverable)} tags without history marked Bad_NoCommunication"
+        log.info("%s: back after %.1f s; %s", self.source, (utcnow() - self._lost_at).total_seconds(), how)
+        self.events.append(GapEvent(self.source, None, utcnow(), None, how))
+        self._lost_at = None
+
+    async def _history(
+        self, client: Client, node_id: ua.NodeId, start: datetime
+    ) -> list[ua.DataValue] | None:
+        """Raw history of a node from `start` on; None when the server keeps none for it."""
+        try:
+            return await client.get_node(node_id).read_raw_history(start, HISTORY_END, 0, return_bounds=False)
+        except ua.UaStatusCodeError as exc:
+            log.debug("%s: no history for %s: %s", self.source, node_id.to_string(), exc)
+            return None
+
     async def _subscribe(self, client: Client) -> Subscription:
         self.monitored.clear()
         self.failed.clear()
+        self._nodes = {}
         nodes = await self._resolve(client)
         params = ua.CreateSubscriptionParameters(
             RequestedPublishingInterval=self.server.publishing_interval_ms,
@@ -120,9 +197,12 @@ class OpcUaCollector:
         )
         # Iterator mode with an unbounded queue: the bounded default drops notifications silently.
         sub = await client.create_subscription(params, handler=None, queue_maxsize=0)
-        data_filter = ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValueTimestamp)
         requests, order = [], []
         for handle, (tag, node_id) in enumerate(nodes.items(), start=1000):
+            data_filter = ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValueTimestamp)
+            if self.server.deadband > 0 and not tag.is_text:
+                data_filter.DeadbandType = 1  # absolute
+                data_filter.DeadbandValue = self.server.deadband
             mp = ua.MonitoringParameters(
                 ClientHandle=handle,
                 SamplingInterval=float(self.server.sampling_interval_ms),
@@ -148,6 +228,7 @@ class OpcUaCollector:
                 else:
                     self._by_handle[handle] = tag
                     self.monitored[tag.name] = node_id.to_string()
+                    self._nodes[tag.name] = node_id
         return sub
 
     async def _resolve(self, client: Client) -> dict[Tag, ua.NodeId]:
@@ -197,7 +278,8 @@ class OpcUaCollector:
                 continue
             self._accept(tag, data.monitored_item.Value)
 
-    def _accept(self, tag: Tag, dv: ua.DataValue) -> None:
+    def _accept(self, tag: Tag, dv: ua.DataValue) -> int:
+        """Turn a DataValue into a sample and hand it to the sink; 1 if it was taken, else 0."""
         raw = dv.Value.Value if dv.Value is not None else None
         status = dv.StatusCode.value if dv.StatusCode is not None else 0
         ts = dv.SourceTimestamp or dv.ServerTimestamp or utcnow()
@@ -208,11 +290,25 @@ class OpcUaCollector:
                 value = None  # a bad value without a value: keep the status
             else:
                 self.counts.reject(self.source, "wrong_type", f"{tag.name}: {type(raw).__name__}")
-                return
+                return 0
         else:
             value = float(raw)
+        if not self._put((Sample(tag.name, ts, value, status, dv.ServerTimestamp),)):
+            return 0
         self.counts.add(self.source, "values")
-        self.sink.put((Sample(tag.name, ts, value, status),))
+        previous = self._last_ts.get(tag.name)
+        if previous is None or ts > previous:
+            self._last_ts[tag.name] = ts
+        return 1
+
+    def _put(self, samples: tuple[Sample, ...] | list[Sample]) -> bool:
+        try:
+            self.sink.put(samples)
+        except SpoolFullError as exc:
+            # An OPC UA server cannot be paused: what does not fit is dropped, loudly and counted.
+            self.counts.reject(self.source, "dropped_spool_full", str(exc))
+            return False
+        return True
 
     async def _heartbeat(self, client: Client) -> None:
         """Read the server's clock every second; two failures in a row mean the server is gone."""
@@ -223,6 +319,7 @@ class OpcUaCollector:
             try:
                 await asyncio.wait_for(node.read_value(), timeout=HEARTBEAT_TIMEOUT_S)
                 misses = 0
+                self.last_heartbeat = utcnow()
             except (TimeoutError, OSError, ua.UaError, ConnectionError) as exc:
                 misses += 1
                 if misses >= 2:

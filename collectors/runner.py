@@ -1,34 +1,109 @@
-"""Runs every configured collector against one store until stopped."""
+"""Runs every configured collector of a site against one store until stopped, with the spool between
+them and the store, and writes the collection's health every few seconds."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
+from biopilot.aio import wait_for_event
 from biopilot.config import MqttSource, OpcUaSource, SiteConfig
+from biopilot.errors import StoreError
+from biopilot.samples import Sample, utcnow
 from collectors.mqtt import MqttCollector
 from collectors.opcua import OpcUaCollector
 from collectors.sink import Counts, SampleSink
+from collectors.spool import Spool
 from storage.base import TimeSeriesStore
+from storage.health import HealthStore, TagHealth
 
 log = logging.getLogger(__name__)
 
 
+class TagTracker:
+    """Per tag: when it was last seen (wall clock), its newest source time, how many values arrived."""
+
+    def __init__(self, sources: dict[str, str]) -> None:
+        self.sources = sources  # tag -> collector source name
+        self.last_seen: dict[str, float] = {}
+        self.last_ts: dict[str, datetime] = {}
+        self.total: dict[str, int] = dict.fromkeys(sources, 0)
+        self._at_snapshot: dict[str, int] = dict.fromkeys(sources, 0)
+        self._snapshot_time = time.monotonic()
+
+    def observe(self, samples: list[Sample]) -> None:
+        now = time.time()
+        last_ts, total, seen = self.last_ts, self.total, self.last_seen
+        for s in samples:
+            seen[s.series] = now
+            previous = last_ts.get(s.series)
+            if previous is None or s.ts > previous:
+                last_ts[s.series] = s.ts
+            total[s.series] = total.get(s.series, 0) + 1
+
+    def snapshot(self) -> list[TagHealth]:
+        now, elapsed = utcnow(), max(time.monotonic() - self._snapshot_time, 1e-3)
+        self._snapshot_time = time.monotonic()
+        out = []
+        for tag, source in self.sources.items():
+            total = self.total.get(tag, 0)
+            rate = (total - self._at_snapshot.get(tag, 0)) * 60.0 / elapsed
+            self._at_snapshot[tag] = total
+            seen = self.last_seen.get(tag)
+            out.append(
+                TagHealth(
+                    tag,
+                    source,
+                    datetime.fromtimestamp(seen, now.tzinfo) if seen else None,
+                    self.last_ts.get(tag),
+                    total,
+                    round(rate, 2),
+                    now,
+                )
+            )
+        return out
+
+
 @dataclass
 class Collectors:
-    """The collectors of one site, sharing one sink."""
+    """The collectors of one site, sharing one sink (and its spool)."""
 
     sink: SampleSink
     counts: Counts
+    tracker: TagTracker
+    health: HealthStore | None = None
+    health_interval_s: float = 2.0
+    fsync_interval_s: float = 1.0
     opcua: list[OpcUaCollector] = field(default_factory=list)
     mqtt: list[MqttCollector] = field(default_factory=list)
 
     @classmethod
-    def from_config(cls, config: SiteConfig, store: TimeSeriesStore) -> Collectors:
-        sink, counts = SampleSink(store), Counts()
-        out = cls(sink, counts)
+    def from_config(
+        cls,
+        config: SiteConfig,
+        store: TimeSeriesStore,
+        *,
+        spool_dir: Path | None = None,
+        health: HealthStore | None = None,
+    ) -> Collectors:
+        """Collectors for every server and broker with tags. Without spool_dir, samples wait in memory only
+        (tests and benchmarks); a deployment always has one."""
+        settings = config.collector
+        spool = Spool(spool_dir, max_bytes=settings.spool_max_mb << 20) if spool_dir is not None else None
+        sources: dict[str, str] = {}
+        for t in config.tags:
+            src = t.source
+            sources[t.name] = f"opcua:{src.server}" if isinstance(src, OpcUaSource) else f"mqtt:{src.broker}"
+        tracker = TagTracker(sources)
+        sink = SampleSink(store, spool, observe=tracker.observe)
+        counts = Counts()
+        out = cls(sink, counts, tracker, health, settings.health_interval_s, settings.fsync_interval_s)
         for name, server in config.opcua.servers.items():
             tags = [t for t in config.tags if isinstance(t.source, OpcUaSource) and t.source.server == name]
             if tags:
@@ -46,17 +121,107 @@ class Collectors:
         tasks = [asyncio.create_task(c.run(sources_stop)) for c in (*self.opcua, *self.mqtt)]
         sink_stop = asyncio.Event()
         sink_task = asyncio.create_task(self.sink.run(sink_stop))
+        housekeeping = asyncio.create_task(self._housekeeping(sources_stop))
+        spool = self.sink.spool
+        if spool is not None and spool.depth:
+            log.warning(
+                "replaying %d bytes from the spool into the store (left from the last run)", spool.depth
+            )
         log.info("collecting: %d OPC UA server(s), %d MQTT broker(s)", len(self.opcua), len(self.mqtt))
         try:
             await stop.wait()
         finally:
             sources_stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await housekeeping
             sink_stop.set()
             await sink_task
+            self.publish_health()
+            if spool is not None:
+                spool.sync()
+                spool.close()
             log.info(
                 "collectors stopped: %d samples received, %d stored", self.sink.received, self.sink.stored
             )
+
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        """Sync the spool to disk and write health, each at its interval."""
+        last_sync = last_health = time.monotonic()
+        while not await wait_for_event(stop, min(self.health_interval_s, self.fsync_interval_s) / 2):
+            now = time.monotonic()
+            spool = self.sink.spool
+            if spool is not None and now - last_sync >= self.fsync_interval_s:
+                await asyncio.to_thread(spool.sync)
+                last_sync = now
+            if now - last_health >= self.health_interval_s:
+                await asyncio.to_thread(self.publish_health)
+                last_health = now
+
+    def components(self) -> dict[str, dict[str, Any]]:
+        """Health documents of every connection and of the sink."""
+        docs: dict[str, dict[str, Any]] = {}
+        for c in self.opcua:
+            docs[c.source] = {
+                "kind": "opcua",
+                "endpoint": c.server.endpoint,
+                "state": "connected" if c.connected.is_set() else "disconnected",
+                "connects": c.connects,
+                "reconnects": max(c.connects - 1, 0),
+                "last_heartbeat": c.last_heartbeat.isoformat() if c.last_heartbeat else None,
+                "monitored": len(c.monitored),
+                "failed": dict(c.failed),
+                "backfilled": c.backfilled,
+                "counts": self.counts.of(c.source),
+            }
+        for m in self.mqtt:
+            docs[m.source] = {
+                "kind": "mqtt",
+                "broker": f"{m.broker.host}:{m.broker.port}",
+                "state": "paused (spool full)"
+                if m.paused_for_spool
+                else "connected"
+                if m.connected.is_set()
+                else "disconnected",
+                "connects": m.connects,
+                "reconnects": max(m.connects - 1, 0),
+                "messages": m.messages,
+                "last_message": datetime.fromtimestamp(m.last_message).astimezone().isoformat()
+                if m.last_message
+                else None,
+                "counts": self.counts.of(m.source),
+            }
+        spool = self.sink.spool
+        docs["sink"] = {
+            "kind": "sink",
+            "received": self.sink.received,
+            "stored": self.sink.stored,
+            "store_ok": self.sink.store_ok,
+            "write_failures": self.sink.write_failures,
+            "spool_dir": str(spool.directory) if spool else None,
+            "spool_depth_bytes": spool.depth if spool else 0,
+            "spool_fill": round(spool.fill, 4) if spool else 0.0,
+            "spool_max_bytes": spool.max_bytes if spool else 0,
+        }
+        return docs
+
+    def publish_health(self) -> None:
+        """Write health and gap events to the health store (never fatal: health is advisory)."""
+        if self.health is None:
+            return
+        events = [e for c in self.opcua for e in c.events]
+        for c in self.opcua:
+            c.events.clear()
+        quarantine = list(self.counts.quarantine)
+        self.counts.quarantine.clear()
+        try:
+            for e in events:
+                if e.lost is not None:
+                    self.health.open_gap(e.source, e.lost, e.last_ts_before, e.reason)
+                elif e.back is not None:
+                    self.health.close_gap(e.source, e.back)
+            self.health.publish(utcnow(), self.components(), self.tracker.snapshot(), quarantine)
+        except StoreError as exc:
+            log.warning("cannot write health: %s", exc)
 
     async def wait_connected(self, timeout: float) -> bool:
         events = [c.connected.wait() for c in (*self.opcua, *self.mqtt)]

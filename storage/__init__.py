@@ -7,11 +7,13 @@ from pathlib import Path
 from biopilot.config import SiteConfig
 from storage.base import Buckets, Latest, SeriesData, TimeSeriesStore
 from storage.catalog import Catalog, KpiRecord, Run
+from storage.health import HealthStore
 from storage.sqlite import SqliteStore
 
 __all__ = [
     "Buckets",
     "Catalog",
+    "HealthStore",
     "KpiRecord",
     "Latest",
     "Run",
@@ -20,6 +22,7 @@ __all__ = [
     "TimeSeriesStore",
     "database_path",
     "open_catalog",
+    "open_health",
     "open_store",
 ]
 
@@ -35,3 +38,7 @@ def open_store(config: SiteConfig, data_dir: Path, *, read_only: bool = False) -
 
 def open_catalog(config: SiteConfig, data_dir: Path) -> Catalog:
     return Catalog(database_path(config, data_dir))
+
+
+def open_health(config: SiteConfig, data_dir: Path, *, read_only: bool = False) -> HealthStore:
+    return HealthStore(database_path(config, data_dir), read_only=read_only)

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS samples (
     value REAL,
     text TEXT,
     status INTEGER NOT NULL DEFAULT 0,
+    server_us INTEGER,
     PRIMARY KEY (series_id, ts_us)
 ) WITHOUT ROWID;
 """
@@ -62,6 +63,9 @@ class SqliteStore:
         self._lock = threading.Lock()
         try:
             self._conn.executescript(_SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(samples)")}
+            if "server_us" not in columns:  # a database from before server timestamps were kept
+                self._conn.execute("ALTER TABLE samples ADD COLUMN server_us INTEGER")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot create the schema ({exc})") from None
         if read_only:
@@ -84,11 +88,16 @@ class SqliteStore:
                         sid = self._series_id(s.series, create=True)
                     touched.add(sid)
                     value = s.value
+                    server = to_us(s.server_ts) if s.server_ts is not None else None
                     if isinstance(value, str):
-                        rows.append((sid, to_us(s.ts), None, value, s.status))
+                        rows.append((sid, to_us(s.ts), None, value, s.status, server))
                     else:
-                        rows.append((sid, to_us(s.ts), value, None, s.status))
-                self._conn.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?, ?)", rows)
+                        rows.append((sid, to_us(s.ts), value, None, s.status, server))
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO samples (series_id, ts_us, value, text, status, server_us)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
                 self._conn.executemany(
                     "UPDATE series SET last_received_us = ? WHERE id = ?", [(now, sid) for sid in touched]
                 )

@@ -109,7 +109,7 @@ def test_json_values_keep_source_time_and_status(mqtt_broker: Broker, tmp_path: 
     assert list(data.status[:3]) == statuses
     batches = store.read("R-1.batch", t0, t0 + timedelta(hours=1))
     assert batches.values[0] == "B-0" and batches.values[-1] == "B-2"
-    assert collector.counts.of("mqtt:b") == {"values": 2 * n}
+    assert collector.counts.of("mqtt:b") == {"msg_accepted": n, "values": 2 * n}
 
 
 def test_bad_payloads_are_counted_by_reason_and_collection_goes_on(
@@ -155,6 +155,7 @@ def test_bad_payloads_are_counted_by_reason_and_collection_goes_on(
     collector = asyncio.run(main())
     counts = collector.counts.of("mqtt:b")
     assert counts == {
+        # rejections by reason
         "undecodable_json": 1,
         "not_a_json_object": 1,
         "wrong_type": 1,
@@ -162,7 +163,15 @@ def test_bad_payloads_are_counted_by_reason_and_collection_goes_on(
         "bad_timestamp": 2,  # flow and batch of the same message
         "undecodable_number": 1,
         "unknown_topic": 1,
-        # the wrong_type and not_finite messages still carry a good batch id (2), the good message 2, power 1
+        # one outcome per message: 9 messages
+        "msg_rejected:undecodable_json": 1,
+        "msg_rejected:not_a_json_object": 1,
+        "msg_partial": 2,  # wrong_type and not_finite: their batch id was fine
+        "msg_rejected:bad_timestamp": 1,
+        "msg_rejected:undecodable_number": 1,
+        "msg_accepted": 2,  # the good JSON message and the good number
+        "msg_rejected:unknown_topic": 1,
+        # samples: 2 batch ids of the partial messages, 2 of the good message, 1 power
         "values": 5,
     }
     # both rejected-flow messages carried batch "B" at 12:00:00: one stored sample, not two
