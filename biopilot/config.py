@@ -113,6 +113,8 @@ class OpcUaServer(_Model):
     publishing_interval_ms: int = Field(default=250, gt=0)
     sampling_interval_ms: int = Field(default=0, ge=0)  # 0: as fast as the server samples
     queue_size: int = Field(default=100, ge=1)
+    deadband: float = Field(default=0.0, ge=0.0)  # absolute deadband of numeric items; 0: every change
+    history_backfill: bool = True  # after an outage, read what was missed from the server's history
 
     @field_validator("endpoint")
     @classmethod
@@ -177,6 +179,12 @@ class Tag(_Model):
     unit: str = ""
     description: str = ""
     source: Source
+    feed: FeedSpec | None = None  # feed_rate tags: what the feed carries (substrate fed = flow × conc.)
+    counter_rollover: float | None = Field(default=None, gt=0)  # energy totalizers: the value they wrap at
+    stream: Literal["feed", "product", "waste"] | None = None  # recovery flow/concentration: which stream
+    # Report-by-exception tags stay silent while unchanged: a silence longer than this (with the source
+    # alive) makes the tag stale. None: the tag is stale only when its source is gone.
+    max_age_s: float | None = Field(default=None, gt=0)
 
     @property
     def is_text(self) -> bool:
@@ -199,14 +207,118 @@ class SimulatorConfig(_Model):
     units: list[SimulatedUnit] = []
 
 
+# -- KPI inputs: feeds, process data per equipment, emission factors, historian imports ----------------
+class FeedSpec(_Model):
+    """What a feed_rate tag's feed carries: substrate fed [g] = ∫ flow [L/h] · concentration [g/L] dt."""
+
+    substrate: str = Field(default="glucose", min_length=1)  # the yield on [[process]].main_substrate uses it
+    concentration: float = Field(gt=0)  # [g substrate / L feed]
+    carbon_fraction: float = Field(default=0.4, gt=0, le=1)  # [g C / g substrate]; glucose 72/180 = 0.400
+    density: float | None = Field(default=None, gt=0)  # [kg/L] feed; required for kg/h and g/h flow units
+
+
+class ProcessSpec(_Model):
+    """Per-equipment process data the KPIs need and no signal carries. One [[process]] table per equipment;
+    an equipment without one gets these defaults."""
+
+    equipment: str
+    product: str = ""  # product name (runs get it unless a run names its own)
+    main_substrate: str = "glucose"  # yield on the main substrate uses the feeds of this substrate
+    broth_density: float = Field(default=1.0, gt=0)  # [kg/L] volume = weight / density without a volume tag
+    initial_substrate: float | None = Field(default=None, ge=0)  # [g/L] S_0 without a lab value at start
+    product_carbon_fraction: float = Field(default=0.5, gt=0, le=1)  # [g C / g product], carbon balance
+    gas_molar_volume: float = Field(default=22.414, gt=0)  # [L/mol] at the air flow meter's reference
+    inlet_o2: float = Field(default=0.2095, gt=0, lt=1)  # [mol/mol] dry inlet gas
+    inlet_co2: float = Field(default=0.0004, ge=0, lt=1)  # [mol/mol]
+    inoculation_phase: str = "batch"  # phase whose start is inoculation (productivity time base)
+    harvest_phase: str = "harvest"  # phase whose start ends growth
+
+
+class EmissionFactor(_Model):
+    """kg CO2-equivalent per unit of a utility, with where the number comes from."""
+
+    utility: Literal["electricity", "steam", "water"]
+    factor: float = Field(ge=0)  # [kg CO2e/kWh] electricity, [kg CO2e/kg] steam, [kg CO2e/m³] water
+    source: str = Field(min_length=1)  # required: the publication, its table and year
+    year: int | None = None
+
+
+class HistorianMapping(_Model):
+    """How historian export files map to tags ([historian] in the site config, or a --mapping file)."""
+
+    time_column: str | None = None  # default: the first column
+    time_format: Literal["iso", "elapsed_h"] = "iso"  # ISO-8601, or hours since --start
+    timezone: str | None = None  # zone of naive ISO times (default: [site].timezone)
+    columns: dict[str, str] = {}  # file column (wide) or tag value (long) -> configured tag name
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        return None if value is None else Site._known_zone(value)
+
+
+def process_spec(config: SiteConfig, equipment: str) -> ProcessSpec:
+    """The [[process]] table of an equipment, or the defaults."""
+    for spec in config.process:
+        if spec.equipment == equipment:
+            return spec
+    return ProcessSpec(equipment=equipment)
+
+
+def emission_factor(config: SiteConfig, utility: str) -> EmissionFactor | None:
+    return next((f for f in config.emission_factors if f.utility == utility), None)
+
+
+def _check_kpi_inputs(config: SiteConfig) -> str | None:
+    """References and units of the KPI sections; the first problem as 'key: message'."""
+    equipment_ids = [eq.id for eq in config.equipment]
+    for i, tag in enumerate(config.tags):
+        who = f"tags[{i}] (tag {tag.name!r})"
+        if tag.feed is not None:
+            if tag.role != Role.FEED_RATE:
+                return f"{who}.feed: only a feed_rate tag has a feed, not a {tag.role.value!r} tag"
+            if tag.unit in ("kg/h", "g/h") and tag.feed.density is None:
+                return f"{who}.feed.density: required for a feed measured in {tag.unit} (kg feed per L)"
+        if tag.counter_rollover is not None and tag.role != Role.ENERGY:
+            return f"{who}.counter_rollover: only an energy totalizer rolls over, not a {tag.role.value!r}"
+    seen: set[str] = set()
+    for i, spec in enumerate(config.process):
+        if spec.equipment not in equipment_ids:
+            return f"process[{i}].equipment: {spec.equipment!r} is not a configured equipment id"
+        if spec.equipment in seen:
+            return f"process[{i}].equipment: {spec.equipment!r} has more than one [[process]] table"
+        seen.add(spec.equipment)
+        if spec.inlet_o2 + spec.inlet_co2 >= 1:
+            return f"process[{i}]: inlet_o2 + inlet_co2 must be below 1 (mole fractions)"
+    utilities = [f.utility for f in config.emission_factors]
+    for utility, count in Counter(utilities).items():
+        if count > 1:
+            return f"emission_factors: {utility!r} has {count} factors; give one per utility"
+    tag_names = {t.name for t in config.tags}
+    for column, tag_name in config.historian.columns.items():
+        if tag_name not in tag_names:
+            return f"historian.columns.{column}: {tag_name!r} is not a configured tag name"
+    return None
+
+
+class CollectorConfig(_Model):
+    spool_max_mb: int = Field(default=1024, ge=1)  # samples not yet in the store; an alarm from 80 %
+    fsync_interval_s: float = Field(default=1.0, gt=0)  # the spool survives a power loss up to this late
+    health_interval_s: float = Field(default=2.0, gt=0)  # how often health is written for the dashboard
+
+
 class SiteConfig(_Model):
     site: Site
     storage: StorageConfig = StorageConfig()
+    collector: CollectorConfig = CollectorConfig()
     opcua: OpcUaSection = OpcUaSection()
     mqtt: MqttSection = MqttSection()
     equipment: list[Equipment]
     tags: list[Tag] = []
     simulator: SimulatorConfig | None = None
+    process: list[ProcessSpec] = []
+    emission_factors: list[EmissionFactor] = []
+    historian: HistorianMapping = HistorianMapping()
 
     def equipment_by_id(self, equipment_id: str) -> Equipment:
         for eq in self.equipment:
@@ -248,7 +360,7 @@ def parse_config(text: str, path: str | Path = "<config>") -> SiteConfig:
         config = SiteConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc, raw)}") from None
-    problem = _cross_check(config)
+    problem = _cross_check(config) or _check_kpi_inputs(config)
     if problem:
         raise ConfigError(f"{path}: {problem}")
     return config
