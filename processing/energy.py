@@ -7,6 +7,7 @@ never bridged, and the time it spans counts against the coverage.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,3 +64,57 @@ def energy_kwh(
 ) -> Integral:
     """Electrical energy [kWh] from a power signal [kW] sampled at t_h [h]."""
     return integrate_trapezoid(t_h, power_kw, status, max_gap_h)
+
+
+@dataclass(frozen=True)
+class Totalized:
+    value: float  # [counter unit] consumed between the first and the last usable reading
+    covered_h: float  # [h] time between the first and the last usable reading
+    span_h: float  # [h] time from the first to the last sample
+    rollovers: int  # decreases explained by the counter wrapping at `rollover`
+    resets: int  # decreases without a rollover value: the counter restarted from 0
+    uncertain: bool
+
+
+def energy_from_totalizer(
+    t_h: np.ndarray, counter: np.ndarray, status: np.ndarray, rollover: float | None = None
+) -> Totalized:
+    """Consumption from a cumulative counter (an energy totalizer [kWh], a water meter…), by differencing
+    consecutive usable readings (kpis.md, "Energy and utilities": prefer totalizers where they exist).
+
+    A totalizer keeps counting while nobody reads it, so an interval without readings is not lost: the
+    difference across it is still the consumption. A decrease is a rollover when `rollover` (the value the
+    counter wraps at) is given: the increment is rollover − previous + new; otherwise it is a reset to 0 and
+    the increment is the new reading. Bad-status and NaN readings are skipped.
+    Example (hand-computed): readings 9990, 9998, 5, 20 with rollover 10000
+    → 8 + (10000 − 9998 + 5) + 15 = 30.
+    """
+    t_h = np.asarray(t_h, dtype=np.float64)
+    counter = np.asarray(counter, dtype=np.float64)
+    status = np.asarray(status, dtype=np.int64)
+    span = float(t_h[-1] - t_h[0]) if len(t_h) >= 2 else 0.0
+    ok = ((status & 0x80000000) == 0) & np.isfinite(counter)
+    t, c = t_h[ok], counter[ok]
+    if len(t) < 2:
+        return Totalized(0.0, 0.0, span, 0, 0, False)
+    d = np.diff(c)
+    down = d < 0
+    if rollover is not None:
+        inc = np.where(down, rollover - c[:-1] + c[1:], d)
+        rollovers, resets = int(down.sum()), 0
+    else:
+        inc = np.where(down, c[1:], d)
+        rollovers, resets = 0, int(down.sum())
+    unc = bool(np.any((status[ok] & 0xC0000000) == 0x40000000))
+    return Totalized(float(inc.sum()), float(t[-1] - t[0]), span, rollovers, resets, unc)
+
+
+def specific_consumption(amount: float, product_kg: float) -> float:
+    """Amount per kg of product (SEC [kWh/kg], steam [kg/kg], water [m³/kg]); NaN without product."""
+    return amount / product_kg if product_kg > 0 and math.isfinite(amount) else math.nan
+
+
+def co2_equivalent_kg(amounts: dict[str, float], factors: dict[str, float]) -> float:
+    """Σ amount_k · factor_k [kg CO2e] over the utilities that have both (kWh, kg steam, m³ water times
+    kg CO2e per unit); the factors come from the site config, each with its source."""
+    return float(sum(amounts[k] * factors[k] for k in amounts if k in factors))

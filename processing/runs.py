@@ -45,3 +45,35 @@ def detect_runs(
             events.append(RunEvent(Change.START, batch, ts_us))
         current = batch
     return events, current
+
+
+@dataclass(frozen=True)
+class PhaseSpan:
+    name: str
+    start_us: int
+    end_us: int | None  # None: the phase lasts until the run's end (or now)
+
+
+def detect_phases(
+    samples: Iterable[tuple[int, str | None, int]], end_us: int | None = None
+) -> list[PhaseSpan]:
+    """Phases in time-ordered (ts_us, phase name, status) samples of one run's phase tag.
+
+    A phase starts at the first sample carrying its name and ends where the next phase starts (or at end_us,
+    the run's end; None while the run is live). Bad-status and blank samples say nothing and are skipped;
+    a name that repeats after another phase is a new phase."""
+    spans: list[PhaseSpan] = []
+    current: str | None = None
+    start = 0
+    for ts_us, raw, status in samples:
+        if status & 0x80000000:
+            continue
+        name = (raw or "").strip() if isinstance(raw, str) or raw is None else str(raw).strip()
+        if not name or name == current:
+            continue
+        if current is not None:
+            spans.append(PhaseSpan(current, start, ts_us))
+        current, start = name, ts_us
+    if current is not None:
+        spans.append(PhaseSpan(current, start, end_us))
+    return spans

@@ -6,30 +6,42 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
+import time
+from datetime import UTC, datetime
 
 from biopilot.aio import wait_for_event
-from biopilot.config import Role, SiteConfig, Tag
+from biopilot.config import EquipmentKind, Role, SiteConfig, Tag, process_spec
 from biopilot.samples import from_us, to_us, utcnow
-from processing.energy import energy_kwh
-from processing.runs import Change, detect_runs
+from processing.kpis import KPI_VERSION, compute_run_kpis
+from processing.runs import Change, detect_phases, detect_runs
 from storage.base import TimeSeriesStore
-from storage.catalog import Catalog, KpiRecord, Run, run_id_for
+from storage.catalog import Catalog, KpiRecord, Phase, Run, run_id_for
 
 log = logging.getLogger(__name__)
 
-KPI_VERSION = "energy-1"
-COMPLETE = 0.99  # a KPI whose inputs cover less of its run than this is flagged incomplete
+__all__ = ["KPI_VERSION", "Processing"]
+
 _FAR_FUTURE = datetime(2200, 1, 1, tzinfo=UTC)
-_POWER_TO_KW = {"kW": 1.0, "W": 0.001}
 
 
 class Processing:
-    def __init__(self, config: SiteConfig, store: TimeSeriesStore, catalog: Catalog) -> None:
+    """provisional_interval_s: a live run's provisional KPIs are recomputed at most this often (wall
+    clock); a run that just started or closed is always computed in the same pass."""
+
+    def __init__(
+        self,
+        config: SiteConfig,
+        store: TimeSeriesStore,
+        catalog: Catalog,
+        *,
+        provisional_interval_s: float = 0.0,
+    ) -> None:
         self.config = config
         self.store = store
         self.catalog = catalog
         self.passes = 0
+        self.provisional_interval_s = provisional_interval_s
+        self._computed_at: dict[str, float] = {}
 
     async def run(self, stop: asyncio.Event, interval_s: float = 2.0) -> None:
         while not stop.is_set():
@@ -40,19 +52,69 @@ class Processing:
             await wait_for_event(stop, interval_s)
 
     def process_once(self) -> list[Run]:
-        """Detect run starts and ends since the last pass; recompute KPIs of open and just-closed runs."""
+        """Detect run starts and ends since the last pass; recompute KPIs of open and just-closed runs
+        (upstream runs first, so a recovery run finds its fermenter's titer)."""
         touched: dict[str, Run] = {}
+        changed: set[str] = set()
         for eq in self.config.equipment:
             for tag in self.config.role_tags(eq.id, Role.BATCH_ID):
                 for run in self._detect(eq.id, tag):
                     touched[run.id] = run
+                    changed.add(run.id)
             for run in self.catalog.runs(eq.id, open_only=True):
                 touched[run.id] = run
-        for run in touched.values():
+        now = time.monotonic()
+        order = sorted(touched.values(), key=lambda r: (self._is_downstream(r), r.start))
+        for run in order:
             fresh = self.catalog.run(run.id) or run
-            self.catalog.set_kpis(fresh.id, self.run_kpis(fresh))
+            last = self._computed_at.get(run.id)
+            due = last is None or now - last >= self.provisional_interval_s
+            if run.id in changed or fresh.end is not None or due:
+                self.update_run(fresh)
+                self._computed_at[run.id] = now
         self.passes += 1
         return list(touched.values())
+
+    def _is_downstream(self, run: Run) -> bool:
+        return self.config.equipment_by_id(run.equipment).kind == EquipmentKind.RECOVERY
+
+    def update_run(self, run: Run) -> list[KpiRecord]:
+        """Refresh the run's phases, upstream link and product name, then compute and store its KPIs."""
+        run = self._annotate(run)
+        records = self.run_kpis(run)
+        self.catalog.set_kpis(run.id, records, replace_all=True)
+        return records
+
+    def _annotate(self, run: Run) -> Run:
+        changes: dict[str, object] = {}
+        if run.product is None:
+            product = process_spec(self.config, run.equipment).product
+            if product:
+                changes["product"] = product
+        if run.upstream_id is None and self._is_downstream(run):
+            for eq in self.config.equipment:
+                if eq.kind == EquipmentKind.FERMENTER:
+                    upstream = self.catalog.run(run_id_for(eq.id, run.batch_id))
+                    if upstream is not None:
+                        changes["upstream_id"] = upstream.id
+                        break
+        if changes:
+            run = self.catalog.update_run(run.id, **changes)
+        phase_tags = self.config.role_tags(run.equipment, Role.PHASE)
+        if phase_tags:
+            end = run.end or _FAR_FUTURE
+            data = self.store.read(phase_tags[0].name, run.start, end)
+            if len(data):
+                spans = detect_phases(
+                    zip(data.ts.tolist(), data.values.tolist(), data.status.tolist(), strict=True),
+                    to_us(run.end) if run.end is not None else None,
+                )
+                phases = [
+                    Phase(p.name, from_us(p.start_us), from_us(p.end_us) if p.end_us is not None else None)
+                    for p in spans
+                ]
+                self.catalog.set_phases(run.id, phases)
+        return run
 
     def _detect(self, equipment: str, tag: Tag) -> list[Run]:
         cursor_name = f"runs:{tag.name}"
@@ -84,53 +146,23 @@ class Processing:
         return changed
 
     def run_kpis(self, run: Run) -> list[KpiRecord]:
-        """Energy per power tag and in total [kWh], each with its coverage of the run."""
+        """The run's KPIs (processing.kpis) over its span, or up to its clock while it is live."""
         end = run.end or self._latest_batch_sample(run.equipment) or utcnow()
-        run_h = max((end - run.start).total_seconds() / 3600, 0.0)
-        flags_base = () if run.end is not None else ("provisional",)
-        records: list[KpiRecord] = []
-        total, covered_min, uncertain = 0.0, 1.0, False
-        power_tags = self.config.role_tags(run.equipment, Role.POWER)
-        for tag in power_tags:
-            data = self.store.read(tag.name, run.start, end + timedelta(microseconds=1))
-            integral = energy_kwh(
-                data.hours(to_us(run.start)), data.values.astype(float) * _POWER_TO_KW[tag.unit], data.status
-            )
-            coverage = min(integral.covered_h / run_h, 1.0) if run_h > 0 else 0.0
-            flags = (
-                flags_base
-                + (("incomplete",) if coverage < COMPLETE else ())
-                + (("uncertain_inputs",) if integral.uncertain else ())
-            )
-            records.append(
-                KpiRecord(
-                    f"energy.{tag.name}",
-                    round(integral.value, 4),
-                    "kWh",
-                    coverage,
-                    flags,
-                    final=run.end is not None,
-                    version=KPI_VERSION,
-                )
-            )
-            total += integral.value
-            covered_min = min(covered_min, coverage)
-            uncertain = uncertain or integral.uncertain
-        if power_tags:
-            flags = flags_base + (("incomplete",) if covered_min < COMPLETE else ())
-            flags += ("uncertain_inputs",) if uncertain else ()
-            records.append(
-                KpiRecord(
-                    "energy.total",
-                    round(total, 4),
-                    "kWh",
-                    covered_min,
-                    flags,
-                    final=run.end is not None,
-                    version=KPI_VERSION,
-                )
-            )
-        return records
+        upstream = (
+            {k.name: k for k in self.catalog.kpis(run.upstream_id)} if run.upstream_id is not None else None
+        )
+        return compute_run_kpis(
+            self.config,
+            run,
+            end,
+            self.store.read,
+            phases=self.catalog.phases(run.id),
+            lab=self.catalog.run_lab_results(run) if run.end is not None else self._lab_until(run, end),
+            upstream=upstream,
+        )
+
+    def _lab_until(self, run: Run, end: datetime) -> list:
+        return self.catalog.lab_results(run.equipment, run.start, end)
 
     def _latest_batch_sample(self, equipment: str) -> datetime | None:
         """The run's clock while it is live: the newest sample of the equipment's batch-id tag (it comes

@@ -1,8 +1,19 @@
-"""The catalog: runs and their KPIs, in the embedded database beside the time series.
+"""The catalog: runs, their phases, lab results, imports and KPIs, in the embedded database beside the
+time series.
 
-A run is one batch on one piece of equipment, from the first to the last sample that carried its batch id.
-Its id is "<equipment>:<batch id>", so the fermentation and the recovery run that processed its harvest
-share the batch id and stay linked.
+A run is one batch on one piece of equipment. Its id is "<equipment>:<batch id>", so the fermentation and
+the recovery run that processed its harvest share the batch id; the downstream run also names the upstream
+run it processed (`upstream_id`), which is how a yield waterfall runs from the fermenter to purified product.
+
+Live runs are detected from batch-id samples (origin "live"); imported historian runs (origin "import") and
+runs created by hand (origin "manual") come from the CLI. A run's kind says what a trial verdict may use it
+for: "baseline", "trial" or "other".
+
+Schema versions (table catalog_meta, key "schema_version"); migrations are idempotent, so any number of
+processes may open an old file at once and the newest schema results:
+  1  runs (id, equipment, batch_id, start_us, end_us), run_kpis, cursors  (the first release; no version row)
+  2  runs gain kind, trial_id, product, upstream_id, origin, note; run_kpis gains inputs (per-input coverage);
+     new tables phases, lab_results, imports
 """
 
 from __future__ import annotations
@@ -10,15 +21,19 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 
 from biopilot.errors import StoreError
 from biopilot.samples import from_us, to_us, utcnow
 from storage.sqlite import connect
 
-_SCHEMA = """
+SCHEMA_VERSION = 2
+
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
     equipment TEXT NOT NULL,
@@ -45,6 +60,65 @@ CREATE TABLE IF NOT EXISTS cursors (
 );
 """
 
+_SCHEMA_V2_TABLES = """
+CREATE TABLE IF NOT EXISTS catalog_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS phases (
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    start_us INTEGER NOT NULL,
+    end_us INTEGER,
+    name TEXT NOT NULL,
+    PRIMARY KEY (run_id, start_us)
+);
+CREATE TABLE IF NOT EXISTS lab_results (
+    equipment TEXT NOT NULL,
+    ts_us INTEGER NOT NULL,
+    analyte TEXT NOT NULL,
+    value REAL NOT NULL,
+    unit TEXT NOT NULL,
+    sample_volume_l REAL NOT NULL DEFAULT 0,
+    source TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (equipment, ts_us, analyte)
+);
+CREATE TABLE IF NOT EXISTS imports (
+    sha256 TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    file TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    imported_us INTEGER NOT NULL,
+    PRIMARY KEY (sha256, run_id)
+);
+"""
+
+_V2_COLUMNS = {
+    "runs": [
+        ("kind", "TEXT NOT NULL DEFAULT 'other'"),
+        ("trial_id", "TEXT"),
+        ("product", "TEXT"),
+        ("upstream_id", "TEXT"),
+        ("origin", "TEXT NOT NULL DEFAULT 'live'"),
+        ("note", "TEXT NOT NULL DEFAULT ''"),
+    ],
+    "run_kpis": [("inputs", "TEXT NOT NULL DEFAULT '{}'")],
+}
+
+_RUN_COLUMNS = "id, equipment, batch_id, start_us, end_us, kind, trial_id, product, upstream_id, origin, note"
+
+
+class RunKind(StrEnum):
+    BASELINE = "baseline"
+    TRIAL = "trial"
+    OTHER = "other"
+
+
+class RunOrigin(StrEnum):
+    LIVE = "live"  # detected from batch-id samples
+    IMPORT = "import"  # a historian export
+    MANUAL = "manual"  # created from the CLI
+
 
 def run_id_for(equipment: str, batch_id: str) -> str:
     return f"{equipment}:{batch_id}"
@@ -57,10 +131,20 @@ class Run:
     batch_id: str
     start: datetime
     end: datetime | None  # None while the run is live
+    kind: str = RunKind.OTHER.value
+    trial_id: str | None = None
+    product: str | None = None
+    upstream_id: str | None = None  # the upstream run whose batch this (downstream) run processed
+    origin: str = RunOrigin.LIVE.value
+    note: str = ""
 
     @property
     def is_open(self) -> bool:
         return self.end is None
+
+    @property
+    def duration_h(self) -> float | None:
+        return (self.end - self.start).total_seconds() / 3600 if self.end is not None else None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -70,21 +154,81 @@ class Run:
             "start": self.start.isoformat(),
             "end": self.end.isoformat() if self.end else None,
             "status": "open" if self.is_open else "closed",
+            "kind": self.kind,
+            "trial_id": self.trial_id,
+            "product": self.product,
+            "upstream_id": self.upstream_id,
+            "origin": self.origin,
+            "note": self.note,
         }
 
 
 @dataclass(frozen=True)
+class Phase:
+    name: str
+    start: datetime
+    end: datetime | None  # None while the phase lasts
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat() if self.end else None,
+        }
+
+
+@dataclass(frozen=True)
+class LabResult:
+    """An offline measurement of one analyte in a sample drawn from an equipment at a time.
+
+    sample_volume_l: broth removed with the sample [L] (0 when unknown or negligible); fed-batch accounting
+    adds the product it carried out."""
+
+    equipment: str
+    ts: datetime
+    analyte: str  # "titer", "biomass", "substrate", or any other name
+    value: float
+    unit: str
+    sample_volume_l: float = 0.0
+    source: str = ""  # file name or "cli"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "equipment": self.equipment,
+            "time": self.ts.isoformat(),
+            "analyte": self.analyte,
+            "value": self.value,
+            "unit": self.unit,
+            "sample_volume_l": self.sample_volume_l,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class ImportRecord:
+    sha256: str
+    run_id: str
+    file: str
+    rows: int
+    samples: int
+    imported: datetime
+
+
+@dataclass(frozen=True)
 class KpiRecord:
-    """One KPI of one run, as processing computed it."""
+    """One KPI of one run, as processing computed it.
+
+    The JSON form (`to_json`) is the stable interface of `biopilot kpis --json` and the dashboard."""
 
     name: str
     value: float | None
     unit: str
-    coverage: float  # share of the run with usable data for the inputs, 0..1
-    flags: tuple[str, ...] = ()  # e.g. "incomplete", "provisional"
+    coverage: float  # share of the run with usable data for the inputs (the lowest of `inputs`), 0..1
+    flags: tuple[str, ...] = ()  # e.g. "incomplete", "provisional", "missing_input", "uncertain_inputs"
     final: bool = False  # False while the run is live (a provisional value)
     version: str = ""
     computed: datetime = field(default_factory=utcnow)
+    inputs: Mapping[str, float] = field(default_factory=dict)  # coverage per input (tag or lab analyte)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -96,6 +240,7 @@ class KpiRecord:
             "final": self.final,
             "version": self.version,
             "computed": self.computed.isoformat(),
+            "inputs": {k: round(v, 4) for k, v in sorted(self.inputs.items())},
         }
 
 
@@ -104,10 +249,33 @@ class Catalog:
         self.path = Path(path)
         self._conn = connect(self.path)
         self._lock = threading.Lock()
+        self._migrate()
+
+    # -- schema ----------------------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        """Bring the file to SCHEMA_VERSION. Idempotent, in one transaction, safe with concurrent openers."""
         try:
-            self._conn.executescript(_SCHEMA)
+            self._conn.executescript(_SCHEMA_V1 + _SCHEMA_V2_TABLES)
+            if self.schema_version() >= SCHEMA_VERSION:
+                return
+            with self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                for table, columns in _V2_COLUMNS.items():
+                    have = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
+                    for name, decl in columns:
+                        if name not in have:
+                            self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+                self._conn.execute("CREATE INDEX IF NOT EXISTS runs_by_upstream ON runs (upstream_id)")
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO catalog_meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot create the catalog schema ({exc})") from None
+            raise StoreError(f"{self.path}: cannot create or migrate the catalog schema ({exc})") from None
+
+    def schema_version(self) -> int:
+        row = self._conn.execute("SELECT value FROM catalog_meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 1
 
     def _execute(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with self._lock:
@@ -116,9 +284,23 @@ class Catalog:
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: catalog query failed ({exc})") from None
 
+    def _transaction(self, what: str, statements: Iterable[tuple[str, object]]) -> None:
+        """Run (sql, params) or (sql, [params…]) statements in one write transaction."""
+        with self._lock:
+            try:
+                with self._conn:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    for sql, params in statements:
+                        if isinstance(params, list):
+                            self._conn.executemany(sql, params)
+                        else:
+                            self._conn.execute(sql, params)  # type: ignore[arg-type]
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: cannot {what} ({exc})") from None
+
     # -- runs ------------------------------------------------------------------------------------------
     def open_run(self, equipment: str, batch_id: str, start: datetime) -> Run:
-        """Record that a run started; a run that exists already is left as it is and returned."""
+        """Record that a live run started; a run that exists already is left as it is and returned."""
         run_id = run_id_for(equipment, batch_id)
         self._execute(
             "INSERT OR IGNORE INTO runs (id, equipment, batch_id, start_us) VALUES (?, ?, ?, ?)",
@@ -128,6 +310,88 @@ class Catalog:
         assert run is not None
         return run
 
+    def create_run(
+        self,
+        equipment: str,
+        batch_id: str,
+        start: datetime,
+        end: datetime | None = None,
+        *,
+        kind: str = RunKind.OTHER.value,
+        trial_id: str | None = None,
+        product: str | None = None,
+        upstream_id: str | None = None,
+        origin: str = RunOrigin.MANUAL.value,
+        note: str = "",
+    ) -> Run:
+        """Create a run (imported or manual); StoreError if its id exists."""
+        run_id = run_id_for(equipment, batch_id)
+        kind = _kind(kind)
+        origin = RunOrigin(origin).value
+        if end is not None and end < start:
+            raise StoreError(f"run {run_id}: end {end.isoformat()} is before start {start.isoformat()}")
+        try:
+            with self._lock, self._conn:
+                self._conn.execute(
+                    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run_id,
+                        equipment,
+                        batch_id,
+                        to_us(start),
+                        to_us(end) if end is not None else None,
+                        kind,
+                        trial_id,
+                        product,
+                        upstream_id,
+                        origin,
+                        note,
+                    ),
+                )
+        except sqlite3.IntegrityError:
+            raise StoreError(f"run {run_id} exists already") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot create run {run_id} ({exc})") from None
+        run = self.run(run_id)
+        assert run is not None
+        return run
+
+    _EDITABLE = frozenset({"kind", "trial_id", "product", "upstream_id", "note", "start", "end"})
+
+    def update_run(self, run_id: str, **changes: object) -> Run:
+        """Change a run's kind, trial_id, product, upstream_id, note, start or end (None clears a value)."""
+        run = self.run(run_id)
+        if run is None:
+            raise StoreError(f"no run {run_id!r} in the catalog")
+        unknown = set(changes) - self._EDITABLE
+        if unknown:
+            raise StoreError(f"run fields cannot be edited: {', '.join(sorted(unknown))}")
+        sets, params = [], []
+        for key, value in changes.items():
+            if key == "kind":
+                value = _kind(str(value))
+            if key in ("start", "end"):
+                if key == "start" and value is None:
+                    raise StoreError(f"run {run_id}: a run always has a start")
+                sets.append(f"{key}_us = ?")
+                params.append(to_us(value) if isinstance(value, datetime) else None)
+            else:
+                sets.append(f"{key} = ?")
+                params.append(value)
+        new_start = changes.get("start", run.start)
+        new_end = changes.get("end", run.end)
+        if isinstance(new_start, datetime) and isinstance(new_end, datetime) and new_end < new_start:
+            raise StoreError(
+                f"run {run_id}: end {new_end.isoformat()} is before start {new_start.isoformat()}"
+            )
+        if changes.get("upstream_id") is not None and self.run(str(changes["upstream_id"])) is None:
+            raise StoreError(f"run {run_id}: upstream run {changes['upstream_id']!r} is not in the catalog")
+        if sets:
+            self._execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*params, run_id))
+        updated = self.run(run_id)
+        assert updated is not None
+        return updated
+
     def close_run(self, run_id: str, end: datetime) -> None:
         self._execute("UPDATE runs SET end_us = ? WHERE id = ?", (to_us(end), run_id))
 
@@ -135,17 +399,23 @@ class Catalog:
         self._execute("UPDATE runs SET end_us = NULL WHERE id = ?", (run_id,))
 
     def run(self, run_id: str) -> Run | None:
-        rows = self._execute(
-            "SELECT id, equipment, batch_id, start_us, end_us FROM runs WHERE id = ?", (run_id,)
-        )
+        rows = self._execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
         return _run(rows[0]) if rows else None
 
-    def runs(self, equipment: str | None = None, *, open_only: bool = False) -> list[Run]:
-        sql = "SELECT id, equipment, batch_id, start_us, end_us FROM runs"
+    def runs(
+        self,
+        equipment: str | None = None,
+        *,
+        open_only: bool = False,
+        kind: str | None = None,
+        trial_id: str | None = None,
+    ) -> list[Run]:
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
         where, params = [], []
-        if equipment is not None:
-            where.append("equipment = ?")
-            params.append(equipment)
+        for column, value in (("equipment", equipment), ("kind", kind), ("trial_id", trial_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
         if open_only:
             where.append("end_us IS NULL")
         if where:
@@ -153,8 +423,105 @@ class Catalog:
         sql += " ORDER BY start_us DESC, id"
         return [_run(r) for r in self._execute(sql, tuple(params))]
 
+    def downstream_runs(self, run_id: str) -> list[Run]:
+        rows = self._execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE upstream_id = ? ORDER BY start_us, id", (run_id,)
+        )
+        return [_run(r) for r in rows]
+
+    # -- phases ----------------------------------------------------------------------------------------
+    def set_phases(self, run_id: str, phases: Iterable[Phase]) -> None:
+        """Replace the run's phases."""
+        rows = [(run_id, to_us(p.start), to_us(p.end) if p.end is not None else None, p.name) for p in phases]
+        self._transaction(
+            f"store the phases of {run_id}",
+            [
+                ("DELETE FROM phases WHERE run_id = ?", (run_id,)),
+                ("INSERT OR REPLACE INTO phases (run_id, start_us, end_us, name) VALUES (?, ?, ?, ?)", rows),
+            ],
+        )
+
+    def add_phase(self, run_id: str, phase: Phase) -> None:
+        self._execute(
+            "INSERT OR REPLACE INTO phases (run_id, start_us, end_us, name) VALUES (?, ?, ?, ?)",
+            (run_id, to_us(phase.start), to_us(phase.end) if phase.end is not None else None, phase.name),
+        )
+
+    def phases(self, run_id: str) -> list[Phase]:
+        rows = self._execute(
+            "SELECT name, start_us, end_us FROM phases WHERE run_id = ? ORDER BY start_us", (run_id,)
+        )
+        return [
+            Phase(str(n), from_us(int(s)), from_us(int(e)) if e is not None else None)  # type: ignore[call-overload]
+            for n, s, e in rows
+        ]
+
+    # -- lab results -----------------------------------------------------------------------------------
+    def add_lab_results(self, results: Iterable[LabResult]) -> int:
+        """Store lab results; one of the same equipment, time and analyte is replaced (re-import is safe)."""
+        rows = [
+            (r.equipment, to_us(r.ts), r.analyte, float(r.value), r.unit, float(r.sample_volume_l), r.source)
+            for r in results
+        ]
+        self._transaction(
+            "store lab results",
+            [("INSERT OR REPLACE INTO lab_results VALUES (?, ?, ?, ?, ?, ?, ?)", rows)],
+        )
+        return len(rows)
+
+    def lab_results(
+        self, equipment: str, start: datetime | None = None, end: datetime | None = None
+    ) -> list[LabResult]:
+        """Lab results of an equipment with start ≤ time ≤ end, in time order."""
+        t0 = to_us(start) if start is not None else -(2**62)
+        t1 = to_us(end) if end is not None else 2**62
+        rows = self._execute(
+            "SELECT equipment, ts_us, analyte, value, unit, sample_volume_l, source FROM lab_results"
+            " WHERE equipment = ? AND ts_us >= ? AND ts_us <= ? ORDER BY ts_us, analyte",
+            (equipment, t0, t1),
+        )
+        return [
+            LabResult(str(e), from_us(int(t)), str(a), float(v), str(u), float(vol), str(src))  # type: ignore[arg-type,call-overload]
+            for e, t, a, v, u, vol, src in rows
+        ]
+
+    def run_lab_results(self, run: Run) -> list[LabResult]:
+        """The lab results attached to a run: those of its equipment taken between its start and end."""
+        return self.lab_results(run.equipment, run.start, run.end)
+
+    # -- imports ---------------------------------------------------------------------------------------
+    def record_import(self, record: ImportRecord) -> None:
+        self._execute(
+            "INSERT OR REPLACE INTO imports VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                record.sha256,
+                record.run_id,
+                record.file,
+                record.rows,
+                record.samples,
+                to_us(record.imported),
+            ),
+        )
+
+    def imports(self, sha256: str | None = None, run_id: str | None = None) -> list[ImportRecord]:
+        sql = "SELECT sha256, run_id, file, rows, samples, imported_us FROM imports"
+        where, params = [], []
+        for column, value in (("sha256", sha256), ("run_id", run_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY imported_us"
+        return [
+            ImportRecord(str(h), str(r), str(f), int(n), int(s), from_us(int(t)))  # type: ignore[call-overload]
+            for h, r, f, n, s, t in self._execute(sql, tuple(params))
+        ]
+
     # -- KPIs ------------------------------------------------------------------------------------------
-    def set_kpis(self, run_id: str, kpis: list[KpiRecord]) -> None:
+    def set_kpis(self, run_id: str, kpis: list[KpiRecord], *, replace_all: bool = False) -> None:
+        """Store KPIs of a run; replace_all also removes the run's KPIs that are not in `kpis`
+        (a recomputation with another KPI version or other inputs)."""
         rows = [
             (
                 run_id,
@@ -166,35 +533,39 @@ class Catalog:
                 int(k.final),
                 to_us(k.computed),
                 k.version,
+                json.dumps(dict(k.inputs), sort_keys=True),
             )
             for k in kpis
         ]
-        with self._lock:
-            try:
-                with self._conn:
-                    self._conn.execute("BEGIN IMMEDIATE")
-                    self._conn.executemany(
-                        "INSERT OR REPLACE INTO run_kpis VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-                    )
-            except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: cannot store KPIs of {run_id} ({exc})") from None
+        statements: list[tuple[str, object]] = []
+        if replace_all:
+            statements.append(("DELETE FROM run_kpis WHERE run_id = ?", (run_id,)))
+        statements.append(
+            (
+                "INSERT OR REPLACE INTO run_kpis (run_id, name, value, unit, coverage, flags, final,"
+                " computed_us, version, inputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        )
+        self._transaction(f"store KPIs of {run_id}", statements)
 
     def kpis(self, run_id: str) -> list[KpiRecord]:
         rows = self._execute(
-            "SELECT name, value, unit, coverage, flags, final, version, computed_us FROM run_kpis"
+            "SELECT name, value, unit, coverage, flags, final, version, computed_us, inputs FROM run_kpis"
             " WHERE run_id = ? ORDER BY name",
             (run_id,),
         )
         return [
             KpiRecord(
                 name=str(r[0]),
-                value=r[1],
+                value=r[1],  # type: ignore[arg-type]
                 unit=str(r[2]),
                 coverage=float(r[3]),  # type: ignore[arg-type]
                 flags=tuple(json.loads(str(r[4]))),
                 final=bool(r[5]),
                 version=str(r[6]),
                 computed=from_us(int(r[7])),  # type: ignore[call-overload]
+                inputs=json.loads(str(r[8])),
             )
             for r in rows
         ]
@@ -212,12 +583,27 @@ class Catalog:
             self._conn.close()
 
 
+def _kind(value: str) -> str:
+    try:
+        return RunKind(value).value
+    except ValueError:
+        raise StoreError(
+            f"{value!r} is not a run kind; expected one of: {', '.join(k.value for k in RunKind)}"
+        ) from None
+
+
 def _run(row: tuple[object, ...]) -> Run:
-    run_id, equipment, batch_id, start_us, end_us = row
+    run_id, equipment, batch_id, start_us, end_us, kind, trial, product, upstream, origin, note = row
     return Run(
         id=str(run_id),
         equipment=str(equipment),
         batch_id=str(batch_id),
         start=from_us(int(start_us)),  # type: ignore[call-overload]
         end=from_us(int(end_us)) if end_us is not None else None,  # type: ignore[call-overload]
+        kind=str(kind),
+        trial_id=str(trial) if trial is not None else None,
+        product=str(product) if product is not None else None,
+        upstream_id=str(upstream) if upstream is not None else None,
+        origin=str(origin),
+        note=str(note or ""),
     )

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from biopilot.samples import BAD_NO_COMMUNICATION, BAD_SENSOR_FAILURE, GOOD, UNCERTAIN_LAST_USABLE_VALUE
-from processing.energy import DEFAULT_GAP_FACTOR, energy_kwh, integrate_trapezoid, nominal_interval_h
+from processing.energy import (
+    DEFAULT_GAP_FACTOR,
+    co2_equivalent_kg,
+    energy_from_totalizer,
+    energy_kwh,
+    integrate_trapezoid,
+    nominal_interval_h,
+    specific_consumption,
+)
 
 
 def arrays(t: list[float], p: list[float], status: list[int] | None = None) -> tuple[np.ndarray, ...]:
@@ -146,3 +154,49 @@ def test_repeated_timestamps_add_nothing() -> None:
 def test_integrate_trapezoid_is_unit_agnostic() -> None:
     # The same integral for any signal: 2 L/h for 3 h = 6 L.
     assert integrate_trapezoid(*arrays([0.0, 3.0], [2.0, 2.0])).value == pytest.approx(6.0)
+
+
+# -- totalizers and intensities -------------------------------------------------------------------------
+def test_totalizer_difference() -> None:
+    # 100 → 130 → 175 kWh: 75 kWh over 2 h
+    r = energy_from_totalizer(*arrays([0.0, 1.0, 2.0], [100.0, 130.0, 175.0]))
+    assert r.value == pytest.approx(75.0)
+    assert (r.covered_h, r.rollovers, r.resets) == (2.0, 0, 0)
+
+
+def test_totalizer_rollover() -> None:
+    # 9990 → 9998 → (wraps at 10000) 5 → 20: 8 + (10000 − 9998 + 5) + 15 = 30 kWh
+    r = energy_from_totalizer(*arrays([0.0, 1.0, 2.0, 3.0], [9990.0, 9998.0, 5.0, 20.0]), rollover=10000.0)
+    assert r.value == pytest.approx(30.0)
+    assert (r.rollovers, r.resets) == (1, 0)
+
+
+def test_totalizer_reset_without_rollover_counts_from_zero() -> None:
+    # 500 → 520, reset, 3 → 10: 20 + 3 + 7 = 30 kWh, one reset
+    r = energy_from_totalizer(*arrays([0.0, 1.0, 2.0, 3.0], [500.0, 520.0, 3.0, 10.0]))
+    assert r.value == pytest.approx(30.0)
+    assert (r.rollovers, r.resets) == (0, 1)
+
+
+def test_totalizer_skips_bad_readings_and_counts_across_gaps() -> None:
+    # 0, 10, [bad 99999], 30 kWh, then nothing until 10 h: 50. The counter kept counting: 50 kWh, covered 10 h
+    r = energy_from_totalizer(
+        *arrays(
+            [0.0, 1.0, 2.0, 3.0, 10.0],
+            [0.0, 10.0, 99999.0, 30.0, 50.0],
+            [GOOD, GOOD, BAD_SENSOR_FAILURE, GOOD, GOOD],
+        )
+    )
+    assert r.value == pytest.approx(50.0)
+    assert r.covered_h == pytest.approx(10.0)
+    assert energy_from_totalizer(*arrays([0.0], [5.0])).value == 0.0
+
+
+def test_specific_consumption_and_co2e() -> None:
+    # 1200 kWh for 40 kg: 30 kWh/kg; no product: undefined
+    assert specific_consumption(1200.0, 40.0) == pytest.approx(30.0)
+    assert math.isnan(specific_consumption(1200.0, 0.0))
+    # 1000 kWh · 0.2 + 500 kg steam · 0.25 = 325 kg CO2e; water has no factor and adds nothing
+    assert co2_equivalent_kg(
+        {"electricity": 1000.0, "steam": 500.0, "water": 3.0}, {"electricity": 0.2, "steam": 0.25}
+    ) == pytest.approx(325.0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from biopilot.samples import BAD_NO_COMMUNICATION, BAD_SENSOR_FAILURE, GOOD, UNCERTAIN_LAST_USABLE_VALUE
-from processing.runs import Change, RunEvent, detect_runs
+from processing.runs import Change, PhaseSpan, RunEvent, detect_phases, detect_runs
 
 START, END = Change.START, Change.END
 
@@ -96,3 +96,34 @@ def test_detection_in_two_chunks_equals_detection_in_one() -> None:
         second, current = detect_runs(samples[cut:], carried)
         assert first + second == whole, cut
         assert current == whole_current == "C"
+
+
+# -- phases --------------------------------------------------------------------------------------------
+def test_phases_from_a_phase_tag() -> None:
+    samples = [
+        (1, "fill", GOOD),
+        (2, "fill", GOOD),
+        (3, "batch", GOOD),
+        (4, "", GOOD),  # blank: says nothing
+        (5, "oops", BAD_SENSOR_FAILURE),  # bad: says nothing
+        (6, "fed_batch", GOOD),
+        (9, "harvest", UNCERTAIN_LAST_USABLE_VALUE),
+    ]
+    assert detect_phases(samples, end_us=12) == [
+        PhaseSpan("fill", 1, 3),
+        PhaseSpan("batch", 3, 6),
+        PhaseSpan("fed_batch", 6, 9),
+        PhaseSpan("harvest", 9, 12),
+    ]
+    # live run: the last phase is open
+    assert detect_phases(samples[:3], None)[-1] == PhaseSpan("batch", 3, None)
+
+
+def test_no_phase_samples_no_phases() -> None:
+    assert detect_phases([], 10) == []
+    assert detect_phases([(1, "", GOOD), (2, None, GOOD)], 10) == []
+
+
+def test_a_repeated_phase_name_after_another_is_a_new_phase() -> None:
+    spans = detect_phases([(1, "a", GOOD), (2, "b", GOOD), (3, "a", GOOD)], 4)
+    assert [(p.name, p.start_us, p.end_us) for p in spans] == [("a", 1, 2), ("b", 2, 3), ("a", 3, 4)]

@@ -156,7 +156,21 @@ def test_first_pass_opens_and_closes_runs_at_source_timestamps(site: Site) -> No
 def test_first_pass_energy_kpis(site: Site) -> None:
     first_pass(site)
     b1 = kpis(site.catalog, "F-1:B-1")
-    assert set(b1) == {"energy.F-1.agitator_power", "energy.F-1.compressor_power", "energy.total"}
+    assert set(b1) == {
+        "energy.F-1.agitator_power",
+        "energy.F-1.compressor_power",
+        "energy.total",
+        "batch_duration",  # every fermenter run has its durations …
+        "growth_duration",
+    }  # … and nothing else: F-1 has no volume, feed, off-gas or lab data to compute more from
+    # B-1 lasted 1.0 h → 5.0 h = 4 h; without phases, growth is taken from run start to run end (and says so)
+    assert (b1["batch_duration"].value, b1["batch_duration"].unit, b1["batch_duration"].final) == (
+        4.0,
+        "h",
+        True,
+    )
+    assert b1["growth_duration"].value == 4.0
+    assert b1["growth_duration"].flags == ("assumed:inoculation=run_start", "assumed:harvest=run_end")
     # B-1, closed, 1.0 h → 5.0 h (run 4 h):
     #   agitator: 2·(5² − 1²) = 48 kWh, samples over the whole run → coverage 1, final, no flags
     #   compressor: 2 kW over [1, 2] and [4, 5] only = 4 kWh; covered 2 h of 4 h → coverage 0.5, incomplete
