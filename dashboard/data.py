@@ -18,6 +18,7 @@ import numpy as np
 from biopilot.config import Role, SiteConfig, Tag, load_config
 from biopilot.samples import Severity, from_us, severity, utcnow
 from storage import Catalog, KpiRecord, Run, TimeSeriesStore, open_catalog, open_store
+from storage.catalog import Phase
 
 STALE_AFTER_S = 30.0  # a tile whose newest value arrived longer ago than this is shown as stale
 
@@ -137,6 +138,9 @@ class DashboardData:
 
     def run_kpis(self, run_id: str) -> list[KpiRecord]:
         return self.catalog.kpis(run_id)
+
+    def run_phases(self, run_id: str) -> list[Phase]:
+        return self.catalog.phases(run_id)
 
 
 def _first_name(tags: list[Tag], role: Role) -> str:

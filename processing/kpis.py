@@ -231,6 +231,9 @@ class RunKpis:
         for k in self._out:
             flags: list[str] = [] if final else ["provisional"]
             coverage = min(k.inputs.values()) if k.inputs else (1.0 if k.value is not None else 0.0)
+            if k.inputs and max(k.inputs.values()) == 0.0 and k.value is not None:
+                k.value = None  # not one usable sample of any input: no value, not a zero
+                k.flags.append("missing_input")
             if k.inputs and coverage < COMPLETE:
                 flags.append("incomplete")
             flags += [f for f in k.flags if f not in flags]

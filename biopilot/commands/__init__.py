@@ -1,5 +1,5 @@
 """The `biopilot` subcommands, one module per area; each has `register(subparsers)`."""
 
-from biopilot.commands import check_config, demo, runs, stages
+from biopilot.commands import check_config, demo, imports, kpis, lab, runs, stages
 
-MODULES = [demo, check_config, stages, runs]
+MODULES = [demo, check_config, stages, runs, imports, lab, kpis]

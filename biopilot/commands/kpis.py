@@ -1,0 +1,81 @@
+"""`biopilot kpis RUN [--json]` prints a run's stored KPIs; `--recompute` computes them again first
+(final for a closed run, provisional for an open one) with the current KPI version.
+
+JSON (stable): {"run": RUN id, "kpis": [{"name", "value" (number or null when an input is missing), "unit",
+"coverage" (0..1: the lowest share of the run any input covered), "flags" (list, see processing/kpis.py:
+provisional, incomplete, missing_input, uncertain_inputs, assumed:<what>, closure_out_of_range,
+overall_yield_mismatch, counter_reset, no_emission_factor:<utility>), "final" (bool), "version",
+"computed" (ISO-8601 UTC), "inputs" ({input: coverage})}]}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from biopilot.commands.common import add_config_options, site_config
+from biopilot.config import SiteConfig
+from biopilot.errors import BioPilotError
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    sp = sub.add_parser("kpis", help="a run's KPIs with units, coverage and flags")
+    add_config_options(sp)
+    sp.add_argument("run")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("--recompute", action="store_true", help="compute the KPIs again from the stored data")
+    sp.set_defaults(func=_cmd_kpis)
+
+
+def recompute(config: SiteConfig, data_dir: Path, run_id: str) -> None:
+    from processing.service import Processing
+    from storage import open_catalog, open_store
+
+    store = open_store(config, data_dir)
+    catalog = open_catalog(config, data_dir)
+    try:
+        run = catalog.run(run_id)
+        if run is None:
+            raise BioPilotError(f"no run {run_id!r} in the catalog; `biopilot runs list` shows them")
+        Processing(config, store, catalog).update_run(run)
+    finally:
+        catalog.close()
+        store.close()
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value == 0 or 0.001 <= abs(value) < 1e6:
+        return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.1f}"
+    return f"{value:.4e}"
+
+
+def print_kpi_table(kpis: list) -> None:  # type: ignore[type-arg]
+    if not kpis:
+        print("no KPIs computed yet")
+        return
+    print(f"{'KPI':34} {'value':>14} {'unit':12} {'coverage':>8}  flags")
+    for k in kpis:
+        print(f"{k.name:34} {_fmt(k.value):>14} {k.unit:12} {k.coverage:>8.1%}  {', '.join(k.flags)}")
+
+
+def _cmd_kpis(args: argparse.Namespace) -> int:
+    from storage import open_catalog
+
+    _, config = site_config(args)
+    if args.recompute:
+        recompute(config, args.data_dir, args.run)
+    catalog = open_catalog(config, args.data_dir)
+    try:
+        if catalog.run(args.run) is None:
+            raise BioPilotError(f"no run {args.run!r} in the catalog; `biopilot runs list` shows them")
+        kpis = catalog.kpis(args.run)
+    finally:
+        catalog.close()
+    if args.json:
+        print(json.dumps({"run": args.run, "kpis": [k.to_json() for k in kpis]}, indent=2))
+    else:
+        print_kpi_table(kpis)
+    return 0
