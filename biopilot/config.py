@@ -305,6 +305,10 @@ class CollectorConfig(_Model):
     spool_max_mb: int = Field(default=1024, ge=1)  # samples not yet in the store; an alarm from 80 %
     fsync_interval_s: float = Field(default=1.0, gt=0)  # the spool survives a power loss up to this late
     health_interval_s: float = Field(default=2.0, gt=0)  # how often health is written for the dashboard
+    # Source timestamps further ahead of the collector's clock, or older, are rejected (counted by reason).
+    # A simulated plant running faster than real time needs a large max_future_s.
+    max_future_s: float = Field(default=600.0, gt=0)
+    max_past_days: float = Field(default=3650.0, gt=0)
 
 
 class SiteConfig(_Model):

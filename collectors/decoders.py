@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from biopilot.samples import BAD_SENSOR_FAILURE, GOOD, UNCERTAIN_LAST_USABLE_VALUE
 
@@ -62,6 +62,23 @@ def parse_time(raw: object, tz: tzinfo) -> datetime | Rejected:
         except (OverflowError, OSError, ValueError):
             pass
     return Rejected("bad_timestamp", repr(raw)[:64])
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """Source timestamps a collector accepts, relative to its own clock at arrival."""
+
+    max_future: timedelta = timedelta(minutes=10)
+    max_past: timedelta = timedelta(days=3650)
+
+    def check(self, ts: datetime, now: datetime) -> Rejected | None:
+        if ts - now > self.max_future:
+            return Rejected(
+                "timestamp_in_future", f"{ts.isoformat()} is {ts - now} ahead of {now.isoformat()}"
+            )
+        if now - ts > self.max_past:
+            return Rejected("timestamp_too_old", f"{ts.isoformat()} is older than {self.max_past.days} days")
+        return None
 
 
 def parse_status(raw: object) -> int | Rejected:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 
 import paho.mqtt.client as mqtt
 
@@ -56,6 +56,7 @@ class MqttCollector:
         sink: SampleSink,
         counts: Counts,
         site_tz: tzinfo,
+        window: dec.TimeWindow | None = None,
     ) -> None:
         self.name = name
         self.broker = broker
@@ -63,6 +64,7 @@ class MqttCollector:
         self.counts = counts
         self.source = f"mqtt:{name}"
         self.tz = site_tz
+        self.window = window or dec.TimeWindow()
         self.topics: dict[str, list[_Field]] = {}
         for tag in tags:
             assert isinstance(tag.source, MqttSource)
@@ -201,9 +203,11 @@ class MqttCollector:
             return dec.Rejected("missing_field", src.field)
         raw = obj[src.field]
         value = dec.text_value(raw) if f.tag.is_text else dec.numeric_value(raw)
-        ts = dec.parse_time(obj[src.time_field], self.tz) if src.time_field in obj else utcnow()
+        now = utcnow()
+        ts = dec.parse_time(obj[src.time_field], self.tz) if src.time_field in obj else now
         status = dec.parse_status(obj.get(src.status_field)) if src.status_field else 0
-        for part in (value, ts, status):
+        window = self.window.check(ts, now) if isinstance(ts, datetime) else None
+        for part in (value, ts, status, window):
             if isinstance(part, dec.Rejected):
                 self.counts.reject(self.source, part.reason, f"{topic}#{src.field}: {part.detail}")
                 return part

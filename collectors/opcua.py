@@ -28,6 +28,7 @@ from asyncua.common.subscription import Subscription
 from biopilot.aio import wait_for_event
 from biopilot.config import OpcUaServer, OpcUaSource, Tag
 from biopilot.samples import BAD_NO_COMMUNICATION, Sample, utcnow
+from collectors.decoders import TimeWindow
 from collectors.sink import Counts, SampleSink
 from collectors.spool import SpoolFullError
 
@@ -59,7 +60,13 @@ class GapEvent:
 
 class OpcUaCollector:
     def __init__(
-        self, name: str, server: OpcUaServer, tags: list[Tag], sink: SampleSink, counts: Counts
+        self,
+        name: str,
+        server: OpcUaServer,
+        tags: list[Tag],
+        sink: SampleSink,
+        counts: Counts,
+        window: TimeWindow | None = None,
     ) -> None:
         self.name = name
         self.server = server
@@ -67,6 +74,7 @@ class OpcUaCollector:
         self.sink = sink
         self.counts = counts
         self.source = f"opcua:{name}"
+        self.window = window or TimeWindow()
         self.connected = asyncio.Event()
         self.connects = 0
         self.last_heartbeat: datetime | None = None
@@ -176,8 +184,12 @@ class OpcUaCollector:
         self, client: Client, node_id: ua.NodeId, start: datetime
     ) -> list[ua.DataValue] | None:
         """Raw history of a node from `start` on; None when the server keeps none for it."""
+        node = client.get_node(node_id)
         try:
-            return await client.get_node(node_id).read_raw_history(start, HISTORY_END, 0, return_bounds=False)
+            historizing = await node.read_attribute(ua.AttributeIds.Historizing)
+            if not historizing.Value.Value:
+                return None
+            return await node.read_raw_history(start, HISTORY_END, 0, return_bounds=False)
         except ua.UaStatusCodeError as exc:
             log.debug("%s: no history for %s: %s", self.source, node_id.to_string(), exc)
             return None
@@ -283,6 +295,10 @@ class OpcUaCollector:
         raw = dv.Value.Value if dv.Value is not None else None
         status = dv.StatusCode.value if dv.StatusCode is not None else 0
         ts = dv.SourceTimestamp or dv.ServerTimestamp or utcnow()
+        wrong_time = self.window.check(ts, utcnow())
+        if wrong_time is not None:
+            self.counts.reject(self.source, wrong_time.reason, f"{tag.name}: {wrong_time.detail}")
+            return 0
         if tag.is_text:
             value: float | str | None = raw if isinstance(raw, str) else (None if raw is None else str(raw))
         elif isinstance(raw, bool) or not isinstance(raw, int | float):

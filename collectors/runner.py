@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,6 +16,7 @@ from biopilot.aio import wait_for_event
 from biopilot.config import MqttSource, OpcUaSource, SiteConfig
 from biopilot.errors import StoreError
 from biopilot.samples import Sample, utcnow
+from collectors.decoders import TimeWindow
 from collectors.mqtt import MqttCollector
 from collectors.opcua import OpcUaCollector
 from collectors.sink import Counts, SampleSink
@@ -104,15 +105,16 @@ class Collectors:
         sink = SampleSink(store, spool, observe=tracker.observe)
         counts = Counts()
         out = cls(sink, counts, tracker, health, settings.health_interval_s, settings.fsync_interval_s)
+        window = TimeWindow(timedelta(seconds=settings.max_future_s), timedelta(days=settings.max_past_days))
         for name, server in config.opcua.servers.items():
             tags = [t for t in config.tags if isinstance(t.source, OpcUaSource) and t.source.server == name]
             if tags:
-                out.opcua.append(OpcUaCollector(name, server, tags, sink, counts))
+                out.opcua.append(OpcUaCollector(name, server, tags, sink, counts, window))
         tz = ZoneInfo(config.site.timezone)
         for name, broker in config.mqtt.brokers.items():
             tags = [t for t in config.tags if isinstance(t.source, MqttSource) and t.source.broker == name]
             if tags:
-                out.mqtt.append(MqttCollector(name, broker, tags, sink, counts, tz))
+                out.mqtt.append(MqttCollector(name, broker, tags, sink, counts, tz, window))
         return out
 
     async def run(self, stop: asyncio.Event) -> None:

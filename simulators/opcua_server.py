@@ -11,6 +11,7 @@ from collections import Counter
 from datetime import datetime
 
 from asyncua import Server, ua
+from asyncua.server.history import HistoryStorageInterface
 
 from biopilot.samples import BAD_WAITING_FOR_INITIAL_DATA, GOOD, utcnow
 
@@ -20,9 +21,14 @@ log = logging.getLogger(__name__)
 class OpcUaPlantServer:
     """Serves simulated equipment over OPC UA. Use `async with`, then `publish`."""
 
-    def __init__(self, endpoint: str, namespace: str, name: str = "BioPilot simulated plant") -> None:
+    def __init__(
+        self, endpoint: str, namespace: str, name: str = "BioPilot simulated plant", history: int = 20_000
+    ) -> None:
+        """history: values each variable keeps for HistoryRead (0: none), as a plant's server or historian
+        would; a collector reads back from it what it missed during an outage."""
         self.endpoint = endpoint
         self.namespace = namespace
+        self.history = history
         self._server = Server()
         self._name = name
         self._idx = 0
@@ -62,6 +68,11 @@ class OpcUaPlantServer:
                     self._idx, "EngineeringUnits", eu, datatype=ua.NodeId(ua.ObjectIds.EUInformation)
                 )
             self._nodes[(equipment, signal)] = (var.nodeid, vtype)
+            if self.history:
+                await var.write_attribute(ua.AttributeIds.Historizing, ua.DataValue(True))
+                await var.set_attr_bit(ua.AttributeIds.AccessLevel, ua.AccessLevel.HistoryRead)
+                await var.set_attr_bit(ua.AttributeIds.UserAccessLevel, ua.AccessLevel.HistoryRead)
+                await self._history_storage().new_historized_node(var.nodeid, None, self.history)
         initial_values = {sig: ("" if kind == "text" else 0.0) for sig, (kind, _) in signals.items()}
         await self.publish(equipment, initial_values, ts, BAD_WAITING_FOR_INITIAL_DATA)
 
@@ -85,7 +96,13 @@ class OpcUaPlantServer:
                 ServerTimestamp=now,
             )
             await self._server.write_attribute_value(node_id, dv)
+            if self.history:
+                # every value written, changed or not (the server's own history only records changes)
+                await self._history_storage().save_node_value(node_id, dv)
             self.published[f"{equipment}/{signal}"] += 1
+
+    def _history_storage(self) -> HistoryStorageInterface:
+        return self._server.iserver.history_manager.storage
 
     async def __aexit__(self, *exc: object) -> None:
         await self._server.stop()

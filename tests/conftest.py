@@ -60,7 +60,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 class PrivateMosquitto:
     """A Mosquitto of the test's own, on a free port, that the test may kill and restart."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *, durable: bool = False) -> None:
         binary = mosquitto_binary()
         if binary is None:
             raise RuntimeError("mosquitto is not installed")
@@ -68,7 +68,7 @@ class PrivateMosquitto:
         self.port = port or free_port()
         self.workdir = workdir
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(mosquitto_config("127.0.0.1", self.port, workdir / "data"))
+        self.conf.write_text(mosquitto_config("127.0.0.1", self.port, workdir / "data", durable=durable))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -142,8 +142,9 @@ def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 
 @pytest.fixture
 def private_mosquitto(tmp_path: Path) -> Iterator[PrivateMosquitto]:
+    """A durable Mosquitto of the test's own, which it may kill and restart."""
     require_mosquitto()
-    broker = PrivateMosquitto(tmp_path)
+    broker = PrivateMosquitto(tmp_path, durable=True)
     broker.start()
     try:
         yield broker

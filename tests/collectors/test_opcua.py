@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from biopilot.config import parse_config
-from biopilot.samples import BAD_SENSOR_FAILURE, GOOD, UNCERTAIN_LAST_USABLE_VALUE, to_us
+from biopilot.samples import (
+    BAD_NO_COMMUNICATION,
+    BAD_SENSOR_FAILURE,
+    GOOD,
+    UNCERTAIN_LAST_USABLE_VALUE,
+    to_us,
+)
 from collectors.opcua import OpcUaCollector
+from collectors.runner import Collectors, TagTracker
 from collectors.sink import Counts, SampleSink
+from collectors.spool import Spool
 from simulators.opcua_server import OpcUaPlantServer
-from storage import SqliteStore
+from storage import HealthStore, SqliteStore
 from tests.conftest import free_port
 
 NS = "urn:biopilot:test"
@@ -60,8 +69,8 @@ async def _until(predicate, timeout: float = 10.0) -> bool:
     return predicate()
 
 
-async def _server(endpoint: str) -> OpcUaPlantServer:
-    server = OpcUaPlantServer(endpoint, NS)
+async def _server(endpoint: str, history: int = 1000) -> OpcUaPlantServer:
+    server = OpcUaPlantServer(endpoint, NS, history=history)
     await server.__aenter__()
     await server.add_equipment("E-1", SIGNALS, T0 - timedelta(hours=1))
     await server.start()
@@ -118,14 +127,75 @@ def test_values_arrive_with_source_time_and_status_and_a_bad_node_is_isolated(tm
     assert collector.counts.of("opcua:s")["unresolved_node"] == 1
 
 
-def test_collector_reconnects_after_the_server_restarts(tmp_path: Path) -> None:
+def test_server_restart_gap_is_recorded_and_every_value_after_it_is_stored(tmp_path: Path) -> None:
+    """Fault test: stop and restart the asyncua server. The loss is detected by the heartbeat, a fresh client
+    reconnects within 10 s, the outage is recorded as a gap, and every value the new server produced is
+    stored - those it produced before we were back are read from its history."""
+    port = free_port()
+    config = parse_config(_config(port))
+    store = SqliteStore(tmp_path / "t.db")
+    health = HealthStore(tmp_path / "t.db")
+    endpoint = config.opcua.servers["s"].endpoint
+    restart_ts = T0 + timedelta(minutes=10)
+
+    async def main() -> tuple[OpcUaCollector, float, float]:
+        server = await _server(endpoint)
+        sink = SampleSink(store, Spool(tmp_path / "spool"))
+        collector = OpcUaCollector("s", config.opcua.servers["s"], config.tags, sink, Counts())
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(collector.run(stop)), asyncio.create_task(sink.run(stop))]
+        try:
+            await asyncio.wait_for(collector.connected.wait(), 15)
+            for i in range(10):
+                await server.publish("E-1", {"Temperature": float(i)}, T0 + timedelta(seconds=i))
+            assert await _until(lambda: store.count("E-1.temperature", T0) == 10)
+            await server.__aexit__(None, None, None)
+            stopped = time.monotonic()
+            assert await _until(lambda: not collector.connected.is_set(), 10), "the loss was not detected"
+            detected = time.monotonic() - stopped
+            server = await _server(endpoint)
+            restarted = time.monotonic()
+            for i in range(20):  # produced at once, before the collector is back
+                await server.publish("E-1", {"Temperature": 100.0 + i}, restart_ts + timedelta(seconds=i))
+            assert await _until(lambda: collector.connects == 2, 10), (
+                "no reconnect within 10 s of the restart"
+            )
+            back = time.monotonic() - restarted
+            for i in range(20, 30):  # and produced live after it is back
+                await server.publish("E-1", {"Temperature": 100.0 + i}, restart_ts + timedelta(seconds=i))
+                await asyncio.sleep(0.02)
+            assert await _until(lambda: store.count("E-1.temperature", restart_ts) == 30)
+            collectors_view = Collectors(sink, collector.counts, TagTracker({}), health, opcua=[collector])
+            collectors_view.publish_health()
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+            await server.__aexit__(None, None, None)
+        return collector, detected, back
+
+    collector, detected, back = asyncio.run(main())
+    after = store.read("E-1.temperature", restart_ts, restart_ts + timedelta(hours=1))
+    print(
+        f"\nOPC UA restart: loss detected in {detected:.1f} s, back {back:.1f} s after the restart; "
+        f"{collector.backfilled} values read back from history, {len(after)} of 30 produced after it stored"
+    )
+    assert list(after.values) == [100.0 + i for i in range(30)]
+    assert collector.connects == 2 and collector.backfilled >= 20
+    gaps = health.gaps("opcua:s")
+    assert len(gaps) == 1 and gaps[0].back is not None and gaps[0].back > gaps[0].lost
+    assert gaps[0].last_ts_before == T0 + timedelta(seconds=9)
+
+
+def test_without_server_history_the_hole_is_marked_bad(tmp_path: Path) -> None:
+    """A server that keeps no history: each tag gets a Bad_NoCommunication sample right after its last value,
+    so no KPI integrates across the outage."""
     port = free_port()
     config = parse_config(_config(port))
     store = SqliteStore(tmp_path / "t.db")
     endpoint = config.opcua.servers["s"].endpoint
 
-    async def main() -> OpcUaCollector:
-        server = await _server(endpoint)
+    async def main() -> None:
+        server = await _server(endpoint, history=0)
         sink = SampleSink(store)
         collector = OpcUaCollector("s", config.opcua.servers["s"], config.tags, sink, Counts())
         stop = asyncio.Event()
@@ -133,21 +203,16 @@ def test_collector_reconnects_after_the_server_restarts(tmp_path: Path) -> None:
         try:
             await asyncio.wait_for(collector.connected.wait(), 15)
             await server.publish("E-1", {"Temperature": 1.0}, T0)
-            assert await _until(lambda: store.count("E-1.temperature") == 2)
+            assert await _until(lambda: store.count("E-1.temperature", T0) == 1)
             await server.__aexit__(None, None, None)
-            assert await _until(lambda: not collector.connected.is_set(), 10), "the loss was not detected"
-            server = await _server(endpoint)
-            assert await _until(lambda: collector.connects == 2, 15), "no reconnect within 15 s"
-            for i in range(1, 11):
-                await server.publish("E-1", {"Temperature": 1.0 + i}, T0 + timedelta(seconds=i))
-                await asyncio.sleep(0.01)
-            # T0 and the 10 values after the restart, plus the two servers' initial values (same timestamp)
-            assert await _until(lambda: store.count("E-1.temperature") == 12)
+            server = await _server(endpoint, history=0)
+            assert await _until(lambda: collector.connects == 2, 15)
+            assert await _until(lambda: store.count("E-1.temperature", T0) == 2)
         finally:
             stop.set()
             await asyncio.gather(*tasks)
             await server.__aexit__(None, None, None)
-        return collector
 
-    collector = asyncio.run(main())
-    assert collector.connects == 2
+    asyncio.run(main())
+    data = store.read("E-1.temperature", T0, T0 + timedelta(hours=1))
+    assert data.ts[1] == to_us(T0) + 1 and data.status[1] == BAD_NO_COMMUNICATION
