@@ -17,10 +17,20 @@ import numpy as np
 
 from biopilot.config import Role, SiteConfig, Tag, load_config
 from biopilot.samples import Severity, from_us, severity, utcnow
-from storage import Catalog, KpiRecord, Run, TimeSeriesStore, open_catalog, open_store
+from storage import (
+    Catalog,
+    HealthStore,
+    KpiRecord,
+    Run,
+    TimeSeriesStore,
+    open_catalog,
+    open_health,
+    open_store,
+)
 from storage.catalog import Phase
+from storage.health import liveness, source_alive
 
-STALE_AFTER_S = 30.0  # a tile whose newest value arrived longer ago than this is shown as stale
+STALE_AFTER_S = 30.0  # without health from the collectors: a value older than this is shown as stale
 
 # The tags a tile shows first, per equipment (by role); the rest follow in config order.
 _MAIN_ROLES = [
@@ -49,7 +59,11 @@ class Tile:
     age_s: float | None  # seconds since the store received the newest value
     source_time: datetime | None
     quality: str  # good / uncertain / bad / none
-    stale: bool
+    state: str  # live / stale (silent longer than its max age) / dead (its source is gone)
+
+    @property
+    def stale(self) -> bool:
+        return self.state != "live"
 
 
 @dataclass(frozen=True)
@@ -73,17 +87,25 @@ class Trend:
 
 
 class DashboardData:
-    def __init__(self, config: SiteConfig, store: TimeSeriesStore, catalog: Catalog) -> None:
+    def __init__(
+        self, config: SiteConfig, store: TimeSeriesStore, catalog: Catalog, health: HealthStore | None = None
+    ) -> None:
         self.config = config
         self.store = store
         self.catalog = catalog
+        self.health = health  # what the collectors report; without it, staleness is judged by age alone
 
     @classmethod
     def from_environment(cls) -> DashboardData:
         config_path = os.environ.get("BIOPILOT_CONFIG", "config/demo.toml")
         data_dir = Path(os.environ.get("BIOPILOT_DATA_DIR", "biopilot-data"))
         config = load_config(config_path)
-        return cls(config, open_store(config, data_dir, read_only=True), open_catalog(config, data_dir))
+        return cls(
+            config,
+            open_store(config, data_dir, read_only=True),
+            open_catalog(config, data_dir),
+            open_health(config, data_dir, read_only=True),
+        )
 
     @property
     def database(self) -> str:
@@ -93,16 +115,29 @@ class DashboardData:
     def equipment_views(self) -> list[EquipmentView]:
         latest = self.store.latest([t.name for t in self.config.tags])
         now = utcnow()
+        alive = self.sources_alive(now)
         views = []
         for eq in self.config.equipment:
             tags = self.config.tags_of(eq.id)
             batch = _text(latest.get(_first_name(tags, Role.BATCH_ID)))
             phase = _text(latest.get(_first_name(tags, Role.PHASE)))
             tiles = [
-                _tile(tag, latest.get(tag.name), now) for tag in _ordered(tags) if tag.role != Role.BATCH_ID
+                _tile(
+                    tag, latest.get(tag.name), now, alive.get(_source_of(tag)) if alive is not None else None
+                )
+                for tag in _ordered(tags)
+                if tag.role != Role.BATCH_ID
             ]
             views.append(EquipmentView(eq.id, eq.name or eq.id, eq.kind.value, batch, phase, tiles))
         return views
+
+    def sources_alive(self, now: datetime) -> dict[str, bool] | None:
+        """Per collector connection ("opcua:<server>", "mqtt:<broker>"): is it alive? None when no collector
+        has reported health into this store (then staleness falls back to the age of the values)."""
+        components = self.health.components() if self.health is not None else {}
+        if not components:
+            return None
+        return {name: source_alive(doc, updated, now) for name, (doc, updated) in components.items()}
 
     def numeric_tags(self) -> list[Tag]:
         return [t for t in self.config.tags if not t.is_text]
@@ -178,15 +213,25 @@ def _format(value: float | str | None) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _tile(tag: Tag, latest: object, now: datetime) -> Tile:
+def _source_of(tag: Tag) -> str:
+    src = tag.source
+    return f"opcua:{src.server}" if src.protocol == "opcua" else f"mqtt:{src.broker}"
+
+
+def _tile(tag: Tag, latest: object, now: datetime, source_is_alive: bool | None) -> Tile:
     sample = getattr(latest, "sample", None)
     if sample is None:
-        return Tile(tag.name, _label(tag), "—", "", None, None, "none", True)
+        state = "dead" if source_is_alive is False else "stale"
+        return Tile(tag.name, _label(tag), "—", "", None, None, "none", state)
     received = getattr(latest, "received", None) or sample.ts
     age = max((now - received).total_seconds(), 0.0)
+    if source_is_alive is None:  # no health reported: judge by age alone
+        state = "stale" if age > STALE_AFTER_S else "live"
+    else:
+        state = liveness(source_is_alive, age, tag.max_age_s)
     quality = {Severity.GOOD: "good", Severity.UNCERTAIN: "uncertain", Severity.BAD: "bad"}[
         severity(sample.status)
     ]
     value = "—" if quality == "bad" else _format(sample.value)
     unit = "" if tag.is_text or value == "—" else _DISPLAY_UNITS.get(tag.unit, tag.unit)
-    return Tile(tag.name, _label(tag), value, unit, age, sample.ts, quality, age > STALE_AFTER_S)
+    return Tile(tag.name, _label(tag), value, unit, age, sample.ts, quality, state)

@@ -228,3 +228,34 @@ def _us(ts: datetime | None) -> int | None:
 
 def _dt(us: int | None) -> datetime | None:
     return from_us(us) if us is not None else None
+
+
+COLLECTOR_SILENT_S = 10.0  # health older than this: the collector is not running
+HEARTBEAT_LATE_S = 5.0  # an OPC UA heartbeat older than this (at the collector's last report): server gone
+
+
+def source_alive(doc: dict[str, Any] | None, updated: datetime | None, now: datetime) -> bool:
+    """Is a collector connection alive: reported recently, connected, and (OPC UA) its heartbeat fresh?"""
+    if doc is None or updated is None or (now - updated).total_seconds() > COLLECTOR_SILENT_S:
+        return False
+    if doc.get("state") != "connected":
+        return False
+    if doc.get("kind") == "opcua":
+        beat = doc.get("last_heartbeat")
+        if beat is None:
+            return False
+        return (updated - datetime.fromisoformat(beat)).total_seconds() <= HEARTBEAT_LATE_S
+    return True
+
+
+def liveness(source_is_alive: bool, age_s: float | None, max_age_s: float | None) -> str:
+    """'live', 'stale' or 'dead' for a tag.
+
+    A report-by-exception tag keeps its value while unchanged: an old value from a live source is not stale.
+    dead: its source (connection, server heartbeat, or the collector itself) is gone.
+    stale: the source is alive but the tag has been silent longer than its configured max_age_s."""
+    if not source_is_alive:
+        return "dead"
+    if max_age_s is not None and (age_s is None or age_s > max_age_s):
+        return "stale"
+    return "live"

@@ -74,7 +74,9 @@ def _tile_html(tile: Tile) -> str:
         age = f"{_age(tile.age_s)} ago"
         if tile.quality != "good":
             age += f' · <span class="bp-warn">{tile.quality}</span>'
-        if tile.stale:
+        if tile.state == "dead":
+            age += ' · <span class="bp-bad">source down</span>'
+        elif tile.state == "stale":
             age += ' · <span class="bp-bad">stale</span>'
     tag = escape(tile.tag)
     return (

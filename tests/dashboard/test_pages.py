@@ -22,7 +22,7 @@ from streamlit.testing.v1 import AppTest
 
 from biopilot.config import load_config
 from biopilot.samples import BAD_SENSOR_FAILURE, GOOD, UNCERTAIN_LAST_USABLE_VALUE, Sample, utcnow
-from storage import Catalog, KpiRecord, SqliteStore
+from storage import Catalog, HealthStore, KpiRecord, SqliteStore
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "dashboard" / "app.py"
@@ -401,3 +401,25 @@ def test_empty_store_says_no_data_and_no_runs(empty_app: AppTest) -> None:
     info = [i.value for i in at.info]
     assert len(info) == 1 and info[0].startswith("No runs yet"), info
     assert len(at.dataframe) == 0
+
+
+def test_tiles_say_source_down_when_the_collector_reports_a_dead_connection(
+    filled_app: AppTest, tmp_path: Path
+) -> None:
+    """With health from the collectors, staleness follows the sources, not the age of the values: an OPC UA
+    server whose heartbeat stopped makes its tags 'source down'; the MQTT tags stay live."""
+    now = utcnow()
+    health = HealthStore(tmp_path / "biopilot.db")
+    opcua = {
+        "kind": "opcua",
+        "state": "connected",
+        "last_heartbeat": (now - timedelta(seconds=30)).isoformat(),
+    }
+    mqtt = {"kind": "mqtt", "state": "connected"}
+    health.publish(now, {"opcua:pilot": opcua, "mqtt:plant": mqtt}, [], [])
+    health.close()
+    at = filled_app.run()
+    _no_exception(at)
+    tiles = tiles_of(at)
+    assert "source down" in tiles["F-101.temperature"].age  # OPC UA: heartbeat 30 s old at the last report
+    assert "source down" not in tiles["F-101.offgas_o2"].age and "stale" not in tiles["F-101.offgas_o2"].age
