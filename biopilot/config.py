@@ -194,16 +194,22 @@ class Tag(_Model):
 class SimulatedUnit(_Model):
     equipment: str
     model: EquipmentKind
-    upstream: str | None = None  # recovery units process the harvest of this fermenter
+    # recovery units: the unit operation, and the unit whose output they process (a fermenter's harvest,
+    # or the product pool of the recovery unit before them)
+    operation: Literal["centrifuge", "uf_df", "capture", "polish"] | None = None  # default: centrifuge
+    upstream: str | None = None
 
 
 class SimulatorConfig(_Model):
-    seed: int = 42
+    seed: int = 42  # of the default scenario (a scenario file has its own)
     interval_s: float = Field(default=1.0, gt=0)  # wall-clock seconds between published samples
     speed: float = Field(default=60.0, ge=1.0, le=100_000.0)  # simulated seconds per wall second
     opcua_server: str | None = None  # the configured server whose endpoint the simulator serves
     mqtt_broker: str | None = None
     mqtt_topic_prefix: str = "biopilot-sim"
+    mqtt_format: Literal["json", "number", "both"] = "json"  # number: each field alone on <topic>/<field>
+    scenario: str | None = None  # scenario file (simulators/scenario.py), relative to this config file
+    history_h: float = Field(default=0.0, ge=0, le=24 * 365)  # live mode starts with this much history
     units: list[SimulatedUnit] = []
 
 
@@ -481,11 +487,28 @@ def _cross_check(config: SiteConfig) -> str | None:
             return f"simulator.opcua_server: {sim.opcua_server!r} is not a configured OPC UA server"
         if sim.mqtt_broker is not None and sim.mqtt_broker not in config.mqtt.brokers:
             return f"simulator.mqtt_broker: {sim.mqtt_broker!r} is not a configured MQTT broker"
+        simulated = {u.equipment: u for u in sim.units}
+        fed: dict[str, str] = {}
         for i, unit in enumerate(sim.units):
+            key = f"simulator.units[{i}]"
             if unit.equipment not in equipment_ids:
-                return f"simulator.units[{i}].equipment: {unit.equipment!r} is not a configured equipment id"
+                return f"{key}.equipment: {unit.equipment!r} is not a configured equipment id"
             if unit.upstream is not None and unit.upstream not in equipment_ids:
-                return f"simulator.units[{i}].upstream: {unit.upstream!r} is not a configured equipment id"
+                return f"{key}.upstream: {unit.upstream!r} is not a configured equipment id"
+            if unit.model == EquipmentKind.FERMENTER:
+                if unit.upstream is not None or unit.operation is not None:
+                    return f"{key}: a simulated fermenter has no upstream and no operation"
+                continue
+            if unit.upstream is None:
+                continue
+            if unit.upstream not in simulated or unit.upstream == unit.equipment:
+                return f"{key}.upstream: {unit.upstream!r} is not another simulated unit"
+            if unit.upstream in fed:
+                return (
+                    f"{key}.upstream: {unit.upstream!r} already feeds {fed[unit.upstream]!r};"
+                    " a unit hands its output to one unit"
+                )
+            fed[unit.upstream] = unit.equipment
     return None
 
 

@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 
 from biopilot.config import SiteConfig
 from collectors.runner import Collectors
 from processing.service import Processing
 from simulators.plant import PlantSimulator
-from storage import open_catalog, open_health, open_store
+from simulators.scenario import Scenario
+from storage import database_path, open_catalog, open_health, open_store
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +34,25 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> Non
     asyncio.run(runner())
 
 
-def simulate(config: SiteConfig, speed: float | None, interval_s: float | None) -> None:
-    sim = PlantSimulator(config, speed=speed, interval_s=interval_s)
+def simulate(
+    config: SiteConfig,
+    speed: float | None,
+    interval_s: float | None,
+    *,
+    scenario: Scenario | None = None,
+    data_dir: Path | None = None,
+) -> None:
+    """Live: serve the simulated plant until signalled. With [simulator] history_h, the plant's history is
+    first written into the store in data_dir (if the store holds none yet)."""
+    sim_cfg = config.simulator
+    store = (
+        open_store(config, data_dir)
+        if data_dir is not None and sim_cfg is not None and sim_cfg.history_h > 0
+        else None
+    )
+    sim = PlantSimulator(
+        config, scenario=scenario, speed=speed, interval_s=interval_s, data_dir=data_dir, history_store=store
+    )
 
     async def main(stop: asyncio.Event) -> None:
         ready = asyncio.Event()
@@ -43,7 +63,8 @@ def simulate(config: SiteConfig, speed: float | None, interval_s: float | None) 
         if task in done:
             task.result()
         log.info(
-            "simulating at %g× (one sample every %g s of wall time, %g s of process time)",
+            "simulating %r at %g× (one sample every %g s of wall time, %g s of process time)",
+            sim.scenario.scenario.name,
             sim.speed,
             sim.interval_s,
             sim.interval_s * sim.speed,
@@ -53,7 +74,59 @@ def simulate(config: SiteConfig, speed: float | None, interval_s: float | None) 
             "simulator stopped after %d ticks; published %d values", sim.ticks, sum(sim.published.values())
         )
 
-    run_until_signalled(main)
+    try:
+        run_until_signalled(main)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def simulate_historical(
+    config: SiteConfig,
+    scenario: Scenario,
+    *,
+    runs: int,
+    out: Path | None,
+    data_dir: Path,
+    start: datetime | None = None,
+    csv_format: str = "wide",
+) -> None:
+    """Historical: `runs` complete runs as fast as possible, into the store or (with `out`) as CSV."""
+    from simulators import historical
+    from simulators.progress import Progress
+    from simulators.wiring import tag_map, units_of
+
+    base = out if out is not None else data_dir
+    progress = Progress(f"simulating {runs} run{'s' if runs != 1 else ''}")
+    history = historical.generate(
+        scenario,
+        units_of(config),
+        runs=runs,
+        start=start,
+        truth_dir=base / "truth",
+        lab_dir=base / "lab",
+        progress=progress,
+    )
+    tags = tag_map(config)
+    t0 = time.perf_counter()
+    if out is not None:
+        paths = historical.write_csv(history, out, tags, fmt=csv_format)
+        where = ", ".join(str(p) for p in paths) or "nothing (no configured tag collects a simulated signal)"
+        written = f"CSV: {where}"
+    else:
+        store = open_store(config, data_dir)
+        try:
+            n = historical.write_store(history, store, tags)
+        finally:
+            store.close()
+        written = f"{n} samples into {database_path(config, data_dir)}"
+    plant_h = (history.end - history.start).total_seconds() / 3600
+    print(
+        f"simulated {runs} run{'s' if runs != 1 else ''} ({plant_h:.0f} h of plant time,"
+        f" {history.start.isoformat()} to {history.end.isoformat()}) in {history.sim_seconds:.1f} s;"
+        f" wrote {written}"
+        f" in {time.perf_counter() - t0:.1f} s; truth in {base / 'truth'}"
+    )
 
 
 def collect(config: SiteConfig, data_dir: Path) -> None:

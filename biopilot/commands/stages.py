@@ -1,4 +1,4 @@
-"""The stages on their own: simulate, collect, process, dashboard, and the embedded broker."""
+"""The stages on their own: collect, process, dashboard, and the embedded broker (simulate: simulate.py)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,13 @@ import os
 import subprocess
 import webbrowser
 
+from biopilot.commands import simulate
 from biopilot.commands.common import add_config_options, require_free_port, site_config
 from biopilot.commands.demo import streamlit_command
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    sp = sub.add_parser("simulate", help="serve the simulated plant over OPC UA and MQTT")
-    add_config_options(sp, data=False)
-    sp.add_argument("--speed", type=float, default=None)
-    sp.add_argument("--interval", type=float, default=None, help="wall seconds between samples")
-    sp.set_defaults(func=_cmd_simulate)
+    simulate.register(sub)
 
     sp = sub.add_parser("collect", help="collect the configured tags into the store")
     add_config_options(sp)
@@ -38,14 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=1883)
     sp.set_defaults(func=_cmd_broker)
-
-
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    from biopilot import stages
-
-    _, config = site_config(args)
-    stages.simulate(config, args.speed, args.interval)
-    return 0
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
