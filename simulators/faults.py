@@ -56,7 +56,8 @@ class Window:
     end_h: float  # inf for a skew without duration
 
     def contains(self, t_h: float) -> bool:
-        return self.start_h <= t_h < self.end_h
+        """start ≤ t < end, with a tolerance for the rounding of plant time summed over many steps."""
+        return self.start_h - 1e-9 <= t_h < self.end_h - 1e-9
 
 
 class FaultSchedule:

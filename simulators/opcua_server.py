@@ -101,6 +101,23 @@ class OpcUaPlantServer:
                 await self._history_storage().save_node_value(node_id, dv)
             self.published[f"{equipment}/{signal}"] += 1
 
+    async def stop_serving(self) -> None:
+        """Stop serving (the OPC UA restart fault): clients lose their connections and sessions; the
+        address space is kept, as a plant server's configuration is."""
+        await self._server.stop()
+        log.info("OPC UA simulator stopped serving %s (fault)", self.endpoint)
+
+    async def serve_again(self, ts: datetime) -> None:
+        """Serve again after `stop_serving`, every variable at Bad_WaitingForInitialData (source time ts)
+        until its next value, as a freshly started server (served, so counted as published)."""
+        await self._server.start()
+        initial: dict[str, dict[str, float | str]] = {}
+        for (equipment, signal), (_, vtype) in self._nodes.items():
+            initial.setdefault(equipment, {})[signal] = "" if vtype == ua.VariantType.String else 0.0
+        for equipment, values in initial.items():
+            await self.publish(equipment, values, ts, BAD_WAITING_FOR_INITIAL_DATA)
+        log.info("OPC UA simulator serving %s again", self.endpoint)
+
     def _history_storage(self) -> HistoryStorageInterface:
         return self._server.iserver.history_manager.storage
 

@@ -102,9 +102,9 @@ class PlantSimulator:
         self.model: PlantModel | None = None
         self.recorder: Recorder | None = None
         self.ticks = 0
+        self.ticks_opcua_down = 0  # ticks while the OPC UA server was down (fault)
         self.history_samples = 0
         self.dropped: Counter[str] = Counter()  # values not published (MQTT disconnect without buffer)
-        self._opcua_before: Counter[str] = Counter()  # published by OPC UA servers that were restarted
         self._opcua_down = False
         self._buffer: list[tuple[str, dict[str, float | str], datetime, int]] = []
         self._malformed_done: set[int] = set()
@@ -124,10 +124,8 @@ class PlantSimulator:
     def published(self) -> Counter[str]:
         """Values served or acknowledged per address: 'opcua:F-101/Temperature', 'mqtt:<topic>#<field>'."""
         out: Counter[str] = Counter()
-        opcua = Counter(self._opcua_before)
-        if self.opcua is not None and not self._opcua_down:
-            opcua.update(self.opcua.published)
-        out.update({f"opcua:{k}": v for k, v in opcua.items()})
+        if self.opcua is not None:
+            out.update({f"opcua:{k}": v for k, v in self.opcua.published.items()})
         if self.mqtt is not None:
             out.update({f"mqtt:{k}": v for k, v in self.mqtt.published.items()})
         return out
@@ -224,7 +222,11 @@ class PlantSimulator:
         self.recorder.lab_until_h = self.model.t_h
         history = self.recorder.history(0, rng)
         n = write_store(history, self.history_store, tag_map(self.config), batch=None)
-        self._lab_sent = sum(1 for s in self.recorder.lab if s.report_t_h <= self.model.t_h)
+        reported = [s for s in self.recorder.lab if s.report_t_h <= self.model.t_h]
+        self._lab_sent = len(reported)
+        if self.scenario.lab.delivery == "csv":  # (MQTT-delivered results went into the store above)
+            for s in reported:
+                self._lab_csv(s)
         self.history_samples = n
         # what was recorded is in the store now: live mode records nothing more
         self.recorder.times.clear()
@@ -261,6 +263,8 @@ class PlantSimulator:
         self.ticks += 1
         t_h, ts = model.t_h, model.now()
         await self._protocol_faults(t_h, ts)
+        if self._opcua_down:
+            self.ticks_opcua_down += 1
         for eq in model.fermenters:
             raw = model.fermenter_signals(eq)
             values, status = self._readings(eq, raw, FERMENTER_OPCUA, t_h)
@@ -344,17 +348,8 @@ class PlantSimulator:
         while self._lab_sent < len(pending) and pending[self._lab_sent].report_t_h <= t_h + 1e-9:
             s: LabSample = pending[self._lab_sent]
             self._lab_sent += 1
-            if lab_cfg.delivery == "csv" and self.data_dir is not None:
-                lab_mod.append_csv(
-                    self.data_dir / "lab",
-                    sample_id=s.sample_id,
-                    batch_id=s.batch_id,
-                    equipment=s.equipment,
-                    sampled_at=self.model.at(s.t_h),
-                    reported_at=self.model.at(s.report_t_h),
-                    volume_l=s.volume_l,
-                    values=s.measured,
-                )
+            if lab_cfg.delivery == "csv":
+                self._lab_csv(s)
             elif lab_cfg.delivery == "mqtt":
                 values: dict[str, float | str] = dict(s.measured)
                 values.update(
@@ -364,6 +359,21 @@ class PlantSimulator:
                     reported_at=self.model.at(s.report_t_h).isoformat(),
                 )
                 await self._publish_mqtt(s.equipment, "lab", values, self.model.at(s.t_h), GOOD, t_h)
+
+    def _lab_csv(self, s: LabSample) -> None:
+        assert self.model is not None
+        if self.data_dir is None:
+            return
+        lab_mod.append_csv(
+            self.data_dir / "lab",
+            sample_id=s.sample_id,
+            batch_id=s.batch_id,
+            equipment=s.equipment,
+            sampled_at=self.model.at(s.t_h),
+            reported_at=self.model.at(s.report_t_h),
+            volume_l=s.volume_l,
+            values=s.measured,
+        )
 
     def _buffering(self, t_h: float) -> bool:
         assert self.recorder is not None
@@ -378,12 +388,11 @@ class PlantSimulator:
             down = any(w.contains(t_h) for _, w in faults.of_kind(FaultKind.OPCUA_RESTART))
             if down and not self._opcua_down:
                 log.info("OPC UA server stops (fault) at plant time %s", ts.isoformat())
-                self._opcua_before.update(self.opcua.published)
                 self._opcua_down = True
-                await self.opcua.__aexit__(None, None, None)
+                await self.opcua.stop_serving()
             elif not down and self._opcua_down:
                 log.info("OPC UA server serves again (fault over) at plant time %s", ts.isoformat())
-                self.opcua = await self._opcua_up(ts)
+                await self.opcua.serve_again(ts)
                 self._opcua_down = False
         if self.mqtt is not None:
             away = any(w.contains(t_h) for _, w in faults.of_kind(FaultKind.MQTT_DISCONNECT))
