@@ -115,7 +115,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         sup.add(
             Child(
                 "simulator",
-                [*py, "simulate", "--config", str(config_path.resolve()), *speed],
+                [*py, "simulate", *common, *speed],
                 logs / "simulator.log",
             )
         )

@@ -59,9 +59,16 @@ LAST_VALUES: dict[str, tuple[float, str, str]] = {
     "R-201.power": (5.5, "5.50", "kW"),
     "R-201.turbidity": (12.34, "12.34", "NTU"),
     "R-201.product_concentration": (0.0, "0.000", "g/L"),
+    "F-101.steam_flow": (0.0, "0.000", "kg/h"),
+    "F-101.discharge_flow": (240.0, "240.0", "L/h"),
+    "F-101.titer": (5.123, "5.12", "g/L"),
+    "F-101.dcw": (41.87, "41.87", "g/L"),
+    "F-101.glucose": (0.153, "0.153", "g/L"),
+    "R-201.outlet_flow": (320.4, "320.4", "L/h"),
+    "R-201.product_in": (8.256, "8.26", "g/L"),
 }
 
-TILE_COUNT = 23  # the 25 tags of demo.toml but the two batch ids (shown above the tiles)
+TILE_COUNT = 30  # the 32 tags of demo.toml but the two batch ids (shown above the tiles)
 
 OPEN_RUN = f"F-101:{F101_BATCH}"  # live, provisional energy
 CLOSED_RUN = f"F-101:{R201_BATCH}"  # finished, final but incomplete energy
