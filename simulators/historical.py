@@ -137,11 +137,8 @@ class Recorder:
                 if self.model.scenario.lab.delivery == "csv" and self.lab_dir is not None:
                     lab_mod.append_csv(
                         self.lab_dir,
-                        sample_id=ev.sample_id,
                         batch_id=ev.batch_id,
-                        equipment=ev.equipment,
                         sampled_at=self.model.at(ev.t_h),
-                        reported_at=self.model.at(ev.report_t_h),
                         volume_l=ev.volume_l,
                         values=ev.measured,
                     )

@@ -8,8 +8,9 @@ SD `glucose_sd` [g/L] (the assay's floor). A result never reads below 0.
 
 Delivery: as an MQTT message on <prefix>/<equipment>/lab, published at the report time with the source
 timestamp of the *sampling* time: {"ts", "status", "batch_id", "sample_id", "titer", "dcw", "glucose",
-"sample_volume_l", "reported_at"}; or as a row appended to <dir>/lab/<batch_id>.csv at the report time
-(CSV_COLUMNS; times ISO-8601 UTC, values in g/L).
+"sample_volume_l", "reported_at"}; or as a row appended to <dir>/lab/<batch_id>.csv at the report time, in
+the wide format `biopilot lab import` reads: `time` (sampling time, ISO-8601 UTC), `sample_volume_l`, then
+`titer [g/L]`, `dcw [g/L]`, `glucose [g/L]`. (Sample ids and report times are in the run's truth file.)
 """
 
 from __future__ import annotations
@@ -21,17 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-CSV_COLUMNS = (
-    "sample_id",
-    "batch_id",
-    "equipment",
-    "sampled_at",
-    "reported_at",
-    "sample_volume_l",
-    "titer_g_per_l",
-    "dcw_g_per_l",
-    "glucose_g_per_l",
-)
+CSV_COLUMNS = ("time", "sample_volume_l", "titer [g/L]", "dcw [g/L]", "glucose [g/L]")
 
 
 @dataclass(frozen=True)
@@ -56,15 +47,7 @@ def measure(x: float, s: float, p: float, err: LabError, rng: np.random.Generato
 
 
 def append_csv(
-    directory: Path,
-    *,
-    sample_id: str,
-    batch_id: str,
-    equipment: str,
-    sampled_at: datetime,
-    reported_at: datetime,
-    volume_l: float,
-    values: dict[str, float],
+    directory: Path, *, batch_id: str, sampled_at: datetime, volume_l: float, values: dict[str, float]
 ) -> Path:
     """Append one result row to <directory>/<batch_id>.csv (with a header when the file is new)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -75,16 +58,6 @@ def append_csv(
         if new:
             w.writerow(CSV_COLUMNS)
         w.writerow(
-            [
-                sample_id,
-                batch_id,
-                equipment,
-                sampled_at.isoformat(),
-                reported_at.isoformat(),
-                f"{volume_l:g}",
-                values["titer"],
-                values["dcw"],
-                values["glucose"],
-            ]
+            [sampled_at.isoformat(), f"{volume_l:g}", values["titer"], values["dcw"], values["glucose"]]
         )
     return path

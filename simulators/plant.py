@@ -366,11 +366,8 @@ class PlantSimulator:
             return
         lab_mod.append_csv(
             self.data_dir / "lab",
-            sample_id=s.sample_id,
             batch_id=s.batch_id,
-            equipment=s.equipment,
             sampled_at=self.model.at(s.t_h),
-            reported_at=self.model.at(s.report_t_h),
             volume_l=s.volume_l,
             values=s.measured,
         )

@@ -297,14 +297,14 @@ def test_history_truth_and_lab_results_of_a_live_plant(mqtt_broker: Broker, tmp_
     assert unit is not None and datetime.fromisoformat(unit["end"]) > origin  # ... its recovery ended live
     assert doc["overall"]["complete"]
     assert doc["batch_id"] in set(batch_ids.values.tolist())
-    # lab results as a LIMS writes them: a row per sample, reported two hours after sampling
+    # lab results as `biopilot lab import` reads them: a row per sample, written when the lab reports
     rows = list(csv.DictReader((tmp_path / "lab" / f"{doc['batch_id']}.csv").open()))
     assert len(rows) == len(doc["samples"])
     for row, sample in zip(rows, doc["samples"], strict=True):
-        assert row["sample_id"] == sample["sample_id"]
-        sampled, reported = (
-            datetime.fromisoformat(row["sampled_at"]),
-            datetime.fromisoformat(row["reported_at"]),
-        )
-        assert reported - sampled == timedelta(hours=2)
-        assert float(row["titer_g_per_l"]) == sample["measured"]["titer"]
+        assert row["time"] == sample["sampled_at"]
+        assert float(row["titer [g/L]"]) == sample["measured"]["titer"]
+        assert float(row["glucose [g/L]"]) == sample["measured"]["glucose"]
+        assert float(row["sample_volume_l"]) == sample["volume_l"]
+        assert datetime.fromisoformat(sample["reported_at"]) - datetime.fromisoformat(
+            sample["sampled_at"]
+        ) == timedelta(hours=2)
