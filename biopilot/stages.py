@@ -6,13 +6,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 
+from biopilot.aio import wait_for_event
 from biopilot.config import SiteConfig
+from biopilot.supervisor import die_with_parent
 from collectors.runner import Collectors
+from collectors.writer import StoreWriter
 from processing.service import Processing
 from simulators.plant import PlantSimulator
 from simulators.scenario import Scenario
@@ -129,19 +134,72 @@ def simulate_historical(
     )
 
 
-def collect(config: SiteConfig, data_dir: Path) -> None:
+def collect(config: SiteConfig, config_path: Path, data_dir: Path) -> None:
+    """The collectors in this process; the store writer in a child process (`write-store`), so the store's
+    work never competes with the collectors for the interpreter. The child is restarted if it dies."""
     store = open_store(config, data_dir)
     health = open_health(config, data_dir)
-    collectors = Collectors.from_config(config, store, spool_dir=data_dir / "spool", health=health)
+    collectors = Collectors.from_config(
+        config, store, spool_dir=data_dir / "spool", health=health, writer=False
+    )
+    writer_cmd = [
+        sys.executable,
+        "-m",
+        "biopilot",
+        "write-store",
+        "--config",
+        str(config_path),
+        "--data-dir",
+        str(data_dir),
+    ]
+
+    def start_writer() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(writer_cmd, preexec_fn=die_with_parent if sys.platform == "linux" else None)
 
     async def main(stop: asyncio.Event) -> None:
-        await collectors.run(stop)
+        writer = start_writer()
+        task = asyncio.create_task(collectors.run(stop))
+        while not await wait_for_event(stop, 1.0):
+            if writer.poll() is not None:
+                log.error("the store writer exited with code %s; restarting it", writer.returncode)
+                writer = start_writer()
+        await task
+        if writer.poll() is None:
+            writer.send_signal(signal.SIGTERM)  # it writes what is complete in the spool, then exits
+        await asyncio.to_thread(_wait_or_kill, writer, 4.0)
 
     try:
         run_until_signalled(main)
     finally:
         store.close()
         health.close()
+
+
+def write_store(config: SiteConfig, data_dir: Path) -> None:
+    """Tail the spool into the store until signalled (the child process of `collect`)."""
+    store = open_store(config, data_dir)
+    health = open_health(config, data_dir)
+    writer = StoreWriter(
+        data_dir / "spool", store, health=health, health_interval_s=config.collector.health_interval_s
+    )
+
+    async def main(stop: asyncio.Event) -> None:
+        await writer.run(stop, drain_s=2.0)
+        log.info("store writer stopped: %d samples written", writer.stored)
+
+    try:
+        run_until_signalled(main)
+    finally:
+        store.close()
+        health.close()
+
+
+def _wait_or_kill(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(2)
 
 
 def process(config: SiteConfig, data_dir: Path, interval_s: float = 2.0) -> None:

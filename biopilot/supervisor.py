@@ -26,7 +26,7 @@ STOP_GRACE_S = 3.5  # after SIGTERM, children get this long before SIGKILL (the 
 MAX_RESTARTS = 5
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """preexec_fn: on Linux, SIGTERM this child when the supervisor dies, even by SIGKILL."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -55,7 +55,7 @@ class Child:
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
 
     def alive(self) -> bool:

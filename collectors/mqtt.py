@@ -4,26 +4,31 @@ QoS 1, a fixed client id and a persistent session (clean_session=False), so the 
 us while we are away; subscriptions are made in the connect callback, so every reconnect restores them;
 shutdown disconnects without unsubscribing, which would throw the session away.
 
-Acknowledgements are manual: a message is acknowledged only once its samples are in the spool (or once it
-was counted as rejected, so the broker does not redeliver garbage forever). The paho callback does nothing
-but queue the message and wake the event loop; the loop decodes queued messages in batches, spools their
-samples as one frame, then acknowledges them. When the spool is full, the collector disconnects (the broker
-keeps the session and the unacknowledged messages) and reconnects once there is room again.
+paho runs inside the asyncio event loop (its socket is watched by the loop; no network thread): a paho
+thread and the loop would hand the interpreter lock back and forth on every message and every syscall.
+The message callback only queues the message; after each read of the socket the loop decodes what was
+queued, spools the samples as one frame, and only then acknowledges the messages (manual acks), so an
+acknowledged message is on disk. Rejected messages are acknowledged too (counted and quarantined), or the
+broker would redeliver garbage forever. When the spool is full, the collector disconnects (the broker keeps
+the session and the unacknowledged messages) and reconnects once there is room again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import select
+import socket
+import ssl
 import threading
 import time
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
 import paho.mqtt.client as mqtt
 
-from biopilot.aio import wait_for_event
+from biopilot.aio import wait_for_any, wait_for_event
 from biopilot.config import MqttBroker, MqttSource, Tag
 from biopilot.samples import Sample, utcnow
 from collectors import decoders as dec
@@ -32,7 +37,7 @@ from collectors.spool import SpoolFullError
 
 log = logging.getLogger(__name__)
 
-DRAIN_BATCH = 5000  # messages decoded per turn of the event loop
+READ_BATCH = 2000  # packets read from the socket per wake-up of the loop, before handling them
 RESUME_FILL = 0.5  # after a full spool, reconnect once it is this empty again
 # Every message gets exactly one outcome: msg_accepted (every mapped field gave a sample), msg_partial
 # (some did), or msg_rejected:<reason of the first rejection>. Rejections are also counted by reason.
@@ -76,9 +81,11 @@ class MqttCollector:
         self.paused_for_spool = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
-        self._inbox: deque[mqtt.MQTTMessage] = deque()
-        self._scheduled = False
-        self._lock = threading.Lock()
+        self._inbox: list[mqtt.MQTTMessage] = []
+        self._writing = False
+        self._stopping = False
+        self._lost = asyncio.Event()
+        self._loop_thread = 0
 
     # -- paho thread: hand over, nothing else ----------------------------------------------------------
     def _on_connect(
@@ -88,26 +95,6 @@ class MqttCollector:
             log.warning("%s: broker refused the connection: %s", self.source, rc)
             return
         client.subscribe([(topic, 1) for topic in self.topics])
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._connected, bool(getattr(flags, "session_present", False)))
-
-    def _on_disconnect(
-        self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object
-    ) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._disconnected, str(rc))
-
-    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.append(msg)
-        with self._lock:
-            if self._scheduled:
-                return
-            self._scheduled = True
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._drain)
-
-    # -- event loop ------------------------------------------------------------------------------------
-    def _connected(self, session_present: bool) -> None:
         self.connects += 1
         self.connected.set()
         log.info(
@@ -115,28 +102,77 @@ class MqttCollector:
             self.source,
             self.broker.host,
             self.broker.port,
-            session_present,
+            bool(getattr(flags, "session_present", False)),
         )
 
-    def _disconnected(self, reason: str) -> None:
-        if self.connected.is_set() and not self.paused_for_spool:
-            log.warning("%s: disconnected (%s); reconnecting with backoff", self.source, reason)
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object
+    ) -> None:
+        if self.connected.is_set() and not self.paused_for_spool and not self._stopping:
+            log.warning("%s: disconnected (%s); reconnecting with backoff", self.source, rc)
         self.connected.clear()
+        self._lost.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self._inbox.append(msg)
+
+    # -- the socket in the event loop ------------------------------------------------------------------
+    # paho calls these from the loop or from the thread running the (blocking) connect: marshal to the loop.
+    def _in_loop(self, fn: Callable[..., None], *args: object) -> None:
+        assert self._loop is not None
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _on_socket_open(self, client: mqtt.Client, userdata: object, sock: socket.socket) -> None:
+        self._in_loop(self._watch, sock)
+
+    def _on_socket_close(self, client: mqtt.Client, userdata: object, sock: socket.socket) -> None:
+        self._in_loop(self._unwatch, sock)
+
+    def _on_register_write(self, client: mqtt.Client, userdata: object, sock: socket.socket) -> None:
+        self._in_loop(self._want_write, sock)
+
+    def _on_unregister_write(self, client: mqtt.Client, userdata: object, sock: socket.socket) -> None:
+        self._in_loop(self._done_writing, sock)
+
+    def _watch(self, sock: socket.socket) -> None:
+        assert self._loop is not None
+        self._loop.add_reader(sock, self._readable, sock)
+
+    def _unwatch(self, sock: socket.socket) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(sock)
+        self._loop.remove_writer(sock)
+        self._writing = False
+
+    def _want_write(self, sock: socket.socket) -> None:
+        if not self._writing and self._client is not None and self._client.socket() is sock:
+            assert self._loop is not None
+            self._loop.add_writer(sock, self._client.loop_write)
+            self._writing = True
+
+    def _done_writing(self, sock: socket.socket) -> None:
+        assert self._loop is not None
+        self._loop.remove_writer(sock)
+        self._writing = False
+
+    def _readable(self, sock: socket.socket) -> None:
+        """Read the packets waiting on the socket (up to a bound), then handle the messages among them."""
+        client = self._client
+        assert client is not None
+        for _ in range(READ_BATCH):
+            if client.loop_read() != mqtt.MQTT_ERR_SUCCESS or not _has_data(sock):
+                break
+        self._drain()
 
     def _drain(self) -> None:
         """Decode queued messages, spool their samples as one frame, then acknowledge them."""
-        with self._lock:
-            self._scheduled = False
-        batch: list[mqtt.MQTTMessage] = []
-        while self._inbox and len(batch) < DRAIN_BATCH:
-            batch.append(self._inbox.popleft())
-        if self._inbox:
-            with self._lock:
-                self._scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._drain)
-        if not batch:
+        if not self._inbox:
             return
+        batch = list(self._inbox)
+        self._inbox.clear()
         samples: list[Sample] = []
         for msg in batch:
             samples.extend(self.decode(msg.topic, msg.payload))
@@ -225,8 +261,9 @@ class MqttCollector:
             self._client.disconnect()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Connect, keep connected (paho reconnects with backoff), disconnect on stop."""
+        """Connect, stay connected (reconnecting with backoff), disconnect on stop."""
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.broker.client_id,
@@ -234,28 +271,73 @@ class MqttCollector:
             protocol=mqtt.MQTTv311,
             manual_ack=True,
         )
-        client.reconnect_delay_set(0.5, 10)
         client.max_inflight_messages_set(1000)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        self._client = client
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
         client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive_s)
-        client.loop_start()
+        self._client = client
         started = time.monotonic()
+        delay = 0.5
         try:
-            while not await wait_for_event(stop, 0.5):
+            while not stop.is_set():
                 spool = self.sink.spool
-                if self.paused_for_spool and (spool is None or spool.fill <= RESUME_FILL):
+                if self.paused_for_spool:
+                    if spool is not None:
+                        spool.refresh()
+                    if spool is not None and spool.fill > RESUME_FILL:
+                        await wait_for_event(stop, 0.5)
+                        continue
                     log.warning("%s: the spool has room again; reconnecting", self.source)
-                    await asyncio.to_thread(client.loop_stop)  # the network thread ends after disconnect()
                     self.paused_for_spool = False
-                    client.connect_async(
-                        self.broker.host, self.broker.port, keepalive=self.broker.keepalive_s
+                try:
+                    self._lost.clear()
+                    await asyncio.wait_for(asyncio.to_thread(client.reconnect), timeout=15)
+                except (OSError, TimeoutError, mqtt.WebsocketConnectionError) as exc:
+                    log.warning(
+                        "%s: cannot connect to %s:%d (%s); retrying in %.1f s",
+                        self.source,
+                        self.broker.host,
+                        self.broker.port,
+                        exc or type(exc).__name__,
+                        delay,
                     )
-                    client.loop_start()
+                    await wait_for_event(stop, delay)
+                    delay = min(delay * 2, 10.0)
+                    continue
+                # the socket is watched by the loop now; keep paho's timers (keepalive pings) going
+                while not stop.is_set() and not self._lost.is_set():
+                    if client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
+                        break
+                    await wait_for_any([stop, self._lost], 1.0)
+                if self.connected.is_set():  # stopped while connected
+                    break
+                if self.connects:
+                    delay = 0.5  # it was up: retry soon
+                await wait_for_event(stop, delay)
+                delay = min(delay * 2, 10.0)
         finally:
             # Never unsubscribe: the persistent session keeps what arrives while we are away.
-            client.disconnect()
-            await asyncio.to_thread(client.loop_stop)
+            self._stopping = True
+            self._drain()
+            if client.socket() is not None:
+                client.disconnect()
+                client.loop_write()
+                client.loop_read()  # lets paho close the socket
             log.info("%s: stopped after %.0f s", self.source, time.monotonic() - started)
+
+
+def _has_data(sock: socket.socket) -> bool:
+    """Is there more to read on the socket right now?"""
+    if isinstance(sock, ssl.SSLSocket):
+        return sock.pending() > 0 or bool(select.select([sock], [], [], 0)[0])
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True  # let paho find out what is wrong

@@ -19,8 +19,9 @@ from biopilot.samples import Sample, utcnow
 from collectors.decoders import TimeWindow
 from collectors.mqtt import MqttCollector
 from collectors.opcua import OpcUaCollector
-from collectors.sink import Counts, SampleSink
+from collectors.sink import Counts, SampleSink, SpoolSink
 from collectors.spool import Spool
+from collectors.writer import StoreWriter
 from storage.base import TimeSeriesStore
 from storage.health import HealthStore, TagHealth
 
@@ -73,9 +74,10 @@ class TagTracker:
 
 @dataclass
 class Collectors:
-    """The collectors of one site, sharing one sink (and its spool)."""
+    """The collectors of one site, sharing one sink: the spool (with a store writer beside it, as a task
+    here or as a process of its own) or, without a spool, memory."""
 
-    sink: SampleSink
+    sink: SpoolSink | SampleSink
     counts: Counts
     tracker: TagTracker
     health: HealthStore | None = None
@@ -83,6 +85,7 @@ class Collectors:
     fsync_interval_s: float = 1.0
     opcua: list[OpcUaCollector] = field(default_factory=list)
     mqtt: list[MqttCollector] = field(default_factory=list)
+    writer: StoreWriter | None = None  # the in-process store writer, if the spool has one here
 
     @classmethod
     def from_config(
@@ -92,19 +95,29 @@ class Collectors:
         *,
         spool_dir: Path | None = None,
         health: HealthStore | None = None,
+        writer: bool = True,
     ) -> Collectors:
-        """Collectors for every server and broker with tags. Without spool_dir, samples wait in memory only
-        (tests and benchmarks); a deployment always has one."""
+        """Collectors for every server and broker with tags. With spool_dir, samples go to the spool and,
+        with writer=True, a store writer task takes them into the store (writer=False: a store-writer
+        process does, as `biopilot collect` arranges). Without spool_dir, samples wait in memory only
+        (tests and tools)."""
         settings = config.collector
-        spool = Spool(spool_dir, max_bytes=settings.spool_max_mb << 20) if spool_dir is not None else None
         sources: dict[str, str] = {}
         for t in config.tags:
             src = t.source
             sources[t.name] = f"opcua:{src.server}" if isinstance(src, OpcUaSource) else f"mqtt:{src.broker}"
         tracker = TagTracker(sources)
-        sink = SampleSink(store, spool, observe=tracker.observe)
+        sink: SpoolSink | SampleSink
+        store_writer = None
+        if spool_dir is not None:
+            sink = SpoolSink(Spool(spool_dir, max_bytes=settings.spool_max_mb << 20), observe=tracker.observe)
+            if writer:
+                store_writer = StoreWriter(spool_dir, store)
+        else:
+            sink = SampleSink(store, observe=tracker.observe)
         counts = Counts()
         out = cls(sink, counts, tracker, health, settings.health_interval_s, settings.fsync_interval_s)
+        out.writer = store_writer
         window = TimeWindow(timedelta(seconds=settings.max_future_s), timedelta(days=settings.max_past_days))
         for name, server in config.opcua.servers.items():
             tags = [t for t in config.tags if isinstance(t.source, OpcUaSource) and t.source.server == name]
@@ -122,13 +135,13 @@ class Collectors:
         sources_stop = asyncio.Event()
         tasks = [asyncio.create_task(c.run(sources_stop)) for c in (*self.opcua, *self.mqtt)]
         sink_stop = asyncio.Event()
-        sink_task = asyncio.create_task(self.sink.run(sink_stop))
+        if isinstance(self.sink, SampleSink):
+            sink_task = asyncio.create_task(self.sink.run(sink_stop))
+        elif self.writer is not None:
+            sink_task = asyncio.create_task(self.writer.run(sink_stop))
+        else:
+            sink_task = None
         housekeeping = asyncio.create_task(self._housekeeping(sources_stop))
-        spool = self.sink.spool
-        if spool is not None and spool.depth:
-            log.warning(
-                "replaying %d bytes from the spool into the store (left from the last run)", spool.depth
-            )
         log.info("collecting: %d OPC UA server(s), %d MQTT broker(s)", len(self.opcua), len(self.mqtt))
         try:
             await stop.wait()
@@ -136,15 +149,23 @@ class Collectors:
             sources_stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             await housekeeping
-            sink_stop.set()
-            await sink_task
-            self.publish_health()
+            spool = self.sink.spool
             if spool is not None:
                 spool.sync()
+            sink_stop.set()
+            if sink_task is not None:
+                await sink_task
+            self.publish_health()
+            if spool is not None:
                 spool.close()
-            log.info(
-                "collectors stopped: %d samples received, %d stored", self.sink.received, self.sink.stored
-            )
+            log.info("collectors stopped: %d samples received", self.sink.received)
+
+    @property
+    def stored(self) -> int | None:
+        """Samples written to the store by this process (None when a store-writer process does it)."""
+        if isinstance(self.sink, SampleSink):
+            return self.sink.stored
+        return self.writer.stored if self.writer is not None else None
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         """Sync the spool to disk and write health, each at its interval."""
@@ -154,6 +175,7 @@ class Collectors:
             spool = self.sink.spool
             if spool is not None and now - last_sync >= self.fsync_interval_s:
                 await asyncio.to_thread(spool.sync)
+                spool.refresh()
                 last_sync = now
             if now - last_health >= self.health_interval_s:
                 await asyncio.to_thread(self.publish_health)
@@ -196,14 +218,22 @@ class Collectors:
         docs["sink"] = {
             "kind": "sink",
             "received": self.sink.received,
-            "stored": self.sink.stored,
-            "store_ok": self.sink.store_ok,
-            "write_failures": self.sink.write_failures,
             "spool_dir": str(spool.directory) if spool else None,
             "spool_depth_bytes": spool.depth if spool else 0,
             "spool_fill": round(spool.fill, 4) if spool else 0.0,
             "spool_max_bytes": spool.max_bytes if spool else 0,
         }
+        if isinstance(self.sink, SampleSink):
+            docs["writer"] = {
+                "kind": "writer",
+                "state": "ok" if self.sink.store_ok else "store refusing writes",
+                "stored": self.sink.stored,
+                "store_ok": self.sink.store_ok,
+                "write_failures": self.sink.write_failures,
+                "lag_bytes": 0,
+            }
+        elif self.writer is not None:
+            docs["writer"] = self.writer.doc()
         return docs
 
     def publish_health(self) -> None:

@@ -1,10 +1,10 @@
-"""Where collectors hand their samples: the spool first, then the store, in order.
+"""Where collectors hand their samples.
 
-`put` appends the samples to the on-disk spool (when there is one) and returns once they are there, so
-a caller may acknowledge its source (an MQTT PUBACK) right after. A flush task writes to the store in
-batches: from memory while it keeps up, from the spool files when it fell behind (a store outage, a
-restart after a crash); only what the store accepted is committed in the spool. A failed store write keeps
-everything and retries with backoff: an outage of the store loses nothing that reached the sink.
+`SpoolSink` (every deployment): `put` appends the samples to the on-disk spool and returns once they are
+there, so a caller may acknowledge its source (an MQTT PUBACK) right after; the store writer
+(collectors/writer.py) takes them from the spool into the store. `SampleSink` keeps samples in memory and
+writes them to the store itself: for tests and tools that need no durability. Both retry a refused store
+write from where they were: an outage of the store loses nothing that reached them.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from storage.base import TimeSeriesStore
 
 log = logging.getLogger(__name__)
 
-MEMORY_LIMIT = 500_000  # samples held in memory for the store writer; beyond, it reads the spool files
 FULL_ALARM = 0.8  # the spool is "nearly full" from here on: logged as an error, shown in health
 
 
@@ -53,65 +52,30 @@ class Counts:
         return {outcome: n for (src, outcome), n in self.by.items() if src == source}
 
 
-class SampleSink:
-    def __init__(
-        self,
-        store: TimeSeriesStore,
-        spool: Spool | None = None,
-        *,
-        batch_size: int = 5000,
-        flush_interval: float = 0.2,
-        observe: Callable[[list[Sample]], None] | None = None,
-    ) -> None:
-        self.store = store
+class SpoolSink:
+    """Samples go to the spool; the store writer takes them from there."""
+
+    def __init__(self, spool: Spool, *, observe: Callable[[list[Sample]], None] | None = None) -> None:
         self.spool = spool
         self.observe = observe  # told of every batch the sink took (health tracking)
-        self.batch_size = batch_size
-        self.flush_interval = flush_interval
-        self._memory: deque[tuple[int, int, list[Sample]]] = deque()  # (start, end, samples) of spool frames
-        self._in_memory = 0
-        self._position = spool.end if spool is not None else 0  # where the next frame starts
-        self._read = spool.committed if spool is not None else 0  # handed to the store up to here
-        self._wake = asyncio.Event()
-        self._last_alarm = 0.0
         self.received = 0
-        self.stored = 0
-        self.write_failures = 0
-        self.store_ok = True
+        self._last_alarm = 0.0
 
     def put(self, samples: Sequence[Sample]) -> None:
         """Spool the samples (raises SpoolFullError when the spool is full: nothing was taken)."""
         if not samples:
             return
         samples = list(samples)
-        start = self._position
-        if self.spool is not None:
-            self._position = self.spool.append(samples)
-            if self.spool.fill >= FULL_ALARM:
-                self._alarm()
-        else:
-            self._position += len(samples)
-        if self._in_memory < MEMORY_LIMIT or self.spool is None:
-            self._memory.append((start, self._position, samples))
-            self._in_memory += len(samples)
+        self.spool.append(samples)
+        if self.spool.fill >= FULL_ALARM:
+            self._alarm()
         self.received += len(samples)
         if self.observe is not None:
             self.observe(samples)
-        if self._in_memory >= self.batch_size:
-            self._wake.set()
-
-    @property
-    def pending_in_memory(self) -> int:
-        """Samples held in memory for the store (the spool's depth tells the whole backlog)."""
-        return self._in_memory
-
-    @property
-    def caught_up(self) -> bool:
-        return self._read >= self._position
 
     def _alarm(self) -> None:
         now = time.monotonic()
-        if now - self._last_alarm >= 10.0 and self.spool is not None:
+        if now - self._last_alarm >= 10.0:
             self._last_alarm = now
             log.error(
                 "SPOOL NEARLY FULL: %.0f %% of %d MB holds samples not yet in the store (%s); "
@@ -120,6 +84,44 @@ class SampleSink:
                 self.spool.max_bytes >> 20,
                 self.spool.directory,
             )
+
+
+class SampleSink:
+    """Samples wait in memory and this sink writes them to the store (no spool: not crash-safe)."""
+
+    spool = None
+
+    def __init__(
+        self,
+        store: TimeSeriesStore,
+        *,
+        batch_size: int = 5000,
+        flush_interval: float = 0.05,
+        observe: Callable[[list[Sample]], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.observe = observe
+        self._buffer: list[Sample] = []
+        self._wake = asyncio.Event()
+        self.received = 0
+        self.stored = 0
+        self.write_failures = 0
+        self.store_ok = True
+
+    def put(self, samples: Sequence[Sample]) -> None:
+        samples = list(samples)
+        self._buffer.extend(samples)
+        self.received += len(samples)
+        if self.observe is not None:
+            self.observe(samples)
+        if len(self._buffer) >= self.batch_size:
+            self._wake.set()
+
+    @property
+    def caught_up(self) -> bool:
+        return not self._buffer
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush until `stop` is set, then flush what is left (retrying a while if the store refuses)."""
@@ -137,54 +139,21 @@ class SampleSink:
             if not await self.flush():
                 await asyncio.sleep(0.2)
         if not self.caught_up:
-            log.error("stopping with samples not yet in the store; they are in the spool and replay at start")
+            log.error("stopping with %d samples not stored (no spool)", len(self._buffer))
 
     async def flush(self) -> bool:
-        """Write everything pending to the store, batch by batch. False if the store refused a batch."""
-        while not self.caught_up:
-            end, batch = await self._next_batch()
-            if not batch:
-                self._read = end
-                continue
+        """Write everything buffered, batch by batch. False if the store refused a batch."""
+        while self._buffer:
+            batch = self._buffer[: self.batch_size]
             try:
                 await asyncio.to_thread(self.store.write, batch)
             except StoreError as exc:
                 self.write_failures += 1
                 if self.store_ok:
-                    log.error(
-                        "store write failed; samples stay in the %s and are retried: %s",
-                        "spool" if self.spool is not None else "memory",
-                        exc,
-                    )
+                    log.error("store write failed; samples stay in memory and are retried: %s", exc)
                 self.store_ok = False
                 return False
-            if not self.store_ok:
-                log.warning("store writes succeed again; catching up")
             self.store_ok = True
+            del self._buffer[: len(batch)]
             self.stored += len(batch)
-            self._read = end
-            while self._memory and self._memory[0][1] <= end:
-                self._in_memory -= len(self._memory.popleft()[2])
-            if self.spool is not None:
-                self.spool.commit(end)
         return True
-
-    async def _next_batch(self) -> tuple[int, list[Sample]]:
-        """The next samples to store and the position after them: from memory when it holds the next
-        frame, from the spool files otherwise."""
-        if self._memory and self._memory[0][0] == self._read:
-            batch: list[Sample] = []
-            end = self._read
-            for start, frame_end, samples in self._memory:
-                if start != end or (batch and len(batch) + len(samples) > self.batch_size):
-                    break
-                batch.extend(samples)
-                end = frame_end
-            return end, batch
-        assert self.spool is not None, "memory holds every frame when there is no spool"
-        spool = self.spool
-        read = self._read
-        frames = await asyncio.to_thread(lambda: list(spool.read(read, self.batch_size)))
-        if not frames:
-            return self._position, []  # nothing readable up to the end: skip (logged by the spool)
-        return frames[-1][0], [s for _, samples in frames for s in samples]

@@ -1,39 +1,49 @@
-"""The on-disk spool: every sample is appended here before it goes to the store.
+"""The on-disk spool between the collectors and the store.
 
-An append-only log of frames in segment files named by their first byte's global offset
+An append-only log of frames in segment files named by the global offset of their first byte
 (`00000000000000000000.spool`, …). A frame is one batch of samples:
 
-    length (4 bytes, big endian) · CRC-32 of the payload (4 bytes) · payload (JSON array of samples)
+    length (4 bytes, big endian) · CRC-32 of the payload (4 bytes) · payload (JSON array of rows)
 
-A sample in the payload is [series, source µs, value, status, server µs or null]; the value is a number,
-a string or null. A position is a global byte offset: everything before `committed` is in the store
-(the checkpoint file, replaced atomically). After a crash the store is brought up to date by replaying from
-the checkpoint; a torn last frame (power loss) is cut off. Rewriting a sample is harmless: the store's
-writes are idempotent per (series, source timestamp).
+A row is [series, source µs, value, status, server µs or null]; the value is a number, a string or null.
+A position is a global byte offset. Two sides, usually in two processes:
 
-`append` returns once the frame is written to the file: it survives a kill -9 of the process (the bytes
-are in the OS page cache); `sync` makes it survive a power loss too. Size is bounded: `append` refuses
-(raises SpoolFullError) instead of dropping anything, and `fill` tells how close that is.
+- `Spool`, the appender (the collector): `append` returns once the frame is written to the file, so it
+  survives a kill -9 of the process (the bytes are in the OS page cache; `sync` makes them survive a power
+  loss too). The size is bounded: past `max_bytes` not yet committed, `append` refuses (SpoolFullError)
+  instead of dropping anything.
+- `SpoolReader`, the consumer (the store writer): reads complete frames from a position and `commit`s the
+  position up to which everything is in the store (the `checkpoint` file, replaced atomically), deleting
+  segments no longer needed. One reader at a time (a lock file).
+
+After a crash the store is brought up to date from the checkpoint; rewriting a sample is harmless (the
+store's writes are idempotent per series and source timestamp). A torn last frame (a power loss) is cut off
+when the appender opens the spool.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import json
 import logging
 import os
 import struct
+import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 from biopilot.errors import BioPilotError
-from biopilot.samples import Sample, from_us, to_us
+from biopilot.samples import Sample, to_us
 
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">II")
 _SUFFIX = ".spool"
+Row = tuple[str, int, float | str | None, int, int | None]
 
 
 class SpoolFullError(BioPilotError):
@@ -58,106 +68,86 @@ def encode(samples: Sequence[Sample]) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def decode(payload: bytes) -> list[Sample]:
-    return [
-        Sample(series, from_us(ts), value, status, from_us(server) if server is not None else None)
-        for series, ts, value, status, server in json.loads(payload)
-    ]
+def _name(offset: int) -> str:
+    return f"{offset:020d}{_SUFFIX}"
+
+
+def _segments(directory: Path) -> list[int]:
+    return sorted(int(p.name.removesuffix(_SUFFIX)) for p in directory.glob(f"*{_SUFFIX}"))
+
+
+def read_checkpoint(directory: Path) -> int:
+    path = directory / "checkpoint"
+    try:
+        return int(path.read_text().strip() or 0)
+    except FileNotFoundError:
+        return 0
+    except ValueError:
+        raise BioPilotError(f"{path}: not a spool checkpoint; move it away to rebuild") from None
 
 
 class Spool:
+    """The appending side."""
+
     def __init__(self, directory: Path, *, max_bytes: int = 1 << 30, segment_bytes: int = 64 << 20) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         directory.mkdir(parents=True, exist_ok=True)
-        self._checkpoint_path = directory / "checkpoint"
-        self.committed = self._read_checkpoint()
-        segments = self._segments()
+        self.committed = read_checkpoint(directory)
+        self._checkpoint_mtime = 0.0
+        segments = _segments(directory)
         if not segments:
-            start = self.committed
-            segments = [start]
-            (directory / _name(start)).touch()
+            segments = [self.committed]
+            (directory / _name(self.committed)).touch()
         self._segment_start = segments[-1]
-        self._file = (directory / _name(self._segment_start)).open("ab")
-        self.end = self._segment_start + self._truncate_torn_tail(directory / _name(self._segment_start))
+        size = self._truncate_torn_tail(directory / _name(self._segment_start))
+        self._file: IO[bytes] = (directory / _name(self._segment_start)).open("ab")
+        self.end = self._segment_start + size
         if self.committed > self.end:  # a checkpoint ahead of the data: the data was lost or removed
             log.error(
                 "spool checkpoint %d is past the end %d; restarting at the end", self.committed, self.end
             )
             self.committed = self.end
 
-    # -- writing ---------------------------------------------------------------------------------------
     def append(self, samples: Sequence[Sample]) -> int:
         """Append one frame; return the position after it. Raises SpoolFullError when over max_bytes."""
         frame = encode(samples)
         if self.depth + len(frame) > self.max_bytes:
-            raise SpoolFullError(
-                f"spool {self.directory} is full "
-                f"({self.depth} of {self.max_bytes} bytes not yet in the store)"
-            )
+            self.refresh()  # the store writer may have committed meanwhile
+            if self.depth + len(frame) > self.max_bytes:
+                raise SpoolFullError(
+                    f"spool {self.directory} is full "
+                    f"({self.depth} of {self.max_bytes} bytes not yet in the store)"
+                )
         if self.end - self._segment_start >= self.segment_bytes:
-            self._rotate()
+            self._file.close()
+            self._segment_start = self.end
+            self._file = (self.directory / _name(self.end)).open("ab")
         self._file.write(frame)
         self._file.flush()  # into the OS: survives the death of this process
         self.end += len(frame)
         return self.end
 
+    def refresh(self) -> None:
+        """Learn how far the store writer got (it commits in the checkpoint file)."""
+        path = self.directory / "checkpoint"
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if mtime != self._checkpoint_mtime:
+            self._checkpoint_mtime = mtime
+            with contextlib.suppress(BioPilotError):
+                self.committed = min(read_checkpoint(self.directory), self.end)
+
     def sync(self) -> None:
         """Make what was appended survive a power loss (fsync)."""
         os.fsync(self._file.fileno())
 
-    def _rotate(self) -> None:
-        self._file.close()
-        self._segment_start = self.end
-        self._file = (self.directory / _name(self.end)).open("ab")
-
-    # -- reading and committing --------------------------------------------------------------------------
-    def read(self, start: int, max_samples: int = 50_000) -> Iterator[tuple[int, list[Sample]]]:
-        """Frames from position `start` on, as (position after the frame, samples); stops at max_samples."""
-        n = 0
-        for seg in self._segments():
-            seg_path = self.directory / _name(seg)
-            size = seg_path.stat().st_size
-            if seg + size <= start:
-                continue
-            with seg_path.open("rb") as f:
-                f.seek(max(start - seg, 0))
-                pos = seg + f.tell()
-                while pos < min(seg + size, self.end):
-                    header = f.read(_HEADER.size)
-                    if len(header) < _HEADER.size:
-                        break
-                    length, crc = _HEADER.unpack(header)
-                    payload = f.read(length)
-                    if len(payload) < length or zlib.crc32(payload) != crc:
-                        log.error(
-                            "spool %s: corrupt frame at %d; skipping the rest of the segment", seg_path, pos
-                        )
-                        break
-                    pos += _HEADER.size + length
-                    samples = decode(payload)
-                    yield pos, samples
-                    n += len(samples)
-                    if n >= max_samples:
-                        return
-
-    def commit(self, position: int) -> None:
-        """Everything before `position` is in the store: checkpoint it, delete segments no longer needed."""
-        if position <= self.committed:
-            return
-        self.committed = position
-        tmp = self._checkpoint_path.with_suffix(".tmp")
-        tmp.write_text(str(position))
-        tmp.replace(self._checkpoint_path)
-        segments = self._segments()
-        for seg, nxt in itertools.pairwise(segments):
-            if nxt <= position:
-                (self.directory / _name(seg)).unlink(missing_ok=True)
-
     @property
     def depth(self) -> int:
-        """Bytes appended but not yet committed to the store."""
+        """Bytes appended but not yet committed to the store (as of the last refresh)."""
         return self.end - self.committed
 
     @property
@@ -167,23 +157,9 @@ class Spool:
     def close(self) -> None:
         self._file.close()
 
-    # -- files -----------------------------------------------------------------------------------------
-    def _segments(self) -> list[int]:
-        return sorted(int(p.name.removesuffix(_SUFFIX)) for p in self.directory.glob(f"*{_SUFFIX}"))
-
-    def _read_checkpoint(self) -> int:
-        try:
-            return int(self._checkpoint_path.read_text().strip() or 0)
-        except FileNotFoundError:
-            return 0
-        except ValueError:
-            raise BioPilotError(
-                f"{self._checkpoint_path}: not a spool checkpoint; move it away to rebuild"
-            ) from None
-
     def _truncate_torn_tail(self, path: Path) -> int:
         """Length of the valid frames of a segment; a torn or corrupt tail is cut off (logged)."""
-        valid = 0
+        valid, torn = 0, False
         with path.open("rb") as f:
             while True:
                 header = f.read(_HEADER.size)
@@ -203,5 +179,95 @@ class Spool:
         return valid
 
 
-def _name(offset: int) -> str:
-    return f"{offset:020d}{_SUFFIX}"
+class SpoolReader:
+    """The consuming side: one per spool at a time (it waits for the lock of a previous reader)."""
+
+    def __init__(self, directory: Path, *, lock_timeout_s: float = 30.0) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._lock = (directory / "reader.lock").open("w")
+        deadline = time.monotonic() + lock_timeout_s
+        while True:
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BioPilotError(f"{directory}: another store writer holds the spool") from None
+                time.sleep(0.1)
+        self.committed = read_checkpoint(directory)
+
+    def read(self, start: int, max_rows: int = 20_000) -> list[tuple[int, list[Row]]]:
+        """Complete frames from `start` on, as (position after the frame, rows), up to about max_rows.
+
+        A frame still being written (at the end of the newest segment) is left for the next call; a
+        corrupt frame inside an older segment is skipped with the rest of that segment (logged)."""
+        out: list[tuple[int, list[Row]]] = []
+        n = 0
+        segments = _segments(self.directory)
+        for i, seg in enumerate(segments):
+            is_last = i == len(segments) - 1
+            path = self.directory / _name(seg)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            if seg + size <= start and not is_last:
+                continue
+            if start < seg:
+                start = seg  # the end of the previous segment is the start of this one
+            with path.open("rb") as f:
+                f.seek(start - seg)
+                pos = start
+                while True:
+                    header = f.read(_HEADER.size)
+                    if len(header) < _HEADER.size:
+                        break
+                    length, crc = _HEADER.unpack(header)
+                    payload = f.read(length)
+                    if len(payload) < length:
+                        break  # still being written
+                    if zlib.crc32(payload) != crc:
+                        log.error(
+                            "spool %s: corrupt frame at %d; skipping the rest of the segment", path, pos
+                        )
+                        if is_last:
+                            return out
+                        break
+                    pos += _HEADER.size + length
+                    rows = [tuple(r) for r in json.loads(payload)]
+                    out.append((pos, rows))  # type: ignore[arg-type]
+                    n += len(rows)
+                    if n >= max_rows:
+                        return out
+            if out:
+                start = out[-1][0]
+        return out
+
+    def commit(self, position: int) -> None:
+        """Everything before `position` is in the store: checkpoint it, delete segments no longer needed."""
+        if position <= self.committed:
+            return
+        self.committed = position
+        tmp = self.directory / "checkpoint.tmp"
+        tmp.write_text(str(position))
+        tmp.replace(self.directory / "checkpoint")
+        segments = _segments(self.directory)
+        for seg, nxt in itertools.pairwise(segments):
+            if nxt <= position:
+                (self.directory / _name(seg)).unlink(missing_ok=True)
+
+    def end(self) -> int:
+        """Position after the last byte in the spool files (complete frames or not)."""
+        segments = _segments(self.directory)
+        if not segments:
+            return self.committed
+        last = segments[-1]
+        try:
+            return last + (self.directory / _name(last)).stat().st_size
+        except FileNotFoundError:
+            return self.committed
+
+    def close(self) -> None:
+        fcntl.flock(self._lock, fcntl.LOCK_UN)
+        self._lock.close()

@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS samples (
 
 _BAD = 0x80000000
 
+Row = tuple[str, int, float | str | None, int, int | None]  # series, source µs, value, status, server µs
+
 
 def connect(path: Path) -> sqlite3.Connection:
     """A connection with the pragmas every BioPilot connection to the embedded database uses."""
@@ -74,29 +76,43 @@ class SqliteStore:
 
     # -- writing ---------------------------------------------------------------------------------------
     def write(self, samples: Sequence[Sample]) -> int:
-        if not samples:
+        return self.write_rows(
+            [
+                (
+                    s.series,
+                    to_us(s.ts),
+                    s.value,
+                    s.status,
+                    to_us(s.server_ts) if s.server_ts is not None else None,
+                )
+                for s in samples
+            ]
+        )
+
+    def write_rows(self, rows: Sequence[Row]) -> int:
+        """The fast path of `write`: rows of (series, source µs, value, status, server µs or None), as the
+        spool keeps them. Idempotent per (series, source timestamp), like `write`."""
+        if not rows:
             return 0
         now = to_us(utcnow())
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-                rows = []
-                touched: set[int] = set()
-                for s in samples:
-                    sid = self._ids.get(s.series)
+                out = []
+                ids = self._ids
+                for series, ts_us, value, status, server_us in rows:
+                    sid = ids.get(series)
                     if sid is None:
-                        sid = self._series_id(s.series, create=True)
-                    touched.add(sid)
-                    value = s.value
-                    server = to_us(s.server_ts) if s.server_ts is not None else None
+                        sid = self._series_id(series, create=True)
                     if isinstance(value, str):
-                        rows.append((sid, to_us(s.ts), None, value, s.status, server))
+                        out.append((sid, ts_us, None, value, status, server_us))
                     else:
-                        rows.append((sid, to_us(s.ts), value, None, s.status, server))
+                        out.append((sid, ts_us, value, None, status, server_us))
+                touched = {row[0] for row in out}
                 self._conn.executemany(
                     "INSERT OR REPLACE INTO samples (series_id, ts_us, value, text, status, server_us)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,
+                    out,
                 )
                 self._conn.executemany(
                     "UPDATE series SET last_received_us = ? WHERE id = ?", [(now, sid) for sid in touched]
@@ -104,11 +120,11 @@ class SqliteStore:
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
-                raise StoreError(f"{self.path}: write of {len(samples)} samples failed ({exc})") from None
+                raise StoreError(f"{self.path}: write of {len(rows)} samples failed ({exc})") from None
             except BaseException:  # e.g. a naive timestamp (ValueError): never leave the transaction open
                 self._rollback()
                 raise
-        return len(samples)
+        return len(rows)
 
     def _rollback(self) -> None:
         """End a failed write; series ids created inside it are gone, so forget the cached ones."""

@@ -19,6 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_config_options(sp)
     sp.set_defaults(func=_cmd_collect)
 
+    sp = sub.add_parser("write-store", help="write the spool into the store (collect starts it itself)")
+    add_config_options(sp)
+    sp.set_defaults(func=_cmd_write_store)
+
     sp = sub.add_parser("process", help="detect runs and compute KPIs from stored data")
     add_config_options(sp)
     sp.add_argument("--interval", type=float, default=2.0)
@@ -40,8 +44,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _cmd_collect(args: argparse.Namespace) -> int:
     from biopilot import stages
 
+    path, config = site_config(args)
+    stages.collect(config, path.resolve(), args.data_dir.resolve())
+    return 0
+
+
+def _cmd_write_store(args: argparse.Namespace) -> int:
+    from biopilot import stages
+
     _, config = site_config(args)
-    stages.collect(config, args.data_dir)
+    stages.write_store(config, args.data_dir)
     return 0
 
 

@@ -90,8 +90,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         if doc.get("kind") != "sink":
             _print_connection(name, doc, updated, alive[name], now)
     sink = components.get("sink", ({}, now))[0]
-    if sink:
-        _print_sink(sink)
+    writer = components.get("writer", ({}, now))[0]
+    if sink or writer:
+        _print_store(sink, writer)
     if gaps:
         print("Gaps")
         for g in gaps[-10:]:
@@ -125,12 +126,13 @@ def _print_connection(name: str, doc: dict[str, Any], updated: datetime, alive: 
         print(f"  {'':22} rejected by reason: {', '.join(f'{k} {v}' for k, v in sorted(rejected.items()))}")
 
 
-def _print_sink(sink: dict[str, Any]) -> None:
+def _print_store(sink: dict[str, Any], writer: dict[str, Any]) -> None:
     fill = 100 * sink.get("spool_fill", 0.0)
-    state = "ok" if sink.get("store_ok") else "REFUSING WRITES"
+    state = "ok" if writer.get("store_ok", True) else "REFUSING WRITES"
     backlog = sink.get("spool_depth_bytes", 0) / 1e6
     alarm = "  NEARLY FULL" if fill >= 80 else ""
     print(
-        f"Store    {state}: received {sink.get('received')}, stored {sink.get('stored')}; "
-        f"spool {backlog:.1f} MB not yet stored ({fill:.1f} % of its limit){alarm}"
+        f"Store    {state}: received {sink.get('received')}, written by the store writer "
+        f"{writer.get('stored', '?')} since it started; spool {backlog:.1f} MB not yet stored "
+        f"({fill:.1f} % of its limit){alarm}"
     )

@@ -23,8 +23,9 @@ import paho.mqtt.client as mqtt
 
 from biopilot.config import parse_config
 from collectors.mqtt import ACCEPTED, REJECTED, MqttCollector
-from collectors.sink import Counts, SampleSink
+from collectors.sink import Counts, SpoolSink
 from collectors.spool import Spool
+from collectors.writer import StoreWriter
 from storage import SqliteStore
 from tests.conftest import REPO, PrivateMosquitto, require_mosquitto
 
@@ -106,6 +107,11 @@ async def _until(predicate: Callable[[], bool], timeout: float) -> bool:
     return predicate()
 
 
+def _spooled(store: SqliteStore, spool_dir: Path) -> tuple[SpoolSink, StoreWriter]:
+    """The production path: samples to the spool, a store writer tailing it into the store."""
+    return SpoolSink(Spool(spool_dir)), StoreWriter(spool_dir, store, poll_s=0.01)
+
+
 def _assert_all_stored_once(store: SqliteStore, n: int) -> None:
     data = store.read("R-1.flow", T0, T0 + timedelta(days=1))
     assert len(data) == n, f"stored {len(data)} of {n}"
@@ -123,10 +129,10 @@ def test_broker_killed_mid_stream_loses_nothing(tmp_path: Path) -> None:
     n = 3000
 
     async def main() -> MqttCollector:
-        sink = SampleSink(store, Spool(tmp_path / "spool"))
+        sink, writer = _spooled(store, tmp_path / "spool")
         collector = MqttCollector("b", config.mqtt.brokers["b"], config.tags, sink, Counts(), UTC)
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(collector.run(stop)), asyncio.create_task(sink.run(stop))]
+        tasks = [asyncio.create_task(collector.run(stop)), asyncio.create_task(writer.run(stop))]
         publisher = None
         try:
             await asyncio.wait_for(collector.connected.wait(), 10)
@@ -215,11 +221,11 @@ def test_store_unavailable_for_30_s_while_ingesting(tmp_path: Path) -> None:
     store.write([])  # creates the schema
     n, rate = 4000, 100.0  # 40 s of messages
 
-    async def main() -> SampleSink:
-        sink = SampleSink(store, Spool(tmp_path / "spool"))
+    async def main() -> StoreWriter:
+        sink, writer = _spooled(store, tmp_path / "spool")
         collector = MqttCollector("b", config.mqtt.brokers["b"], config.tags, sink, Counts(), UTC)
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(collector.run(stop)), asyncio.create_task(sink.run(stop))]
+        tasks = [asyncio.create_task(collector.run(stop)), asyncio.create_task(writer.run(stop))]
         publisher = None
         try:
             await asyncio.wait_for(collector.connected.wait(), 10)
@@ -239,7 +245,7 @@ def test_store_unavailable_for_30_s_while_ingesting(tmp_path: Path) -> None:
             assert await _until(lambda: store.count("R-1.flow") >= n, 30)
             print(
                 f"\nstore outage 30 s: {outage_start} stored before, {during} during, "
-                f"{store.count('R-1.flow')} of {n} after; {sink.write_failures} refused writes"
+                f"{store.count('R-1.flow')} of {n} after; {writer.write_failures} refused writes"
             )
         finally:
             if publisher is not None:
@@ -247,10 +253,10 @@ def test_store_unavailable_for_30_s_while_ingesting(tmp_path: Path) -> None:
             stop.set()
             await asyncio.gather(*tasks)
             broker.stop()
-        return sink
+        return writer
 
-    sink = asyncio.run(main())
-    assert sink.write_failures >= 1 and sink.store_ok
+    writer = asyncio.run(main())
+    assert writer.write_failures >= 1 and writer.store_ok
     _assert_all_stored_once(store, n)
 
 
@@ -294,10 +300,10 @@ def test_100k_fuzzed_payloads_are_all_counted_and_the_collector_stays_up(tmp_pat
     assert sum(1 for _, kind in fuzzed if kind == "huge") > 0
 
     async def main() -> MqttCollector:
-        sink = SampleSink(store, Spool(tmp_path / "spool"))
+        sink, writer = _spooled(store, tmp_path / "spool")
         collector = MqttCollector("b", config.mqtt.brokers["b"], config.tags, sink, Counts(), UTC)
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(collector.run(stop)), asyncio.create_task(sink.run(stop))]
+        tasks = [asyncio.create_task(collector.run(stop)), asyncio.create_task(writer.run(stop))]
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"fuzz-{prefix}")
         pub.max_inflight_messages_set(1000)
         try:

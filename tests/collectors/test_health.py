@@ -110,7 +110,8 @@ def test_collectors_write_health_and_status_prints_it(mqtt_broker: Broker, tmp_p
     doc, _ = components["mqtt:b"]
     assert doc["messages"] == 6 and doc["counts"]["msg_accepted"] == 5
     assert doc["counts"]["msg_rejected:undecodable_json"] == 1
-    assert components["sink"][0]["stored"] == 5 and components["sink"][0]["spool_depth_bytes"] == 0
+    assert components["writer"][0]["stored"] == 5 and components["writer"][0]["lag_bytes"] == 0
+    assert components["sink"][0]["received"] == 5
     tags = health.tags()
     assert tags["R-1.flow"].values_total == 5 and tags["R-1.flow"].last_ts == NOW + timedelta(seconds=4)
     assert tags["R-1.speed"].values_total == 0 and tags["R-1.speed"].last_seen is None

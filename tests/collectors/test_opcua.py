@@ -17,8 +17,9 @@ from biopilot.samples import (
 )
 from collectors.opcua import OpcUaCollector
 from collectors.runner import Collectors, TagTracker
-from collectors.sink import Counts, SampleSink
+from collectors.sink import Counts, SampleSink, SpoolSink
 from collectors.spool import Spool
+from collectors.writer import StoreWriter
 from simulators.opcua_server import OpcUaPlantServer
 from storage import HealthStore, SqliteStore
 from tests.conftest import free_port
@@ -140,10 +141,11 @@ def test_server_restart_gap_is_recorded_and_every_value_after_it_is_stored(tmp_p
 
     async def main() -> tuple[OpcUaCollector, float, float]:
         server = await _server(endpoint)
-        sink = SampleSink(store, Spool(tmp_path / "spool"))
+        sink = SpoolSink(Spool(tmp_path / "spool"))
+        writer = StoreWriter(tmp_path / "spool", store, poll_s=0.01)
         collector = OpcUaCollector("s", config.opcua.servers["s"], config.tags, sink, Counts())
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(collector.run(stop)), asyncio.create_task(sink.run(stop))]
+        tasks = [asyncio.create_task(collector.run(stop)), asyncio.create_task(writer.run(stop))]
         try:
             await asyncio.wait_for(collector.connected.wait(), 15)
             for i in range(10):
