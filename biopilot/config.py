@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from biopilot.errors import ConfigError
 
@@ -115,6 +115,11 @@ class OpcUaServer(_Model):
     queue_size: int = Field(default=100, ge=1)
     deadband: float = Field(default=0.0, ge=0.0)  # absolute deadband of numeric items; 0: every change
     history_backfill: bool = True  # after an outage, read what was missed from the server's history
+    # Security: Basic256Sha256 with Sign or SignAndEncrypt uses <data-dir>/pki (see `biopilot certs`).
+    security_policy: Literal["None", "Basic256Sha256"] = "None"
+    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    username: str | None = None
+    password_env: str | None = None  # the environment variable that holds the password (not the password)
 
     @field_validator("endpoint")
     @classmethod
@@ -122,6 +127,17 @@ class OpcUaServer(_Model):
         if not value.startswith("opc.tcp://"):
             raise ValueError(f"an OPC UA endpoint starts with 'opc.tcp://', got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _coherent_security(self) -> OpcUaServer:
+        if (self.security_policy == "None") != (self.security_mode == "None"):
+            raise ValueError(
+                "security_policy and security_mode go together: both 'None', or 'Basic256Sha256' with "
+                "security_mode 'Sign' or 'SignAndEncrypt'"
+            )
+        if self.password_env is not None and self.username is None:
+            raise ValueError("password_env needs a username")
+        return self
 
 
 class MqttBroker(_Model):

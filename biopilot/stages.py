@@ -140,7 +140,7 @@ def collect(config: SiteConfig, config_path: Path, data_dir: Path) -> None:
     store = open_store(config, data_dir)
     health = open_health(config, data_dir)
     collectors = Collectors.from_config(
-        config, store, spool_dir=data_dir / "spool", health=health, writer=False
+        config, store, spool_dir=data_dir / "spool", health=health, writer=False, pki_dir=data_dir / "pki"
     )
     writer_cmd = [
         sys.executable,

@@ -19,16 +19,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from asyncua import Client, ua
 from asyncua.common.subscription import Subscription
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
 from biopilot.aio import wait_for_event
 from biopilot.config import OpcUaServer, OpcUaSource, Tag
+from biopilot.errors import SourceError
 from biopilot.samples import BAD_NO_COMMUNICATION, Sample, utcnow
 from collectors.decoders import TimeWindow
+from collectors.security import Pki, certificate_uri, check_client_certificate, check_server_certificate
 from collectors.sink import Counts, SampleSink
 from collectors.spool import SpoolFullError
 
@@ -67,6 +71,7 @@ class OpcUaCollector:
         sink: SampleSink,
         counts: Counts,
         window: TimeWindow | None = None,
+        pki: Pki | None = None,
     ) -> None:
         self.name = name
         self.server = server
@@ -86,6 +91,8 @@ class OpcUaCollector:
         self._nodes: dict[str, ua.NodeId] = {}
         self._last_ts: dict[str, datetime] = {}  # tag -> newest source timestamp stored
         self._lost_at: datetime | None = None
+        self.pki = pki
+        self.last_error: str | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         delay = 0.5
@@ -93,6 +100,18 @@ class OpcUaCollector:
             try:
                 await self._session(stop)
                 delay = 0.5
+            except SourceError as exc:  # configuration or trust: say what to fix, keep trying slowly
+                self.last_error = str(exc)
+                log.error("%s: %s (retrying in %.0f s)", self.source, exc, delay)
+                self._lost(exc, delay, quiet=True)
+                await wait_for_event(stop, delay)
+                delay = min(max(delay * 2, 5.0), 30.0)
+            except ua.UaStatusCodeError as exc:
+                why = _explain(exc, self.server, self.pki)
+                self.last_error = why
+                self._lost(why, delay)
+                await wait_for_event(stop, delay)
+                delay = min(delay * 2, 10.0)
             except _CONNECTION_ERRORS as exc:
                 self._lost(exc or type(exc).__name__, delay)
                 await wait_for_event(stop, delay)
@@ -104,13 +123,13 @@ class OpcUaCollector:
                 delay = min(delay * 2, 10.0)
         self.connected.clear()
 
-    def _lost(self, why: object, delay: float) -> None:
+    def _lost(self, why: object, delay: float, *, quiet: bool = False) -> None:
         if self.connected.is_set():
             log.warning("%s: connection lost (%s); reconnecting", self.source, why)
             self._lost_at = utcnow()
             last = max(self._last_ts.values(), default=None)
             self.events.append(GapEvent(self.source, self._lost_at, None, last, f"connection lost: {why}"))
-        else:
+        elif not quiet:
             log.warning(
                 "%s: cannot connect to %s (%s); retrying in %.1f s",
                 self.source,
@@ -121,8 +140,9 @@ class OpcUaCollector:
         self.connected.clear()
 
     async def _session(self, stop: asyncio.Event) -> None:
-        client = Client(self.server.endpoint, timeout=4)
+        client = await self._client()
         await asyncio.wait_for(client.connect(), timeout=10)
+        self.last_error = None
         try:
             sub = await self._subscribe(client)
             self.connects += 1
@@ -148,6 +168,9 @@ class OpcUaCollector:
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.disconnect(), timeout=2)
+
+    async def _client(self) -> Client:
+        return await make_client(self.name, self.server, self.pki)
 
     async def _recover(self, client: Client) -> None:
         """After an outage: read what the server produced meanwhile from its history, or mark the hole."""
@@ -354,4 +377,86 @@ def _browse_path(ns: int, path: str) -> ua.BrowsePath:
     ]
     return ua.BrowsePath(
         StartingNode=ua.NodeId(ua.ObjectIds.ObjectsFolder), RelativePath=ua.RelativePath(elements)
+    )
+
+
+def first_certificate(data: bytes) -> bytes:
+    """The first DER certificate of a chain (an endpoint may carry the server's certificate chain)."""
+    if len(data) < 4 or data[0] != 0x30:
+        return data
+    first = data[1]
+    if first < 0x80:
+        return data[: 2 + first]
+    n = first & 0x7F
+    length = int.from_bytes(data[2 : 2 + n], "big")
+    return data[: 2 + n + length]
+
+
+_REFUSALS = {
+    "BadSecurityChecksFailed": "refused our client certificate {cert}: trust it on the server "
+    "(copy it into the server's trusted certificates)",
+    "BadCertificateUntrusted": "does not trust our client certificate {cert}: trust it on the server",
+    "BadCertificateInvalid": "finds our client certificate {cert} invalid: "
+    "renew it with `biopilot certs create --force`",
+    "BadIdentityTokenRejected": "rejected the user {user}: check the user name and the password in ${env}",
+    "BadIdentityTokenInvalid": "rejected the user {user}: check the user name and the password in ${env}",
+    "BadUserAccessDenied": "denied access to the user {user}: check the user name and the password in ${env}",
+}
+
+
+def _explain(exc: ua.UaStatusCodeError, server: OpcUaServer, pki: Pki | None) -> str:
+    """A refusal by the server in words that name the certificate or the user and the fix."""
+    name = type(exc).__name__
+    template = _REFUSALS.get(name)
+    if template is None:
+        return f"{server.endpoint} answered {name}"
+    return f"{server.endpoint} " + template.format(
+        cert=pki.cert if pki is not None else "(none)",
+        user=repr(server.username),
+        env=server.password_env or "?",
+    )
+
+
+async def make_client(name: str, srv: OpcUaServer, pki: Pki | None) -> Client:
+    """A fresh client with the configured identity and security, checked before connecting: the client
+    certificate exists and is valid, the server offers the policy and mode, its certificate is trusted."""
+    client = Client(srv.endpoint, timeout=4)
+    if srv.username is not None:
+        client.set_user(srv.username)
+        if srv.password_env is not None:
+            password = os.environ.get(srv.password_env)
+            if password is None:
+                raise SourceError(
+                    f"opcua.servers.{name}.password_env: the environment variable {srv.password_env} "
+                    f"is not set (it holds the password of user {srv.username!r})"
+                )
+            client.set_password(password)
+    if srv.security_policy == "None":
+        return client
+    if pki is None:
+        raise SourceError(f"opcua.servers.{name}: security needs a data directory with a pki/ folder")
+    check_client_certificate(pki)
+    mode = getattr(ua.MessageSecurityMode, srv.security_mode)
+    server_der = await _server_certificate(name, srv, mode)
+    check_server_certificate(pki, server_der, srv.endpoint)
+    client.application_uri = certificate_uri(pki) or client.application_uri
+    await client.set_security(
+        SecurityPolicyBasic256Sha256, str(pki.cert), str(pki.key), server_certificate=server_der, mode=mode
+    )
+    return client
+
+
+async def _server_certificate(name: str, srv: OpcUaServer, mode: ua.MessageSecurityMode) -> bytes:
+    """The server's certificate from its endpoint for our policy and mode (asked without security)."""
+    probe = Client(srv.endpoint, timeout=4)
+    endpoints = await asyncio.wait_for(probe.connect_and_get_server_endpoints(), timeout=10)
+    for ep in endpoints:
+        if ep.SecurityPolicyUri == SecurityPolicyBasic256Sha256.URI and ep.SecurityMode == mode:
+            return first_certificate(ep.ServerCertificate)
+    offered = sorted(
+        {f"{ep.SecurityPolicyUri.rsplit('#', 1)[-1]}/{ep.SecurityMode.name}" for ep in endpoints}
+    )
+    raise SourceError(
+        f"{srv.endpoint} offers no Basic256Sha256/{mode.name} endpoint (it offers: {', '.join(offered)}); "
+        f"set opcua.servers.{name}.security_policy and security_mode to one of those"
     )

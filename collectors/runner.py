@@ -19,6 +19,7 @@ from biopilot.samples import Sample, utcnow
 from collectors.decoders import TimeWindow
 from collectors.mqtt import MqttCollector
 from collectors.opcua import OpcUaCollector
+from collectors.security import Pki
 from collectors.sink import Counts, SampleSink, SpoolSink
 from collectors.spool import Spool
 from collectors.writer import StoreWriter
@@ -96,12 +97,14 @@ class Collectors:
         spool_dir: Path | None = None,
         health: HealthStore | None = None,
         writer: bool = True,
+        pki_dir: Path | None = None,
     ) -> Collectors:
         """Collectors for every server and broker with tags. With spool_dir, samples go to the spool and,
         with writer=True, a store writer task takes them into the store (writer=False: a store-writer
         process does, as `biopilot collect` arranges). Without spool_dir, samples wait in memory only
         (tests and tools)."""
         settings = config.collector
+        pki = Pki(pki_dir) if pki_dir is not None else None
         sources: dict[str, str] = {}
         for t in config.tags:
             src = t.source
@@ -122,7 +125,7 @@ class Collectors:
         for name, server in config.opcua.servers.items():
             tags = [t for t in config.tags if isinstance(t.source, OpcUaSource) and t.source.server == name]
             if tags:
-                out.opcua.append(OpcUaCollector(name, server, tags, sink, counts, window))
+                out.opcua.append(OpcUaCollector(name, server, tags, sink, counts, window, pki))
         tz = ZoneInfo(config.site.timezone)
         for name, broker in config.mqtt.brokers.items():
             tags = [t for t in config.tags if isinstance(t.source, MqttSource) and t.source.broker == name]
@@ -195,6 +198,7 @@ class Collectors:
                 "monitored": len(c.monitored),
                 "failed": dict(c.failed),
                 "backfilled": c.backfilled,
+                "last_error": c.last_error,
                 "counts": self.counts.of(c.source),
             }
         for m in self.mqtt:

@@ -64,8 +64,11 @@ class OpcUaPlantServer:
                     DisplayName=ua.LocalizedText(unit),
                     Description=ua.LocalizedText(unit),
                 )
-                await var.add_property(
-                    self._idx, "EngineeringUnits", eu, datatype=ua.NodeId(ua.ObjectIds.EUInformation)
+                await var.add_property(  # the standard browse name 0:EngineeringUnits (OPC 10000-8, 5.6.3)
+                    ua.NodeId(f"{equipment}.{signal}.EngineeringUnits", self._idx),
+                    ua.QualifiedName("EngineeringUnits", 0),
+                    eu,
+                    datatype=ua.NodeId(ua.ObjectIds.EUInformation),
                 )
             self._nodes[(equipment, signal)] = (var.nodeid, vtype)
             if self.history:
