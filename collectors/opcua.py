@@ -39,7 +39,7 @@ from collectors.spool import SpoolFullError
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 1.0
-HEARTBEAT_TIMEOUT_S = 2.0
+HEARTBEAT_TIMEOUT_S = 1.5  # two misses in a row: a lost server is noticed within 5 s
 HISTORY_END = datetime(9999, 1, 1, tzinfo=UTC)
 ONE_US = timedelta(microseconds=1)
 
@@ -420,7 +420,9 @@ def _explain(exc: ua.UaStatusCodeError, server: OpcUaServer, pki: Pki | None) ->
 async def make_client(name: str, srv: OpcUaServer, pki: Pki | None) -> Client:
     """A fresh client with the configured identity and security, checked before connecting: the client
     certificate exists and is valid, the server offers the policy and mode, its certificate is trusted."""
-    client = Client(srv.endpoint, timeout=4)
+    # timeout: creating thousands of monitored items takes a while. watchdog: asyncua's own probe of the
+    # server state would otherwise give up after 1 s, which a busy server can exceed; our heartbeat decides.
+    client = Client(srv.endpoint, timeout=15, watchdog_intervall=4.0)
     if srv.username is not None:
         client.set_user(srv.username)
         if srv.password_env is not None:
