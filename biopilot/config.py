@@ -40,6 +40,7 @@ class Role(StrEnum):
     COOLING_WATER_FLOW = "cooling_water_flow"
     STEAM_FLOW = "steam_flow"
     FLOW = "flow"
+    FLOW_TOTAL = "flow_total"  # a flow totalizer: the volume that has passed [L]
     SPEED = "speed"
     CONCENTRATION = "concentration"
     TURBIDITY = "turbidity"
@@ -70,6 +71,7 @@ ROLE_UNITS: dict[Role, tuple[str, ...]] = {
     Role.COOLING_WATER_FLOW: ("L/min", "m3/h", "kg/h"),
     Role.STEAM_FLOW: ("kg/h",),
     Role.FLOW: ("L/h", "L/min", "m3/h"),
+    Role.FLOW_TOTAL: ("L", "m3"),
     Role.SPEED: ("rpm",),
     Role.CONCENTRATION: ("g/L", "mg/L"),
     Role.TURBIDITY: ("NTU", "FTU"),
@@ -196,8 +198,9 @@ class Tag(_Model):
     description: str = ""
     source: Source
     feed: FeedSpec | None = None  # feed_rate tags: what the feed carries (substrate fed = flow × conc.)
-    counter_rollover: float | None = Field(default=None, gt=0)  # energy totalizers: the value they wrap at
-    stream: Literal["feed", "product", "waste"] | None = None  # recovery flow/concentration: which stream
+    counter_rollover: float | None = Field(default=None, gt=0)  # energy and flow totalizers: where they wrap
+    stream: Literal["feed", "product", "waste"] | None = None  # recovery flow/total/concentration tags
+    lab: LabTag | None = None  # concentration tags that carry offline lab results (a LIMS over MQTT)
     # Report-by-exception tags stay silent while unchanged: a silence longer than this (with the source
     # alive) makes the tag stale. None: the tag is stale only when its source is gone.
     max_age_s: float | None = Field(default=None, gt=0)
@@ -239,6 +242,18 @@ class FeedSpec(_Model):
     density: float | None = Field(default=None, gt=0)  # [kg/L] feed; required for kg/h and g/h flow units
 
 
+class LabTag(_Model):
+    """A concentration tag whose samples are offline lab results (a LIMS or lab robot publishing them).
+
+    Processing reads each usable sample as one lab result of `analyte` at the sample's source timestamp
+    (which must be the sampling time, not the report time), exactly like a result entered with
+    `biopilot lab`; a catalog lab result of the same analyte at the same time takes precedence."""
+
+    # titer (or product), biomass (or dcw), substrate (or the main substrate's name, e.g. glucose)
+    analyte: str = Field(min_length=1)
+    sample_volume_l: float = Field(default=0.0, ge=0)  # [L] broth removed with each sample (mass accounting)
+
+
 class ProcessSpec(_Model):
     """Per-equipment process data the KPIs need and no signal carries. One [[process]] table per equipment;
     an equipment without one gets these defaults."""
@@ -254,6 +269,17 @@ class ProcessSpec(_Model):
     inlet_co2: float = Field(default=0.0004, ge=0, lt=1)  # [mol/mol]
     inoculation_phase: str = "batch"  # phase whose start is inoculation (productivity time base)
     harvest_phase: str = "harvest"  # phase whose start ends growth
+    # recovery units: the equipment whose product this unit processes (the recovery unit before it); None:
+    # the fermenter that ran the same batch id. Overall yields multiply along these links.
+    upstream: str | None = None
+
+
+class ProcessingConfig(_Model):
+    """The processing service: how often it looks at the store, and how often a live run's provisional
+    KPIs are recomputed (a closed run's final KPIs are computed when it closes, whatever these say)."""
+
+    interval_s: float = Field(default=2.0, gt=0)  # [s] wall clock between passes (run starts and ends)
+    provisional_interval_s: float = Field(default=30.0, ge=0)  # [s] wall clock; 0: every pass
 
 
 class EmissionFactor(_Model):
@@ -301,8 +327,10 @@ def _check_kpi_inputs(config: SiteConfig) -> str | None:
                 return f"{who}.feed: only a feed_rate tag has a feed, not a {tag.role.value!r} tag"
             if tag.unit in ("kg/h", "g/h") and tag.feed.density is None:
                 return f"{who}.feed.density: required for a feed measured in {tag.unit} (kg feed per L)"
-        if tag.counter_rollover is not None and tag.role != Role.ENERGY:
-            return f"{who}.counter_rollover: only an energy totalizer rolls over, not a {tag.role.value!r}"
+        if tag.counter_rollover is not None and tag.role not in (Role.ENERGY, Role.FLOW_TOTAL):
+            return f"{who}.counter_rollover: only a totalizer rolls over, not a {tag.role.value!r} tag"
+        if tag.lab is not None and tag.role != Role.CONCENTRATION:
+            return f"{who}.lab: only a concentration tag carries lab results, not a {tag.role.value!r} tag"
     seen: set[str] = set()
     for i, spec in enumerate(config.process):
         if spec.equipment not in equipment_ids:
@@ -312,6 +340,10 @@ def _check_kpi_inputs(config: SiteConfig) -> str | None:
         seen.add(spec.equipment)
         if spec.inlet_o2 + spec.inlet_co2 >= 1:
             return f"process[{i}]: inlet_o2 + inlet_co2 must be below 1 (mole fractions)"
+        if spec.upstream is not None and (
+            spec.upstream not in equipment_ids or spec.upstream == spec.equipment
+        ):
+            return f"process[{i}].upstream: {spec.upstream!r} is not another configured equipment id"
     utilities = [f.utility for f in config.emission_factors]
     for utility, count in Counter(utilities).items():
         if count > 1:
@@ -343,6 +375,7 @@ class SiteConfig(_Model):
     tags: list[Tag] = []
     simulator: SimulatorConfig | None = None
     process: list[ProcessSpec] = []
+    processing: ProcessingConfig = ProcessingConfig()
     emission_factors: list[EmissionFactor] = []
     historian: HistorianMapping = HistorianMapping()
 

@@ -202,14 +202,20 @@ def _wait_or_kill(proc: subprocess.Popen[bytes], timeout: float) -> None:
         proc.wait(2)
 
 
-def process(config: SiteConfig, data_dir: Path, interval_s: float = 2.0) -> None:
+def process(config: SiteConfig, data_dir: Path, interval_s: float | None = None) -> None:
+    """Detect runs and compute KPIs every interval_s (default: [processing] interval_s) until signalled."""
     store = open_store(config, data_dir)
     catalog = open_catalog(config, data_dir)
     processing = Processing(config, store, catalog)
+    every = config.processing.interval_s if interval_s is None else interval_s
 
     async def main(stop: asyncio.Event) -> None:
-        log.info("processing every %g s", interval_s)
-        await processing.run(stop, interval_s)
+        log.info(
+            "processing every %g s; live runs' KPIs at most every %g s",
+            every,
+            processing.provisional_interval_s,
+        )
+        await processing.run(stop, every)
 
     try:
         run_until_signalled(main)

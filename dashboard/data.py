@@ -67,6 +67,14 @@ class Tile:
 
 
 @dataclass(frozen=True)
+class ConnectionStatus:
+    name: str  # "opcua:<server>", "mqtt:<broker>" or "store"
+    alive: bool
+    state: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class EquipmentView:
     id: str
     name: str
@@ -138,6 +146,27 @@ class DashboardData:
         if not components:
             return None
         return {name: source_alive(doc, updated, now) for name, (doc, updated) in components.items()}
+
+    def collection_status(self) -> list[ConnectionStatus]:
+        """One line per collector connection and one for the store, as the collectors last reported."""
+        components = self.health.components() if self.health is not None else {}
+        now = utcnow()
+        out = []
+        for name, (doc, updated) in components.items():
+            kind = doc.get("kind")
+            if kind in ("opcua", "mqtt"):
+                alive = source_alive(doc, updated, now)
+                state = doc.get("state", "?") if alive else "down"
+                detail = doc.get("last_error") or f"{doc.get('reconnects', 0)} reconnects"
+                out.append(ConnectionStatus(name, alive, state, detail))
+        sink = components.get("sink", ({}, now))[0]
+        writer = components.get("writer", ({}, now))[0]
+        if sink or writer:
+            ok = bool(writer.get("store_ok", True))
+            backlog = sink.get("spool_depth_bytes", 0) / 1e6
+            detail = f"spool {backlog:.1f} MB not yet stored ({100 * sink.get('spool_fill', 0.0):.1f} %)"
+            out.append(ConnectionStatus("store", ok, "ok" if ok else "refusing writes", detail))
+        return out
 
     def numeric_tags(self) -> list[Tag]:
         return [t for t in self.config.tags if not t.is_text]

@@ -8,11 +8,13 @@ never bridged, and the time it spans counts against the coverage.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 DEFAULT_GAP_FACTOR = 5.0  # an interval above 5 × the nominal sampling interval is a gap
+LOCAL_WINDOW = 10  # intervals on each side of an interval that set its local nominal interval
 
 
 @dataclass(frozen=True)
@@ -34,12 +36,42 @@ def nominal_interval_h(t_h: np.ndarray) -> float:
     return float(np.median(np.diff(t_h)))
 
 
+def gap_limits_h(
+    t_h: np.ndarray, factor: float = DEFAULT_GAP_FACTOR, window: int = LOCAL_WINDOW
+) -> np.ndarray:
+    """For each interval of t_h [h], the longest it may be without being a gap [h]: factor × its local
+    nominal interval, the larger of the median of the `window` intervals before it and the median of the
+    `window` intervals after it (a side without intervals is left out; an interval with no neighbour at
+    all is its own nominal interval, so a two-sample series has no gap).
+
+    Local, because a run's sampling may change (history written once a minute, continued live once every
+    ten minutes): a change of rate is not a gap, a silence between stretches of regular readings is.
+    Example (hand-computed): intervals 0.1 h × 10, then 1.0 h, then 0.1 h × 10: the 1 h interval's
+    neighbours have medians 0.1 and 0.1 → limit 0.5 h → a gap. Intervals 0.1 h × 10, then 1.0 h × 10: the
+    first 1 h interval has 1.0 h after it → limit 5 h → not a gap (the rate changed)."""
+    t_h = np.asarray(t_h, dtype=np.float64)
+    dt = np.diff(t_h)
+    n = len(dt)
+    if n == 0:
+        return dt
+    pad = np.full(window, np.nan)
+    windows = np.lib.stride_tricks.sliding_window_view(np.concatenate([pad, dt, pad]), window)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN window: a side without neighbours
+        medians = np.nanmedian(windows, axis=1)  # medians[j]: padded[j … j + window − 1]
+    before = medians[:n]  # dt[i − window … i − 1]
+    after = medians[window + 1 : window + 1 + n]  # dt[i + 1 … i + window]
+    nominal = np.fmax(before, after)  # NaN only where both sides are empty
+    return factor * np.where(np.isnan(nominal), dt, nominal)
+
+
 def integrate_trapezoid(
-    t_h: np.ndarray, values: np.ndarray, status: np.ndarray, max_gap_h: float | None = None
+    t_h: np.ndarray, values: np.ndarray, status: np.ndarray, max_gap_h: float | np.ndarray | None = None
 ) -> Integral:
     """∫ values dt [value unit × h] over t_h [h] without bridging gaps.
 
-    max_gap_h: longest interval that is integrated (default: DEFAULT_GAP_FACTOR × the nominal interval).
+    max_gap_h: longest interval that is integrated, one for all or one per interval (default:
+    gap_limits_h, DEFAULT_GAP_FACTOR × the local nominal interval).
     Bad-status samples and NaN values are unusable; intervals touching them are gaps."""
     t_h = np.asarray(t_h, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
@@ -48,7 +80,7 @@ def integrate_trapezoid(
         return Integral(0.0, 0.0, 0.0, False)
     span = float(t_h[-1] - t_h[0])
     if max_gap_h is None:
-        max_gap_h = DEFAULT_GAP_FACTOR * nominal_interval_h(t_h)
+        max_gap_h = gap_limits_h(t_h)
     usable = ((status & 0x80000000) == 0) & np.isfinite(values)
     dt = np.diff(t_h)
     ok = usable[:-1] & usable[1:] & (dt <= max_gap_h) & (dt > 0)

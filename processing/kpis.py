@@ -1,5 +1,8 @@
 """The KPI engine: one run's stored signals, phases and lab results in, KpiRecords out.
 
+Lab results are the catalog's (`biopilot lab`) and the samples of the equipment's tags with a `lab` table
+(a LIMS publishing them; biopilot.config.LabTag), at their sampling times.
+
 It asks for roles, never for tag names, converts units once, and hands numpy arrays to the pure functions
 of processing.yields / offgas / recovery / energy. Each KPI carries the coverage of each input it needed
 (share of the run with usable data; a lab value counts 1 when present, 0 when missing) and flags:
@@ -35,7 +38,7 @@ from biopilot.config import (
     emission_factor,
     process_spec,
 )
-from biopilot.samples import to_us
+from biopilot.samples import from_us, to_us
 from processing import offgas, recovery, yields
 from processing.energy import Integral, energy_from_totalizer, integrate_trapezoid, specific_consumption
 from processing.signals import align, covered_hours, default_max_gap_h, last_usable_before, uncertain, usable
@@ -56,6 +59,7 @@ KPI_UNITS: dict[str, str] = {
     "substrate_fed": "kg",
     "carbon_fed": "kg C",
     "substrate_consumed": "kg",
+    "biomass_formed": "kg",
     "yield_product_substrate": "g/g",
     "yield_product_carbon": "g/g C",
     "yield_biomass_substrate": "g/g",
@@ -146,14 +150,16 @@ class RunKpis:
         phases: Sequence[Phase] = (),
         lab: Sequence[LabResult] = (),
         upstream: dict[str, KpiRecord] | None = None,
+        harvested: KpiRecord | None = None,
     ) -> None:
         self.config = config
         self.run = run
         self.end = end
         self.read = read
         self.phases = list(phases)
-        self.lab = list(lab)
         self.upstream = upstream or {}
+        self.harvested = harvested
+        self.lab = _merge_lab(lab, self._lab_from_tags())
         self.spec: ProcessSpec = process_spec(config, run.equipment)
         self.run_h = max((end - run.start).total_seconds() / 3600, 0.0)
         self.kind = config.equipment_by_id(run.equipment).kind
@@ -172,6 +178,30 @@ class RunKpis:
 
     def tags(self, role: Role) -> list[Tag]:
         return self.config.role_tags(self.run.equipment, role)
+
+    def _lab_from_tags(self) -> list[LabResult]:
+        """Lab results carried by this equipment's tags with a `lab` table (biopilot.config.LabTag): each
+        usable sample is one result at its source timestamp (the sampling time)."""
+        out: list[LabResult] = []
+        for tag in self.config.tags_of(self.run.equipment):
+            if tag.lab is None:
+                continue
+            data = self.read(tag.name, self.run.start, self.end + timedelta(microseconds=1))
+            values = data.values.astype(np.float64) if data.values.dtype != object else _floats(data.values)
+            ok = usable(values, data.status)
+            for ts, value in zip(data.ts[ok].tolist(), values[ok].tolist(), strict=True):
+                out.append(
+                    LabResult(
+                        self.run.equipment,
+                        from_us(ts),
+                        tag.lab.analyte,
+                        value,
+                        tag.unit,
+                        tag.lab.sample_volume_l,
+                        f"tag:{tag.name}",
+                    )
+                )
+        return out
 
     def lab_series(self, analytes: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(t [h], value [g/L], sample volume [L]) of lab results of these analytes (case-insensitive)."""
@@ -284,19 +314,22 @@ class RunKpis:
 
         # volumes at inoculation and harvest [L]
         v_name = vol.tag if vol is not None else "volume"
-        v_end = _value_near(vol, t_harv) if vol is not None else math.nan
+        v_end = _volume_at_harvest(vol, t_harv) if vol is not None else math.nan
         v0 = _value_near(vol, t_inoc) if vol is not None else math.nan
         vol_cov = {v_name: 1.0 if math.isfinite(v_end) else 0.0}
 
         # broth discharged during growth (flow tags on a fermenter are broth leaving it)
         t_s, s_lab, vol_s = self.lab_series(("substrate", spec.main_substrate))
-        discharged_p, discharged_s, out_cov, out_unc = 0.0, 0.0, {}, False
+        t_x, x_lab, vol_x = self.lab_series(BIOMASS_ANALYTES)
+        discharged_p, discharged_s, discharged_x, out_cov, out_unc = 0.0, 0.0, 0.0, {}, False
         for tag in self.tags(Role.FLOW):
             f = self.signal(tag, _LIQUID_FLOW.get(tag.unit, 1.0)).window(t_inoc, t_harv)
             ip = yields.discharged_g(f.t, f.v, f.status, t_p, p_lab)
             is_ = yields.discharged_g(f.t, f.v, f.status, t_s, s_lab)
+            ix = yields.discharged_g(f.t, f.v, f.status, t_x, x_lab)
             discharged_p += ip.value
             discharged_s += is_.value if math.isfinite(is_.value) else 0.0
+            discharged_x += ix.value
             out_cov[tag.name] = self.coverage(ip, growth_h)
             out_unc |= ip.uncertain
 
@@ -381,8 +414,7 @@ class RunKpis:
         else:
             carbon_in_g = carbon_consumed = math.nan
 
-        # biomass
-        t_x, x_lab, vol_x = self.lab_series(BIOMASS_ANALYTES)
+        # biomass formed, net of the inoculum, with the cells that left in samples and discharged broth
         x_end = yields.titer_g_per_l(t_x, x_lab, t_harv_end)
         x_cov = {"lab:biomass": 1.0 if math.isfinite(x_end) else 0.0}
         x0 = _lab_near(t_x, x_lab, t_inoc, LAB_TOLERANCE_H)
@@ -390,8 +422,11 @@ class RunKpis:
         if not math.isfinite(x0):
             x0, x_flags = 0.0, ["assumed:initial_biomass=0"]
         in_growth_x = (t_x >= t_inoc) & (t_x <= t_harv)
-        biomass_g = v_end * x_end + float(np.sum(vol_x[in_growth_x] * x_lab[in_growth_x])) - v0 * x0
+        biomass_g = yields.biomass_formed_g(
+            v_end, x_end, v0, x0, vol_x[in_growth_x], x_lab[in_growth_x], discharged_x
+        )
         if len(t_x) or vol is not None:
+            self.emit("biomass_formed", biomass_g / 1000, {**vol_cov, **x_cov, **out_cov}, x_flags + unc)
             self.emit(
                 "yield_biomass_substrate",
                 yields.ratio(biomass_g, consumed),
@@ -419,7 +454,7 @@ class RunKpis:
                 {vol.tag: self.coverage(v_int, growth_h), **lab_titer_cov},
                 assumed_times + unc,
             )
-        self._carbon = (carbon_in_g, v_end, x_end, m_p, s_end, removed_s, x_cov, lab_titer_cov)
+        self._carbon = (carbon_in_g, v_end, biomass_g, m_p, s_end, removed_s, x_cov, lab_titer_cov)
         return m_p / 1000
 
     def _offgas(self) -> None:
@@ -467,13 +502,13 @@ class RunKpis:
             self.emit("cer_mean", _time_mean(t, cer, max_gap), vcov, unc)
         carbon = getattr(self, "_carbon", None)
         if carbon is not None:
-            carbon_in_g, v_end, x_end, m_p, s_end, removed_s, x_cov, p_cov = carbon
+            carbon_in_g, v_end, biomass_g, m_p, s_end, removed_s, x_cov, p_cov = carbon
             main_cf = 0.4
             for tag in self.tags(Role.FEED_RATE):
                 if tag.feed is not None and tag.feed.substrate == spec.main_substrate:
                     main_cf = tag.feed.carbon_fraction
             c_out = (
-                offgas.biomass_carbon_g(v_end * x_end)
+                offgas.biomass_carbon_g(biomass_g)
                 + m_p * spec.product_carbon_fraction
                 + co2_mol * offgas.C_G_PER_MOL
                 + (v_end * s_end + removed_s) * main_cf
@@ -485,9 +520,14 @@ class RunKpis:
             self.emit("carbon_balance_closure", closure, {**cov, **x_cov, **p_cov}, flags + unc)
 
     def _recovery(self) -> float | None:
-        """Recovery-step KPIs; returns product out [kg] (NaN when unknown, None without a feed flow)."""
+        """Recovery-step KPIs; returns product out [kg] (NaN when unknown, None without a feed flow).
+
+        A stream's product is ∫F·C dt from its flow and concentration tags; with a flow totalizer on the
+        stream it is the totalized volume × the flow-weighted concentration
+        (recovery.product_from_totalizer_g), which does not misplace flow at the edges of short phases."""
         flows = self.tags(Role.FLOW)
         concs = self.tags(Role.CONCENTRATION)
+        totals = self.tags(Role.FLOW_TOTAL)
         feed_flows = [t for t in flows if t.stream in (None, "feed")]
         prod_flows = [t for t in flows if t.stream == "product"]
         waste_flows = [t for t in flows if t.stream == "waste"]
@@ -498,20 +538,23 @@ class RunKpis:
             return None
         f_tag = feed_flows[0]
         feed = self.signal(f_tag, _LIQUID_FLOW.get(f_tag.unit, 1.0))
-        v_feed = integrate_trapezoid(feed.t, feed.v, feed.status)
-        f_cov = {f_tag.name: self.coverage(v_feed, self.run_h)}
-        self.emit("feed_volume", v_feed.value, f_cov)
+        v_feed, f_cov = self._stream_volume(feed, [t for t in totals if t.stream in (None, "feed")])
+        self.emit("feed_volume", v_feed, f_cov)
 
-        # product in: feed flow × feed concentration, or × the upstream run's titer
+        # product in: feed flow × feed concentration, or the upstream run's output (a fermenter's titer ×
+        # the feed volume, a recovery unit's product out)
         upstream_titer = self.upstream.get("titer")
+        upstream_out = self.upstream.get("product_out")
         if feed_concs:
             c = self.signal(feed_concs[0], _CONC_G_PER_L[feed_concs[0].unit])
-            p_in_int = _flow_times_conc(feed, c)
-            p_in = p_in_int.value
-            in_cov = {**f_cov, c.tag: self.coverage(p_in_int, self.run_h)}
+            p_in, cov = self._stream_product(feed, c, [t for t in totals if t.stream in (None, "feed")])
+            in_cov = {**f_cov, **cov}
         elif upstream_titer is not None and upstream_titer.value is not None:
-            p_in = v_feed.value * upstream_titer.value
+            p_in = v_feed * upstream_titer.value
             in_cov = {**f_cov, f"upstream:{self.run.upstream_id}:titer": upstream_titer.coverage}
+        elif upstream_out is not None and upstream_out.value is not None:
+            p_in = upstream_out.value * 1000
+            in_cov = {f"upstream:{self.run.upstream_id}:product_out": upstream_out.coverage}
         else:
             p_in = math.nan
             in_cov = {**f_cov, "upstream:titer": 0.0}
@@ -521,14 +564,10 @@ class RunKpis:
         out_flow = (
             self.signal(prod_flows[0], _LIQUID_FLOW.get(prod_flows[0].unit, 1.0)) if prod_flows else feed
         )
+        out_totals = [t for t in totals if t.stream == "product"] if prod_flows else []
         if prod_concs:
             c = self.signal(prod_concs[0], _CONC_G_PER_L[prod_concs[0].unit])
-            p_out_int = _flow_times_conc(out_flow, c)
-            p_out = p_out_int.value
-            out_cov = {
-                out_flow.tag: self.coverage(p_out_int, self.run_h),
-                c.tag: self.coverage(p_out_int, self.run_h),
-            }
+            p_out, out_cov = self._stream_product(out_flow, c, out_totals)
         else:
             p_out, out_cov = math.nan, {"product_concentration": 0.0}
         self.emit("product_out", p_out / 1000, out_cov)
@@ -543,36 +582,37 @@ class RunKpis:
                 else feed
             )
             wc = self.signal(waste_concs[0], _CONC_G_PER_L[waste_concs[0].unit])
-            w_int = _flow_times_conc(w_flow, wc)
-            closure = recovery.mass_balance_closure(p_in, [p_out, w_int.value])
+            w_totals = [t for t in totals if t.stream == "waste"] if waste_flows else []
+            p_waste, w_cov = self._stream_product(w_flow, wc, w_totals)
+            closure = recovery.mass_balance_closure(p_in, [p_out, p_waste])
             flags = (
                 [] if not math.isfinite(closure) or recovery.closure_ok(closure) else ["closure_out_of_range"]
             )
-            self.emit(
-                "mass_balance_closure",
-                closure,
-                {**in_cov, **out_cov, wc.tag: self.coverage(w_int, self.run_h)},
-                flags,
-            )
+            self.emit("mass_balance_closure", closure, {**in_cov, **out_cov, **w_cov}, flags)
 
-        # overall yield from the harvest: Π step yields (the upstream chain's overall yield × this step's),
-        # checked against product out / product harvested when the upstream run is the fermenter
+        # overall yield from the harvest: Π step yields along the upstream links (the upstream recovery
+        # run's overall yield × this step's; 1 × this step's after the fermenter), checked against product
+        # out / product harvested of the fermentation at the head of the chain
         if self.upstream:
             up_overall = self.upstream.get("overall_yield")
-            prior = up_overall.value if up_overall is not None and up_overall.value is not None else 1.0
+            if up_overall is not None:
+                prior = up_overall.value if up_overall.value is not None else math.nan
+                chain_cov = {f"upstream:{self.run.upstream_id}:overall_yield": up_overall.coverage}
+            else:
+                prior, chain_cov = 1.0, {}
             overall = prior * y
             flags = []
-            harvested = self.upstream.get("product_harvested")
-            if up_overall is None and harvested is not None and harvested.value:
-                check = recovery.check_overall_yield([y], harvested.value * 1000, p_out)
+            harvested = self.harvested
+            if harvested is not None and harvested.value:
+                check = recovery.check_overall_yield([overall], harvested.value * 1000, p_out)
                 if math.isfinite(check.relative_difference) and not check.consistent:
                     flags.append("overall_yield_mismatch")
-            self.emit("overall_yield", overall, {**in_cov, **out_cov}, flags)
+            self.emit("overall_yield", overall, {**in_cov, **out_cov, **chain_cov}, flags)
 
         # concentration factor
         if prod_flows:
-            v_out = integrate_trapezoid(out_flow.t, out_flow.v, out_flow.status)
-            self.emit("concentration_factor", recovery.concentration_factor(v_feed.value, v_out.value), f_cov)
+            v_out, _ = self._stream_volume(out_flow, out_totals)
+            self.emit("concentration_factor", recovery.concentration_factor(v_feed, v_out), f_cov)
 
         # purity from lab results on this equipment: titer / total protein of the same sample
         t_p, p_lab, _ = self.lab_series(TITER_ANALYTES)
@@ -587,6 +627,39 @@ class RunKpis:
             value = recovery.purity(common[-1][0], common[-1][1]) if common else math.nan
             self.emit("purity", value, {"lab:purity": 1.0 if common else 0.0})
         return p_out / 1000
+
+    def _totalized(self, totals: Sequence[Tag]) -> tuple[float, dict[str, float]] | None:
+        """Volume [L] counted by the first of these flow totalizers over the run, with its coverage; None
+        without one. A decrease is a rollover at `counter_rollover`, else a reset to 0 (batch totalizers
+        reset when a run starts or ends)."""
+        if not totals:
+            return None
+        tag = totals[0]
+        s = self.signal(tag, _VOLUME[tag.unit])
+        rollover = tag.counter_rollover * _VOLUME[tag.unit] if tag.counter_rollover is not None else None
+        tot = energy_from_totalizer(s.t, s.v, s.status, rollover)
+        return tot.value, {tag.name: self.coverage(tot.covered_h, self.run_h)}
+
+    def _stream_volume(self, flow: Signal, totals: Sequence[Tag]) -> tuple[float, dict[str, float]]:
+        """Volume [L] of a stream: its totalizer, else ∫F dt."""
+        counted = self._totalized(totals)
+        if counted is not None:
+            return counted
+        v = integrate_trapezoid(flow.t, flow.v, flow.status)
+        return v.value, {flow.tag: self.coverage(v, self.run_h)}
+
+    def _stream_product(
+        self, flow: Signal, conc: Signal, totals: Sequence[Tag]
+    ) -> tuple[float, dict[str, float]]:
+        """Product [g] in a stream: ∫F·C dt, or with a totalizer V × ∫F·C dt / ∫F dt."""
+        fc = _flow_times_conc(flow, conc)
+        cov = {flow.tag: self.coverage(fc, self.run_h), conc.tag: self.coverage(fc, self.run_h)}
+        counted = self._totalized(totals)
+        if counted is None:
+            return fc.value, cov
+        volume, t_cov = counted
+        f = _flow_times_conc(flow, Signal(conc.tag, conc.t, np.ones(len(conc.t)), conc.status))
+        return recovery.product_from_totalizer_g(volume, fc.value, f.value), {**cov, **t_cov}
 
     def _energy(self, product_kg: float | None) -> None:
         power = self.tags(Role.POWER)
@@ -666,9 +739,24 @@ def compute_run_kpis(
     phases: Sequence[Phase] = (),
     lab: Sequence[LabResult] = (),
     upstream: dict[str, KpiRecord] | None = None,
+    harvested: KpiRecord | None = None,
 ) -> list[KpiRecord]:
-    """All KPIs of a run over [run.start, end] (end: the run's end, or its clock while it is live)."""
-    return RunKpis(config, run, end, read, phases=phases, lab=lab, upstream=upstream).compute()
+    """All KPIs of a run over [run.start, end] (end: the run's end, or its clock while it is live).
+
+    lab: the catalog's lab results of the run (tags with a `lab` table are read here and added);
+    upstream: the KPIs of the run this (recovery) run processed; harvested: product_harvested of the
+    fermentation at the head of its chain (checks the overall yield)."""
+    return RunKpis(
+        config, run, end, read, phases=phases, lab=lab, upstream=upstream, harvested=harvested
+    ).compute()
+
+
+def _merge_lab(catalog: Sequence[LabResult], from_tags: Sequence[LabResult]) -> list[LabResult]:
+    """Catalog results and tag results in time order; a catalog result of the same analyte at the same
+    time replaces the tag's (the same sample entered twice is counted once)."""
+    have = {(r.analyte.lower(), r.ts) for r in catalog}
+    merged = [*catalog, *(r for r in from_tags if (r.analyte.lower(), r.ts) not in have)]
+    return sorted(merged, key=lambda r: r.ts)
 
 
 def _floats(values: np.ndarray) -> np.ndarray:
@@ -689,6 +777,18 @@ def _value_near(s: Signal, at_h: float) -> float:
     return float(v) if math.isfinite(v) else last_usable_before(s.t, s.v, s.status, at_h)
 
 
+def _volume_at_harvest(s: Signal, t_harv_h: float) -> float:
+    """Broth volume [L] at harvest start: the larger of the last usable reading before the first reading
+    that says harvest, and the volume at that reading. The harvest started somewhere between the two;
+    before it the feed only adds (litres per hour), after it the harvest pump drains (900 L/h at pilot
+    scale: 15 L in a minute), so the larger reading is the closer one."""
+    at = _value_near(s, t_harv_h)
+    ok = usable(s.v, s.status) & (s.t < t_harv_h)
+    before = float(s.v[ok][-1]) if np.any(ok) else math.nan
+    candidates = [v for v in (at, before) if math.isfinite(v)]
+    return max(candidates) if candidates else math.nan
+
+
 def _lab_near(t: np.ndarray, v: np.ndarray, at_h: float, tol_h: float) -> float:
     near = np.abs(t - at_h) <= tol_h
     if not np.any(near):
@@ -697,7 +797,7 @@ def _lab_near(t: np.ndarray, v: np.ndarray, at_h: float, tol_h: float) -> float:
     return float(v[idx[np.argmin(np.abs(t[idx] - at_h))]])
 
 
-def _time_mean(t: np.ndarray, x: np.ndarray, max_gap_h: float) -> float | None:
+def _time_mean(t: np.ndarray, x: np.ndarray, max_gap_h: np.ndarray) -> float | None:
     integral = integrate_trapezoid(t, x, np.zeros(len(t), np.int64), max_gap_h)
     return integral.value / integral.covered_h if integral.covered_h > 0 else None
 

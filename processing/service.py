@@ -1,5 +1,13 @@
 """The processing service: reads stored samples, keeps the catalog's runs up to date and computes
 their KPIs (provisional while a run is live, final when it closes). It never talks to a plant source.
+
+When KPIs are computed:
+- a run that starts or ends in a pass: in that pass (final KPIs at its end);
+- a live run: at most every [processing] provisional_interval_s of wall clock (default 30 s), so a long run
+  does not cost a whole recomputation on every pass;
+- a closed run whose lab results arrive late over lab tags (a LIMS reports hours after sampling, often
+  after the harvest): when the number of lab-tag samples in it changes, checked for the runs that ended
+  in the last LAB_LATE_DAYS of the equipment's clock; the runs downstream of it are recomputed with it.
 """
 
 from __future__ import annotations
@@ -7,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from biopilot.aio import wait_for_event
 from biopilot.config import EquipmentKind, Role, SiteConfig, Tag, process_spec
@@ -22,11 +31,14 @@ log = logging.getLogger(__name__)
 __all__ = ["KPI_VERSION", "Processing"]
 
 _FAR_FUTURE = datetime(2200, 1, 1, tzinfo=UTC)
+LAB_LATE_DAYS = 14.0  # closed runs this recent (by the equipment's clock) are watched for late lab results
 
 
 class Processing:
     """provisional_interval_s: a live run's provisional KPIs are recomputed at most this often (wall
-    clock); a run that just started or closed is always computed in the same pass."""
+    clock; default: the config's [processing] provisional_interval_s); a run that just started or closed
+    is always computed in the same pass. clock: the wall clock (time.monotonic) the interval is measured
+    on."""
 
     def __init__(
         self,
@@ -34,13 +46,20 @@ class Processing:
         store: TimeSeriesStore,
         catalog: Catalog,
         *,
-        provisional_interval_s: float = 0.0,
+        provisional_interval_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.store = store
         self.catalog = catalog
         self.passes = 0
-        self.provisional_interval_s = provisional_interval_s
+        self.provisional_interval_s = (
+            config.processing.provisional_interval_s
+            if provisional_interval_s is None
+            else provisional_interval_s
+        )
+        self.clock = clock
+        self.computed = 0  # KPI computations so far (runs × passes that computed them)
         self._computed_at: dict[str, float] = {}
 
     async def run(self, stop: asyncio.Event, interval_s: float = 2.0) -> None:
@@ -63,7 +82,7 @@ class Processing:
                     changed.add(run.id)
             for run in self.catalog.runs(eq.id, open_only=True):
                 touched[run.id] = run
-        now = time.monotonic()
+        now = self.clock()
         order = sorted(touched.values(), key=lambda r: (self._is_downstream(r), r.start))
         for run in order:
             fresh = self.catalog.run(run.id) or run
@@ -72,8 +91,55 @@ class Processing:
             if run.id in changed or fresh.end is not None or due:
                 self.update_run(fresh)
                 self._computed_at[run.id] = now
+        for run in self._late_lab_runs(set(touched)):
+            for r in [run, *self._downstream(run)]:
+                self.update_run(self.catalog.run(r.id) or r)
         self.passes += 1
         return list(touched.values())
+
+    # -- late lab results ------------------------------------------------------------------------------
+    def _lab_tags(self, equipment: str) -> list[str]:
+        return [t.name for t in self.config.tags_of(equipment) if t.lab is not None]
+
+    def _lab_count(self, run: Run) -> int | None:
+        """Lab-tag samples in the closed run (None for an open run or an equipment without lab tags)."""
+        names = self._lab_tags(run.equipment)
+        if not names or run.end is None:
+            return None
+        end = run.end + timedelta(microseconds=1)
+        return sum(self.store.count(name, run.start, end) for name in names)
+
+    def _late_lab_runs(self, skip: set[str]) -> list[Run]:
+        """Closed runs whose lab-tag samples changed since their KPIs were computed (see the module doc)."""
+        out = []
+        for eq in self.config.equipment:
+            if not self._lab_tags(eq.id):
+                continue
+            closed = [r for r in self.catalog.runs(eq.id) if r.end is not None and r.id not in skip]
+            if not closed:
+                continue
+            newest = max(r.end for r in closed if r.end is not None)
+            since = newest - timedelta(days=LAB_LATE_DAYS)
+            for run in closed:
+                if run.end is not None and run.end >= since:
+                    seen = self.catalog.cursor(_lab_cursor(run.id))
+                    if seen is not None and seen != self._lab_count(run):
+                        log.info("run %s: lab results arrived after it closed; recomputing", run.id)
+                        out.append(run)
+        return out
+
+    def _downstream(self, run: Run) -> list[Run]:
+        """Every run downstream of `run`, nearest first."""
+        out: list[Run] = []
+        queue = [run.id]
+        seen = {run.id}
+        while queue:
+            for r in self.catalog.downstream_runs(queue.pop(0)):
+                if r.id not in seen:
+                    seen.add(r.id)
+                    out.append(r)
+                    queue.append(r.id)
+        return out
 
     def _is_downstream(self, run: Run) -> bool:
         return self.config.equipment_by_id(run.equipment).kind == EquipmentKind.RECOVERY
@@ -83,6 +149,10 @@ class Processing:
         run = self._annotate(run)
         records = self.run_kpis(run)
         self.catalog.set_kpis(run.id, records, replace_all=True)
+        self.computed += 1
+        lab_count = self._lab_count(run)
+        if lab_count is not None:
+            self.catalog.set_cursor(_lab_cursor(run.id), lab_count)
         return records
 
     def _annotate(self, run: Run) -> Run:
@@ -92,12 +162,17 @@ class Processing:
             if product:
                 changes["product"] = product
         if run.upstream_id is None and self._is_downstream(run):
-            for eq in self.config.equipment:
-                if eq.kind == EquipmentKind.FERMENTER:
-                    upstream = self.catalog.run(run_id_for(eq.id, run.batch_id))
-                    if upstream is not None:
-                        changes["upstream_id"] = upstream.id
-                        break
+            named = process_spec(self.config, run.equipment).upstream
+            candidates = (
+                [named]
+                if named is not None
+                else [eq.id for eq in self.config.equipment if eq.kind == EquipmentKind.FERMENTER]
+            )
+            for eq_id in candidates:
+                upstream = self.catalog.run(run_id_for(eq_id, run.batch_id))
+                if upstream is not None:
+                    changes["upstream_id"] = upstream.id
+                    break
         if changes:
             run = self.catalog.update_run(run.id, **changes)
         phase_tags = self.config.role_tags(run.equipment, Role.PHASE)
@@ -159,7 +234,22 @@ class Processing:
             phases=self.catalog.phases(run.id),
             lab=self.catalog.run_lab_results(run) if run.end is not None else self._lab_until(run, end),
             upstream=upstream,
+            harvested=self._chain_harvest(run),
         )
+
+    def _chain_harvest(self, run: Run) -> KpiRecord | None:
+        """product_harvested of the fermentation at the head of the run's upstream chain (None for a run
+        without upstream links)."""
+        head, seen = run, {run.id}
+        while head.upstream_id is not None and head.upstream_id not in seen:
+            seen.add(head.upstream_id)
+            up = self.catalog.run(head.upstream_id)
+            if up is None:
+                break
+            head = up
+        if head is run:
+            return None
+        return next((k for k in self.catalog.kpis(head.id) if k.name == "product_harvested"), None)
 
     def _lab_until(self, run: Run, end: datetime) -> list:
         return self.catalog.lab_results(run.equipment, run.start, end)
@@ -170,3 +260,8 @@ class Processing:
         names = [t.name for t in self.config.role_tags(equipment, Role.BATCH_ID)]
         latest = self.store.latest(names)
         return max((v.sample.ts for v in latest.values()), default=None)
+
+
+def _lab_cursor(run_id: str) -> str:
+    """The catalog cursor that holds how many lab-tag samples a closed run's KPIs were computed with."""
+    return f"lab-samples:{run_id}"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from processing.energy import DEFAULT_GAP_FACTOR, nominal_interval_h
+from processing.energy import gap_limits_h
 
 _BAD = 0x80000000
 _SEVERITY = 0xC0000000
@@ -30,9 +30,10 @@ def uncertain(status: np.ndarray) -> np.ndarray:
     return (np.asarray(status, dtype=np.int64) & _SEVERITY) == _UNCERTAIN
 
 
-def default_max_gap_h(t_h: np.ndarray) -> float:
-    """The longest interval that is not a gap: DEFAULT_GAP_FACTOR × the median sampling interval [h]."""
-    return DEFAULT_GAP_FACTOR * nominal_interval_h(np.asarray(t_h, dtype=np.float64))
+def default_max_gap_h(t_h: np.ndarray) -> np.ndarray:
+    """Per interval of t_h, the longest it may be without being a gap [h] (processing.energy.gap_limits_h:
+    DEFAULT_GAP_FACTOR × the local nominal sampling interval)."""
+    return gap_limits_h(np.asarray(t_h, dtype=np.float64))
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,9 @@ def align(
     """Linear interpolation of a signal (t_h [h], values, status) at t_target_h [h], never across a gap.
 
     A target time is covered when it lies between two consecutive usable samples no more than max_gap_h
-    apart (default: DEFAULT_GAP_FACTOR × the signal's median interval), or on a usable sample. Outside the
-    signal's usable span, and inside a gap, the result is NaN."""
+    apart (default: per interval of the usable samples, DEFAULT_GAP_FACTOR × the local nominal interval,
+    processing.energy.gap_limits_h), or on a usable sample. Outside the signal's usable span, and inside a
+    gap, the result is NaN."""
     t_target_h = np.asarray(t_target_h, dtype=np.float64)
     t_h = np.asarray(t_h, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
@@ -67,8 +69,6 @@ def align(
     unc_all = uncertain(status)
     out = np.full(len(t_target_h), np.nan)
     unc = np.zeros(len(t_target_h), dtype=bool)
-    if max_gap_h is None:
-        max_gap_h = default_max_gap_h(t_h)
     t, v, u = t_h[ok], values[ok], unc_all[ok]
     if len(t) == 0 or len(t_target_h) == 0:
         return Aligned(out, unc)
@@ -81,7 +81,12 @@ def align(
     lo = np.clip(j - 1, 0, len(t) - 1)
     hi = np.clip(j, 0, len(t) - 1)
     dt = t[hi] - t[lo]
-    fine = inside & (dt <= max_gap_h) & (dt > 0)
+    if max_gap_h is None:
+        limits = default_max_gap_h(t)
+        limit = limits[np.clip(lo, 0, max(len(limits) - 1, 0))] if len(limits) else np.zeros(len(lo))
+    else:
+        limit = max_gap_h
+    fine = inside & (dt <= limit) & (dt > 0)
     if len(bad_t) and np.any(fine):
         # number of bad samples strictly inside (t[lo], t[hi])
         n_bad = np.searchsorted(bad_t, t[hi], side="left") - np.searchsorted(bad_t, t[lo], side="right")
@@ -108,7 +113,7 @@ def last_usable_before(t_h: np.ndarray, values: np.ndarray, status: np.ndarray, 
     return float(np.asarray(values, dtype=np.float64)[idx[-1]]) if len(idx) else float("nan")
 
 
-def covered_hours(t_h: np.ndarray, covered: np.ndarray, max_gap_h: float | None = None) -> float:
+def covered_hours(t_h: np.ndarray, covered: np.ndarray, max_gap_h: float | np.ndarray | None = None) -> float:
     """Time [h] spanned by consecutive points that are both covered and at most max_gap_h apart."""
     t_h = np.asarray(t_h, dtype=np.float64)
     if len(t_h) < 2:

@@ -7,6 +7,7 @@ Villadsen, Nielsen & Lidén, *Bioreaction Engineering Principles*, 3rd ed., Spri
 - product formed  m_P = V_end·P_end + Σ_samples V_i·P_i + ∫ F_out·P dt                      [g]
 - substrate fed   m_S,fed = ∫ F_feed·S_feed dt                                              [g]
 - consumed        m_S = V_0·S_0 + m_S,fed − V_end·S_end − Σ_samples V_i·S_i − ∫ F_out·S dt  [g]
+- biomass formed  Δm_X = V_end·X_end + Σ_samples V_i·X_i + ∫ F_out·X dt − V_0·X_0             [g]
 - yields          Y_P/S = m_P / m_S, Y_X/S = Δm_X / m_S, Y_P/X = m_P / Δm_X                 [g/g]
 - productivity    Q_P = m_P / (V̄·t)  with V̄ the time-mean working volume over t            [g/L/h]
 - growth rate     μ = d ln(V·X)/dt on total biomass, so dilution does not bias it           [1/h]
@@ -79,6 +80,26 @@ def product_formed_g(
     if sample_volume_l is not None and sample_product_g_per_l is not None:
         samples = float(np.sum(np.asarray(sample_volume_l) * np.asarray(sample_product_g_per_l)))
     return v_end_l * p_end_g_per_l + samples + discharged_product_g
+
+
+def biomass_formed_g(
+    v_end_l: float,
+    x_end_g_per_l: float,
+    v0_l: float,
+    x0_g_per_l: float,
+    sample_volume_l: np.ndarray | None = None,
+    sample_biomass_g_per_l: np.ndarray | None = None,
+    discharged_biomass_g: float = 0.0,
+) -> float:
+    """Biomass formed [g] = V_end·X_end + Σ V_i·X_i (samples) + biomass in discharged broth − V_0·X_0,
+    net of the inoculum (the same accounting as product formed: discharged cells grew in this vessel).
+
+    Example (hand-computed): 800 L at 40 g/L, one 0.1 L sample at 20 g/L, 100 g discharged, 500 L at
+    1 g/L at inoculation: 32 000 + 2 + 100 − 500 = 31 602 g."""
+    samples = 0.0
+    if sample_volume_l is not None and sample_biomass_g_per_l is not None:
+        samples = float(np.sum(np.asarray(sample_volume_l) * np.asarray(sample_biomass_g_per_l)))
+    return v_end_l * x_end_g_per_l + samples + discharged_biomass_g - v0_l * x0_g_per_l
 
 
 def substrate_consumed_g(

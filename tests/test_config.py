@@ -160,6 +160,17 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
         edit('[site]\nname = "Pilot Hall (simulated)"', '[site\nname = "Pilot Hall (simulated)"'),
         ["not valid TOML", "line "],
     ),
+    "lab_on_a_temperature_tag": (
+        edit('unit = "degC"', 'unit = "degC"\nlab = { analyte = "titer" }'),
+        [f"tags[{T}] (tag 'F-101.temperature').lab", "only a concentration tag carries lab results"],
+    ),
+    "unknown_process_upstream": (
+        edit(
+            'equipment = "R-201"\nproduct = "demo enzyme"',
+            'equipment = "R-201"\nproduct = "demo enzyme"\nupstream = "R-209"',
+        ),
+        ["process[1].upstream", "'R-209' is not another configured equipment id"],
+    ),
     "browse_path_and_node_id": (
         edit(
             TEMPERATURE_SOURCE, TEMPERATURE_SOURCE.replace(" }", ', node_id = "ns=2;s=F-101.Temperature" }')

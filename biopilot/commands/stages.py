@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     sp = sub.add_parser("process", help="detect runs and compute KPIs from stored data")
     add_config_options(sp)
-    sp.add_argument("--interval", type=float, default=2.0)
+    sp.add_argument("--interval", type=float, default=None, help="seconds between passes (default: config)")
     sp.set_defaults(func=_cmd_process)
 
     sp = sub.add_parser("dashboard", help="serve the dashboard")

@@ -45,6 +45,17 @@ def _live(data: DashboardData, chosen: list[str], window: timedelta) -> None:
             f"Plant time{simulated} {latest.astimezone(tz):%Y-%m-%d %H:%M:%S} {tz.key} · "
             f"refreshes every {REFRESH_S:.0f} s"
         )
+    status = data.collection_status()
+    if status:
+        st.markdown(
+            "Collection: "
+            + " · ".join(
+                f"{':green[●]' if s.alive else ':red[●]'} {s.name} {s.state}"
+                + ("" if s.alive else f" ({s.detail})")
+                for s in status
+            ),
+            help="\n\n".join(f"{s.name}: {s.state}, {s.detail}" for s in status),
+        )
     for view in data.equipment_views():
         _equipment(view)
     if chosen:

@@ -14,6 +14,7 @@ from processing.energy import (
     co2_equivalent_kg,
     energy_from_totalizer,
     energy_kwh,
+    gap_limits_h,
     integrate_trapezoid,
     nominal_interval_h,
     specific_consumption,
@@ -200,3 +201,20 @@ def test_specific_consumption_and_co2e() -> None:
     assert co2_equivalent_kg(
         {"electricity": 1000.0, "steam": 500.0, "water": 3.0}, {"electricity": 0.2, "steam": 0.25}
     ) == pytest.approx(325.0)
+
+
+def test_a_change_of_sampling_rate_is_not_a_gap() -> None:
+    # 1 h of readings every 0.1 h, then 10 h every 1 h (history at one rate, live at another), 3 kW: the
+    # 1 h intervals have 1 h intervals after them → limit 5 h → every interval counts: 11 h · 3 = 33 kWh.
+    t = [round(0.1 * i, 10) for i in range(11)] + [1.0 + i for i in range(1, 11)]
+    limits = gap_limits_h(np.array(t))
+    assert limits[:4] == pytest.approx([0.5] * 4) and limits[10:] == pytest.approx([5.0] * 10)
+    e = energy_kwh(*arrays(t, [3.0] * len(t)))
+    assert e.value == pytest.approx(33.0)
+    assert e.coverage == pytest.approx(1.0)
+    # a silence between regular readings is a gap: 0.1 h × 10, 1 h, 0.1 h × 10 → the 1 h is not bridged
+    t = [round(0.1 * i, 10) for i in range(11)] + [round(2.0 + 0.1 * i, 10) for i in range(11)]
+    assert gap_limits_h(np.array(t))[10] == pytest.approx(0.5)
+    e = energy_kwh(*arrays(t, [3.0] * len(t)))
+    assert e.value == pytest.approx(6.0)  # 2 h of 0.1 h intervals
+    assert e.covered_h == pytest.approx(2.0)

@@ -9,11 +9,17 @@ F-1, run B-1 from T0 to T0 + 10 h, every signal sampled every 0.1 h (times below
   0.1 h edges at half height: 6 h · 50 + 2 · ½ · 50 · 0.1 = 305 L → 305 · 400 = 122 000 g fed
 - air 1000 NL/min from 1.0 to 9.0 h inclusive (0 otherwise); the outlet O2/CO2 make the O2 uptake 20 mol/h and
   the CO2 evolution 21 mol/h while air flows (built by mole counts, independent of the KPI formula)
-- agitator 5 kW, steam 40 kg/h and cooling water 10 L/min throughout
+- agitator 5 kW, steam 40 kg/h and cooling water 10 L/min throughout; no broth discharged (0 L/h)
 - lab: titer 0 g/L at 1 h, 2 g/L at 6 h (0.2 L sample), 5 g/L at 9 h; glucose 20 g/L at 1 h, 0.5 g/L at 9 h;
   biomass 1 g/L at 1 h, 10 g/L at 5 h, 40 g/L at 9 h
 R-1, run B-1 from T0 + 11 h to T0 + 14 h: feed 400 L/h from 0.5 to 2.4 h after its start (800 L with the
 edges), centrate product 4.75 g/L while it flows.
+R-2 ([[process]] upstream = "R-1"), run B-1 from T0 + 15 h to T0 + 18 h: feed 400 L/h from 0.2 to 2.1 h
+(800 L), no feed concentration tag (product in: R-1's product out); outlet 200 L/h from 0.5 to 1.4 h (∫F dt
+= 200 L with the edges) at 17.1 g/L, and an outlet totalizer that counts 190 L (the trapezoid's half-height
+edges put 10 L too many on the flow).
+The lab tags F-1.titer_lab, .dcw_lab, .glucose_lab ([[tags]] lab = ...) carry the same lab values as
+samples, for the tests of lab results that arrive over a tag.
 """
 
 from __future__ import annotations
@@ -54,6 +60,14 @@ kind = "recovery"
 equipment = "F-1"
 product = "lipase"
 product_carbon_fraction = 0.5
+
+[[equipment]]
+id = "R-2"
+kind = "recovery"
+
+[[process]]
+equipment = "R-2"
+upstream = "R-1"
 
 [[emission_factors]]
 utility = "electricity"
@@ -153,6 +167,73 @@ equipment = "R-1"
 role = "concentration"
 unit = "g/L"
 source = { protocol = "opcua", server = "plc", node_id = "ns=2;s=m" }
+
+[[tags]]
+name = "F-1.discharge"
+equipment = "F-1"
+role = "flow"
+unit = "L/h"
+source = { protocol = "opcua", server = "plc", node_id = "ns=2;s=n" }
+
+[[tags]]
+name = "F-1.titer_lab"
+equipment = "F-1"
+role = "concentration"
+unit = "g/L"
+lab = { analyte = "titer" }
+source = { protocol = "opcua", server = "plc", node_id = "ns=2;s=o" }
+
+[[tags]]
+name = "F-1.dcw_lab"
+equipment = "F-1"
+role = "concentration"
+unit = "g/L"
+lab = { analyte = "dcw" }
+source = { protocol = "opcua", server = "plc", node_id = "ns=2;s=p" }
+
+[[tags]]
+name = "F-1.glucose_lab"
+equipment = "F-1"
+role = "concentration"
+unit = "mg/L"
+lab = { analyte = "glucose" }
+source = { protocol = "opcua", server = "plc", node_id = "ns=2;s=q" }
+
+[[tags]]
+name = "R-2.batch_id"
+equipment = "R-2"
+role = "batch_id"
+source = { protocol = "opcua", server = "plc", node_id = "ns=2;s=r" }
+
+[[tags]]
+name = "R-2.feed_flow"
+equipment = "R-2"
+role = "flow"
+unit = "L/h"
+source = { protocol = "opcua", server = "plc", node_id = "ns=2;s=s" }
+
+[[tags]]
+name = "R-2.outlet_flow"
+equipment = "R-2"
+role = "flow"
+unit = "L/h"
+stream = "product"
+source = { protocol = "opcua", server = "plc", node_id = "ns=2;s=t" }
+
+[[tags]]
+name = "R-2.product"
+equipment = "R-2"
+role = "concentration"
+unit = "g/L"
+source = { protocol = "opcua", server = "plc", node_id = "ns=2;s=u" }
+
+[[tags]]
+name = "R-2.outlet_total"
+equipment = "R-2"
+role = "flow_total"
+unit = "L"
+stream = "product"
+source = { protocol = "opcua", server = "plc", node_id = "ns=2;s=v" }
 """
 
 N_IN = 1000 * 60 / 22.414  # [mol/h] of air at 1000 NL/min
@@ -185,7 +266,10 @@ def volume(h: float) -> float:
     return 800.0 * (10.0 - h)
 
 
-def fermenter_samples(bad_feed: tuple[float, float] | None = None) -> list[Sample]:
+def fermenter_samples(
+    bad_feed: tuple[float, float] | None = None, discharge: tuple[float, float] | None = None
+) -> list[Sample]:
+    """The run's signals; `discharge`: 100 L/h of broth discharged at the readings from … to … [h]."""
     out = []
     for h in grid(0.0, 10.0):
         phase = "fill" if h < 1 else "batch" if h < 3 else "fed_batch" if h < 9 else "harvest"
@@ -203,6 +287,7 @@ def fermenter_samples(bad_feed: tuple[float, float] | None = None) -> list[Sampl
             Sample("F-1.agitator", at(h), 5.0),
             Sample("F-1.steam", at(h), 40.0),
             Sample("F-1.cooling_water", at(h), 10.0),
+            Sample("F-1.discharge", at(h), 100.0 if discharge and discharge[0] <= h <= discharge[1] else 0.0),
         ]
     out.append(Sample("F-1.batch_id", at(10.0), ""))  # the run ends at 10 h
     return out
@@ -221,6 +306,13 @@ def lab_results() -> list[LabResult]:
     ]
 
 
+def lab_tag_samples() -> list[Sample]:
+    """lab_results() as samples of the lab tags (glucose in mg/L: the tag's unit is converted)."""
+    tags = {"titer": ("F-1.titer_lab", 1.0), "glucose": ("F-1.glucose_lab", 1000.0)}
+    tags["biomass"] = ("F-1.dcw_lab", 1.0)
+    return [Sample(tags[r.analyte][0], r.ts, r.value * tags[r.analyte][1]) for r in lab_results()]
+
+
 def recovery_samples() -> list[Sample]:
     out = []
     for h in grid(0.0, 3.0):
@@ -231,6 +323,21 @@ def recovery_samples() -> list[Sample]:
             Sample("R-1.product", at(11.0 + h), 4.75 if flowing else 0.0),
         ]
     out.append(Sample("R-1.batch_id", at(14.0), ""))
+    return out
+
+
+def second_recovery_samples() -> list[Sample]:
+    out = []
+    for h in grid(0.0, 3.0):
+        out += [
+            Sample("R-2.batch_id", at(15.0 + h), "B-1"),
+            Sample("R-2.feed_flow", at(15.0 + h), 400.0 if 0.2 <= h <= 2.1 else 0.0),
+            Sample("R-2.outlet_flow", at(15.0 + h), 200.0 if 0.5 <= h <= 1.4 else 0.0),
+            Sample("R-2.product", at(15.0 + h), 17.1 if 0.5 <= h <= 1.4 else 0.0),
+            Sample("R-2.outlet_total", at(15.0 + h), min(max(190.0 * (h - 0.45), 0.0), 190.0)),
+        ]
+    # the run ends at 18 h; the batch totalizer resets to 0 with it (a reset, not consumption)
+    out += [Sample("R-2.batch_id", at(18.0), ""), Sample("R-2.outlet_total", at(18.0), 0.0)]
     return out
 
 
@@ -287,6 +394,7 @@ def test_fermenter_run_kpis(site: Site) -> None:
     # carbon: in 122 000 · 0.4 + 500 · 20 · 0.4 = 52 800 g C; left 400 · 0.4 = 160 → consumed 52 640 g C
     assert value("yield_product_carbon") == pytest.approx(4000.4 / 52640)
     # biomass formed: 800 · 40 − 500 · 1 = 31 500 g
+    assert value("biomass_formed") == pytest.approx(31.5)
     assert value("yield_biomass_substrate") == pytest.approx(31500 / 131600)
     assert value("yield_product_biomass") == pytest.approx(4000.4 / 31500)
     # μ on total biomass: 500 g (1 h) → 600 · 10 = 6000 g (5 h) → 800 · 40 = 32 000 g (9 h):
@@ -300,8 +408,9 @@ def test_fermenter_run_kpis(site: Site) -> None:
     assert value("co2_produced") == pytest.approx(170.1, rel=1e-9)
     assert value("rq") == pytest.approx(1.05, rel=1e-9)
     assert value("our_max") == pytest.approx(20.0 / 500.0, rel=1e-9)  # 20 mol/h in 500 L
-    # carbon out: biomass 32 000 g / 24.6 · 12.011, product 4000.4 · 0.5, CO2 170.1 · 12.011, glucose 160
-    c_out = 32000 / 24.6 * 12.011 + 4000.4 * 0.5 + 170.1 * 12.011 + 160.0
+    # carbon out: biomass formed 31 500 g / 24.6 · 12.011 (the inoculum's 500 g came in with no glucose
+    # carbon), product 4000.4 · 0.5, CO2 170.1 · 12.011, glucose left 160
+    c_out = 31500 / 24.6 * 12.011 + 4000.4 * 0.5 + 170.1 * 12.011 + 160.0
     assert value("carbon_balance_closure") == pytest.approx(c_out / 52800)
     assert "closure_out_of_range" in k["carbon_balance_closure"].flags  # 0.376: this made-up run loses carbon
     # energy and utilities over 10 h: 5 kW → 50 kWh; 40 kg/h → 400 kg steam; 10 L/min = 0.6 m³/h → 6 m³
@@ -402,3 +511,92 @@ def test_live_run_kpis_are_provisional(site: Site) -> None:
     assert k["energy.total"].value == pytest.approx(25.0)
     assert k["substrate_fed"].value == pytest.approx(41.0)
     assert k["titer"].value == 0.0  # the last titer so far (1 h); the 6 h and 9 h values are in the future
+
+
+def test_lab_results_from_lab_tags_count_like_catalog_results(site: Site) -> None:
+    """The lab values as samples of tags with a `lab` table give the KPIs of test_fermenter_run_kpis
+    (glucose published in mg/L is converted); entered in the catalog as well, a sample counts once."""
+    site.store.write(fermenter_samples() + lab_tag_samples())
+    site.processing.process_once()
+    k = kpis(site, "F-1:B-1")
+    assert site.catalog.lab_results("F-1") == []
+    assert k["titer"].value == 5.0
+    assert k["product_formed"].value == pytest.approx(4.0)  # 800 · 5 (the tag carries no sample volume)
+    assert k["substrate_consumed"].value == pytest.approx(131.6)  # 500 · 20 + 122 000 − 800 · 0.5
+    assert k["biomass_formed"].value == pytest.approx(31.5)  # 800 · 40 − 500 · 1
+    assert k["product_formed"].flags == () and k["substrate_consumed"].flags == ()
+
+    site.catalog.add_lab_results(lab_results())  # the same samples, and the 0.2 L one, in the catalog
+    site.processing.update_run(site.catalog.run("F-1:B-1"))  # type: ignore[arg-type]
+    k = kpis(site, "F-1:B-1")
+    assert k["product_formed"].value == pytest.approx(4.0004)  # 800 · 5 + 0.2 · 2, not twice
+    assert k["biomass_formed"].value == pytest.approx(31.5)
+
+
+def test_discharged_broth_counts_in_product_and_biomass_formed(site: Site) -> None:
+    """A discharge of 100 L/h, read at 6.0 … 7.0 h (0 at 5.9 and 7.1 h). Between its lab values the
+    concentration is linear: biomass X = 10 + 7.5·(t − 5) g/L (10 at 5 h, 40 at 9 h), titer P = 2 + (t − 6)
+    (2 at 6 h, 5 at 9 h). The trapezoid of F·X on the flow's samples: [6, 7] exactly 100 · (17.5 + 25)/2 =
+    2125 g, edges ½ · 0.1 · (100 · 17.5) = 87.5 and ½ · 0.1 · (100 · 25) = 125 → 2337.5 g; of F·P:
+    100 · 2.5 = 250, edges 10 and 15 → 275 g. (The volume signal is the module's; only the formulas are
+    under test here.)"""
+    site.store.write(fermenter_samples(discharge=(6.0, 7.0)))
+    site.catalog.add_lab_results(lab_results())
+    site.processing.process_once()
+    k = kpis(site, "F-1:B-1")
+    # biomass formed = 800 · 40 + 2337.5 − 500 · 1 = 33 837.5 g; product = 4000.4 + 275 = 4275.4 g
+    assert k["biomass_formed"].value == pytest.approx(33.8375)
+    assert k["product_formed"].value == pytest.approx(4.2754)
+    assert k["yield_product_biomass"].value == pytest.approx(4275.4 / 33837.5)
+    assert k["biomass_formed"].inputs["F-1.discharge"] == pytest.approx(1.0)
+
+
+def test_harvest_volume_is_the_reading_before_the_pump_drains(site: Site) -> None:
+    """The first reading that says harvest (9.0 h) already shows 780 L: the pump started draining before
+    it. The volume at harvest start is the larger neighbour: 795 L at 8.9 h."""
+    samples = [s for s in fermenter_samples() if not (s.series == "F-1.volume" and s.ts == at(9.0))]
+    samples.append(Sample("F-1.volume", at(9.0), 780.0))
+    site.store.write(samples)
+    site.catalog.add_lab_results(lab_results())
+    site.processing.process_once()
+    k = kpis(site, "F-1:B-1")
+    assert k["product_harvested"].value == pytest.approx(795 * 5 / 1000)
+
+
+def test_a_chain_of_recovery_units_multiplies_up_from_the_harvest(site: Site) -> None:
+    """R-2 processes R-1's pool ([[process]] upstream = "R-1"): product in = R-1's product out 3800 g;
+    product out = totalized 190 L × flow-weighted 3420 g / 200 L = 3249 g; step 3249 / 3800 = 0.855;
+    overall 0.95 · 0.855 = 0.81225, which agrees with 3249 g out / 4000 g harvested."""
+    site.store.write(fermenter_samples())
+    site.catalog.add_lab_results(lab_results())
+    site.store.write(recovery_samples())
+    site.store.write(second_recovery_samples())
+    site.processing.process_once()
+    r2 = site.catalog.run("R-2:B-1")
+    assert r2 is not None and r2.upstream_id == "R-1:B-1"
+    k = kpis(site, "R-2:B-1")
+    assert k["product_in"].value == pytest.approx(3.8)
+    assert k["product_in"].inputs == {"upstream:R-1:B-1:product_out": 1.0}
+    assert k["product_out"].value == pytest.approx(3.249)
+    assert k["step_yield"].value == pytest.approx(3249 / 3800)
+    assert k["overall_yield"].value == pytest.approx(0.95 * 3249 / 3800)
+    assert k["overall_yield"].flags == ()
+    # feed 800 L (no feed totalizer: ∫F dt) over the 190 L the outlet totalizer counted
+    assert k["concentration_factor"].value == pytest.approx(800 / 190)
+
+
+def test_overall_yield_that_disagrees_with_the_harvest_is_flagged(site: Site) -> None:
+    """The fermenter harvested 760 L (its volume reads 760 L at 8.9 and 9.0 h) × 5 g/L = 3800 g, but the
+    centrifuge's feed meter counted 800 L: R-1's product in 800 · 5 = 4000 g, out 3800 g, step yield 0.95;
+    product out / product harvested = 3800 / 3800 = 1.0, 5 % off the chain's 0.95 → overall_yield_mismatch."""
+    drop = {at(8.9), at(9.0)}
+    samples = [s for s in fermenter_samples() if not (s.series == "F-1.volume" and s.ts in drop)]
+    samples += [Sample("F-1.volume", ts, 760.0) for ts in drop]
+    site.store.write(samples + recovery_samples())
+    site.catalog.add_lab_results(lab_results())
+    site.processing.process_once()
+    assert kpis(site, "F-1:B-1")["product_harvested"].value == pytest.approx(3.8)
+    k = kpis(site, "R-1:B-1")
+    assert k["step_yield"].value == pytest.approx(0.95)
+    assert k["overall_yield"].value == pytest.approx(0.95)
+    assert k["overall_yield"].flags == ("overall_yield_mismatch",)

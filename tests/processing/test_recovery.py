@@ -52,3 +52,14 @@ def test_mass_balance_closure_and_its_range() -> None:
     assert recovery.closure_ok(1.05) and not recovery.closure_ok(1.0501)
     assert not recovery.closure_ok(math.nan)
     assert math.isnan(recovery.mass_balance_closure(0.0, [1.0]))
+
+
+def test_product_from_a_totalizer_and_the_flow_weighted_concentration() -> None:
+    # 1000 L totalized; the sampled flow gives ∫F·C = 4750 g over ∫F = 990 L → C̄ = 4.79798 g/L → 4797.98 g
+    assert recovery.product_from_totalizer_g(1000.0, 4750.0, 990.0) == pytest.approx(4797.9798, rel=1e-7)
+    # a short pulse read too coarsely: the trapezoid says 300 L at 10 g/L = 3000 g, the totalizer 250 L;
+    # the concentration is constant, so the product is 250 · 10 = 2500 g exactly
+    assert recovery.product_from_totalizer_g(250.0, 3000.0, 300.0) == pytest.approx(2500.0)
+    assert recovery.product_from_totalizer_g(0.0, 0.0, 0.0) == 0.0  # nothing flowed
+    assert math.isnan(recovery.product_from_totalizer_g(10.0, 0.0, 0.0))  # the flow signal saw nothing
+    assert math.isnan(recovery.product_from_totalizer_g(math.nan, 1.0, 1.0))

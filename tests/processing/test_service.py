@@ -7,6 +7,7 @@ The plant (times in hours after T0, all source timestamps):
   the energy over [a, b] is ∫ 4t dt = 2·(b² − a²) kWh.
 - F-1.compressor_power [W] every 0.25 h, 2000 W = 2 kW constant, with no samples strictly between 2 h and 4 h:
   that 2 h interval is more than 5 × the 0.25 h nominal interval, so it is a gap and is not bridged.
+- F-1.titer: a lab tag (lab results published by a LIMS), written only by the late-lab test.
 """
 
 from __future__ import annotations
@@ -62,6 +63,14 @@ unit = "W"
 source = { protocol = "opcua", server = "plc", node_id = "ns=2;s=F-1.CompressorPower" }
 
 [[tags]]
+name = "F-1.titer"
+equipment = "F-1"
+role = "concentration"
+unit = "g/L"
+lab = { analyte = "titer" }
+source = { protocol = "opcua", server = "plc", node_id = "ns=2;s=F-1.Titer" }
+
+[[tags]]
 name = "R-1.batch_id"
 equipment = "R-1"
 role = "batch_id"
@@ -115,7 +124,8 @@ def site(tmp_path: Path) -> Iterator[Site]:
     config = parse_config(CONFIG, "test.toml")
     store = SqliteStore(tmp_path / "biopilot.db")
     catalog = Catalog(tmp_path / "biopilot.db")
-    yield Site(store, catalog, Processing(config, store, catalog))
+    # every pass recomputes the open run here (the throttle of live runs has tests of its own below)
+    yield Site(store, catalog, Processing(config, store, catalog, provisional_interval_s=0.0))
     catalog.close()
     store.close()
 
@@ -249,3 +259,69 @@ def test_a_run_without_power_tags_has_no_kpis(site: Site) -> None:
     site.processing.process_once()
     assert site.catalog.runs("R-1") == [Run("R-1:B-1", "R-1", "B-1", at(1.0), None)]
     assert site.catalog.kpis("R-1:B-1") == []
+
+
+class FakeClock:
+    """The wall clock the throttle measures (a fake: the test needs seconds to pass without waiting)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_live_runs_are_recomputed_at_most_every_provisional_interval(tmp_path: Path) -> None:
+    config = parse_config(CONFIG, "test.toml")
+    assert config.processing.provisional_interval_s == 30.0  # the default
+    store = SqliteStore(tmp_path / "biopilot.db")
+    catalog = Catalog(tmp_path / "biopilot.db")
+    clock = FakeClock()
+    processing = Processing(config, store, catalog, clock=clock)
+    site = Site(store, catalog, processing)
+    try:
+        first_pass(site)  # B-1 closed and B-2 opened in this pass: both computed
+        assert processing.computed == 2
+        assert kpis(catalog, "F-1:B-2")["energy.total"].value == pytest.approx(28.0)  # 6 → 7 h
+        # 10 s later, an hour more of B-2: not due yet, its KPIs stay as they were
+        clock.now = 10.0
+        store.write(batch_samples(7.5, 8.0))
+        store.write(power_samples(7.25, 8.0))
+        processing.process_once()
+        assert processing.computed == 2
+        assert kpis(catalog, "F-1:B-2")["energy.total"].value == pytest.approx(28.0)
+        # 30 s after its last computation it is due: 6 → 8 h, agitator 2·(8² − 6²) = 56 + compressor 4 kWh
+        clock.now = 30.0
+        processing.process_once()
+        assert processing.computed == 3
+        assert kpis(catalog, "F-1:B-2")["energy.total"].value == pytest.approx(60.0)
+        # a run that closes is computed in that pass, due or not (final, 6 → 9 h = 96 kWh); B-3 starts
+        clock.now = 31.0
+        store.write(batch_samples(8.5, 10.0))
+        store.write(power_samples(8.25, 10.0))
+        processing.process_once()
+        assert processing.computed == 5
+        b2 = kpis(catalog, "F-1:B-2")["energy.total"]
+        assert (b2.value, b2.final) == (pytest.approx(96.0), True)
+    finally:
+        catalog.close()
+        store.close()
+
+
+def test_the_config_sets_the_throttle() -> None:
+    config = parse_config(CONFIG + "\n[processing]\ninterval_s = 1.0\nprovisional_interval_s = 5.0\n")
+    assert (config.processing.interval_s, config.processing.provisional_interval_s) == (1.0, 5.0)
+
+
+def test_lab_results_that_arrive_after_a_run_closed_recompute_it(site: Site) -> None:
+    """B-1 (1.0 → 5.0 h) closed in the first pass without lab results; the LIMS then publishes a titer of
+    3.2 g/L sampled at 4.5 h: the next pass recomputes B-1 (final), the pass after leaves it alone."""
+    first_pass(site)
+    assert "titer" not in kpis(site.catalog, "F-1:B-1")
+    site.store.write([Sample("F-1.titer", at(4.5), 3.2)])
+    site.processing.process_once()
+    titer = kpis(site.catalog, "F-1:B-1")["titer"]
+    assert (titer.value, titer.final, titer.inputs) == (3.2, True, {"lab:titer": 1.0})
+    before = site.processing.computed
+    site.processing.process_once()
+    assert site.processing.computed == before + 1  # only the open run B-2 (recomputed on every pass here)

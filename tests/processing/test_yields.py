@@ -107,3 +107,11 @@ def test_titer_is_the_last_value_up_to_harvest() -> None:
     assert yields.titer_g_per_l(t, p, 9.0) == 4.0
     assert math.isnan(yields.titer_g_per_l(t, p, 0.5))
     assert math.isnan(yields.titer_g_per_l(np.array([]), np.array([]), 10.0))
+
+
+def test_biomass_formed_counts_samples_and_discharges_net_of_the_inoculum() -> None:
+    # 800 L at 40 g/L, one 0.1 L sample at 20 g/L, 100 g discharged, 500 L at 1 g/L at inoculation:
+    # 32 000 + 2 + 100 − 500 = 31 602 g
+    formed = yields.biomass_formed_g(800.0, 40.0, 500.0, 1.0, np.array([0.1]), np.array([20.0]), 100.0)
+    assert formed == pytest.approx(31602.0)
+    assert yields.biomass_formed_g(800.0, 40.0, 500.0, 1.0) == pytest.approx(31500.0)
