@@ -87,7 +87,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return 1
     print("Connections")
     for name, (doc, updated) in components.items():
-        if doc.get("kind") != "sink":
+        if doc.get("kind") in ("opcua", "mqtt"):
             _print_connection(name, doc, updated, alive[name], now)
     sink = components.get("sink", ({}, now))[0]
     writer = components.get("writer", ({}, now))[0]
