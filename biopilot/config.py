@@ -7,6 +7,8 @@ A bad file fails with one line naming the file, the key path and what was expect
 from __future__ import annotations
 
 import difflib
+import re
+import ssl
 import tomllib
 from collections import Counter
 from enum import StrEnum
@@ -142,11 +144,68 @@ class OpcUaServer(_Model):
         return self
 
 
+MqttFormat = Literal["json", "number", "influx", "sparkplug"]
+
+
+class MqttPayload(_Model):
+    """How a message carries a tag's value: the format and the keys it uses (shared by a tag's MQTT source
+    and a topic template). Which keys each format uses: MQTT_FORMAT_KEYS."""
+
+    format: MqttFormat = "json"
+    field: str = "value"  # json: the key holding the value; influx: the field key
+    time_field: str | None = "ts"  # json: ISO-8601 or epoch seconds; None: arrival time
+    status_field: str | None = "status"  # json, influx: OPC UA status code (int) or good/uncertain/bad
+    measurement: str | None = None  # influx: only lines of this measurement (None: any)
+    match_tags: dict[str, str] = {}  # influx: only lines whose tag set has these tags
+    precision: Literal["ns", "us", "ms", "s"] = "ns"  # influx: the unit of the line's timestamp
+    metric: str | None = None  # sparkplug: the metric's name (aliases are learnt from the BIRTH messages)
+
+
+# The keys of MqttPayload each format uses; setting another one is a configuration error.
+MQTT_FORMAT_KEYS: dict[str, tuple[str, ...]] = {
+    "json": ("field", "time_field", "status_field"),
+    "number": (),
+    "influx": ("field", "measurement", "match_tags", "precision", "status_field"),
+    "sparkplug": ("metric",),
+}
+_PAYLOAD_KEYS = ("field", "time_field", "status_field", "measurement", "match_tags", "precision", "metric")
+SPARKPLUG_DATA_TOPIC = re.compile(r"spBv1\.0/[^/]+/(NDATA/[^/]+|DDATA/[^/]+/[^/]+)")
+
+
+class MqttTemplate(MqttPayload):
+    """Topics of one pattern, subscribed once with wildcards: "hall3/{equipment}/{signal}". {equipment} is
+    a configured equipment id; {signal} (optional) selects the tag, which names it in `signal`. Without
+    {signal}, a tag's `signal` is the field in the payload (json key or influx field). + matches any
+    segment."""
+
+    topic: str = Field(min_length=1)
+
+
+class MqttTls(_Model):
+    """TLS to the broker. Relative paths are taken from the configuration file's folder."""
+
+    ca_file: str | None = None  # PEM: the CA that signed the broker's certificate (None: the system's CAs)
+    cert_file: str | None = None  # PEM client certificate, for brokers that require one
+    key_file: str | None = None  # its private key, unencrypted PEM (None: in cert_file)
+    insecure: bool = False  # true: do not check that the broker's certificate names `host` (tests only)
+
+
 class MqttBroker(_Model):
     host: str
-    port: int = Field(default=1883, gt=0, lt=65536)
+    port: int = Field(default=1883, gt=0, lt=65536)  # default 8883 with tls
     client_id: str = "biopilot-collector"
     keepalive_s: int = Field(default=30, ge=5)
+    username: str | None = None
+    password_env: str | None = None  # the environment variable that holds the password (not the password)
+    tls: MqttTls | None = None
+    templates: dict[str, MqttTemplate] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tls_port(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "tls" in data and "port" not in data:
+            return {**data, "port": 8883}
+        return data
 
 
 class OpcUaSection(_Model):
@@ -170,19 +229,17 @@ class OpcUaSource(_Model):
     node_id: str | None = None  # "ns=2;s=F-101.Temperature"; the namespace index may change on restart
 
 
-class MqttSource(_Model):
+class MqttSource(MqttPayload):
     protocol: Literal["mqtt"]
     broker: str
-    topic: str = Field(min_length=1)
-    format: Literal["json", "number"] = "json"
-    field: str = "value"  # JSON: the key holding this tag's value
-    time_field: str | None = "ts"  # JSON: ISO-8601 or epoch seconds; None: arrival time
-    status_field: str | None = "status"  # JSON: OPC UA status code (int) or good/uncertain/bad
+    topic: str | None = Field(default=None, min_length=1)  # one concrete topic; or:
+    template: str | None = None  # a template of the broker (its format keys apply) ...
+    signal: str | None = None  # ... and this tag's {signal} segment (or payload field) in it
 
     @field_validator("topic")
     @classmethod
-    def _no_wildcards(cls, value: str) -> str:
-        if "+" in value or "#" in value:
+    def _no_wildcards(cls, value: str | None) -> str | None:
+        if value is not None and ("+" in value or "#" in value):
             raise ValueError("a tag's topic is one concrete topic, without the wildcards + or #")
         return value
 
@@ -419,7 +476,8 @@ def parse_config(text: str, path: str | Path = "<config>") -> SiteConfig:
         config = SiteConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc, raw)}") from None
-    problem = _cross_check(config) or _check_kpi_inputs(config)
+    config = _resolve_mqtt_files(config, Path(path).parent)
+    problem = _cross_check(config) or _check_mqtt(config) or _check_kpi_inputs(config)
     if problem:
         raise ConfigError(f"{path}: {problem}")
     return config
@@ -558,6 +616,160 @@ def _cross_check(config: SiteConfig) -> str | None:
                     " a unit hands its output to one unit"
                 )
             fed[unit.upstream] = unit.equipment
+    return None
+
+
+def _resolve_mqtt_files(config: SiteConfig, base: Path) -> SiteConfig:
+    """The config with the brokers' TLS files relative to `base` (the config file's folder) made absolute."""
+    brokers = dict(config.mqtt.brokers)
+    changed = False
+    for name, broker in brokers.items():
+        tls = broker.tls
+        if tls is None:
+            continue
+        files = {
+            k: str((base / v).resolve())
+            for k in ("ca_file", "cert_file", "key_file")
+            if (v := getattr(tls, k)) is not None and not Path(v).is_absolute()
+        }
+        if files:
+            brokers[name] = broker.model_copy(update={"tls": tls.model_copy(update=files)})
+            changed = True
+    if not changed:
+        return config
+    return config.model_copy(update={"mqtt": config.mqtt.model_copy(update={"brokers": brokers})})
+
+
+def _check_mqtt(config: SiteConfig) -> str | None:
+    """Brokers (credentials, TLS files), templates and the MQTT sources of tags; the first problem."""
+    for b, broker in config.mqtt.brokers.items():
+        key = f"mqtt.brokers.{b}"
+        if broker.password_env is not None:
+            if broker.username is None:
+                return f"{key}.password_env: needs a username"
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", broker.password_env):
+                return (
+                    f"{key}.password_env: names the environment variable that holds the password "
+                    "(letters, digits and _), not the password itself"
+                )
+        if broker.tls is not None:
+            problem = _check_tls(broker.tls, f"{key}.tls")
+            if problem:
+                return problem
+        filters: dict[str, list[str]] = {}
+        for t, template in broker.templates.items():
+            tkey = f"{key}.templates.{t}"
+            problem = _check_template(template, tkey) or _check_payload(template, tkey, "")
+            if problem:
+                return problem
+            segments = template.topic.split("/")
+            if "{signal}" not in segments and "field" in template.model_fields_set:
+                return f"{tkey}.field: not used without {{signal}} in the topic (a tag's signal is the field)"
+            for other, other_segments in filters.items():
+                if _filters_overlap(segments, other_segments):
+                    return f"{tkey}.topic: {template.topic!r} overlaps template {other!r}"
+            filters[t] = segments
+    taken: dict[tuple[str, str, str, str], str] = {}
+    for i, tag in enumerate(config.tags):
+        src = tag.source
+        if not isinstance(src, MqttSource):
+            continue
+        key = f"tags[{i}].source"
+        who = f" (tag {tag.name!r})"
+        if (src.topic is None) == (src.template is None):
+            return f"{key}{who}: give exactly one of topic or template"
+        if src.topic is not None:
+            if src.signal is not None:
+                return f"{key}.signal{who}: only with a template"
+            problem = _check_payload(src, key, who)
+            if problem:
+                return problem
+            if src.format == "sparkplug" and not SPARKPLUG_DATA_TOPIC.fullmatch(src.topic):
+                return (
+                    f"{key}.topic{who}: format 'sparkplug' needs a DATA topic, spBv1.0/<group>/NDATA/<edge>"
+                    f" or spBv1.0/<group>/DDATA/<edge>/<device>; got {src.topic!r}"
+                )
+            continue
+        templates = config.mqtt.brokers[src.broker].templates
+        assert src.template is not None
+        if src.template not in templates:
+            return (
+                f"{key}.template{who}: {src.template!r} is not a template of broker {src.broker!r} "
+                f"([mqtt.brokers.{src.broker}.templates.NAME]: {_one_of(list(templates))})"
+            )
+        for k in ("format", *_PAYLOAD_KEYS):
+            if k in src.model_fields_set:
+                return f"{key}.{k}{who}: set it on the template {src.template!r}, not on a tag that uses it"
+        if not src.signal:
+            return f"{key}.signal{who}: required with a template (the {{signal}} segment or payload field)"
+        has_signal = "{signal}" in templates[src.template].topic.split("/")
+        if has_signal and any(c in src.signal for c in "/+#"):
+            return f"{key}.signal{who}: {src.signal!r} is one topic segment, without / + #"
+        slot = (src.broker, src.template, tag.equipment, src.signal)
+        if slot in taken:
+            return f"{key}.signal{who}: {src.signal!r} of {tag.equipment!r} is also tag {taken[slot]!r}"
+        taken[slot] = tag.name
+    return None
+
+
+def _check_payload(p: MqttPayload, key: str, who: str) -> str | None:
+    allowed = MQTT_FORMAT_KEYS[p.format]
+    for k in _PAYLOAD_KEYS:
+        if k in p.model_fields_set and k not in allowed:
+            uses = ", ".join(allowed) or "none of these keys"
+            return f"{key}.{k}{who}: not used by format {p.format!r} (it uses {uses})"
+    if p.format == "sparkplug" and not p.metric:
+        return f"{key}.metric{who}: required by format 'sparkplug' (the metric's name)"
+    return None
+
+
+def _check_template(template: MqttTemplate, key: str) -> str | None:
+    if template.format == "sparkplug":
+        return f"{key}.format: Sparkplug topics have their own layout; give tags a topic and a metric instead"
+    segments = template.topic.split("/")
+    for segment in segments:
+        if segment in ("+", "{equipment}", "{signal}"):
+            continue
+        if any(c in segment for c in "+#{}"):
+            return (
+                f"{key}.topic: segment {segment!r} of {template.topic!r}: a segment is literal text, +, "
+                "{equipment} or {signal} (# is not allowed)"
+            )
+    if segments.count("{equipment}") != 1 or segments.count("{signal}") > 1:
+        return f"{key}.topic: {template.topic!r} needs {{equipment}} once and {{signal}} at most once"
+    return None
+
+
+def template_filter(topic: str) -> str:
+    """The subscription of a template: its placeholders become +."""
+    return "/".join("+" if s in ("{equipment}", "{signal}") else s for s in topic.split("/"))
+
+
+def _filters_overlap(a: list[str], b: list[str]) -> bool:
+    """Could one topic match both templates (segments literal or a placeholder/+)?"""
+    wild = ("+", "{equipment}", "{signal}")
+    return len(a) == len(b) and all(x == y or x in wild or y in wild for x, y in zip(a, b, strict=True))
+
+
+def _check_tls(tls: MqttTls, key: str) -> str | None:
+    for name in ("ca_file", "cert_file", "key_file"):
+        path = getattr(tls, name)
+        if path is not None and not Path(path).is_file():
+            return f"{key}.{name}: {path} does not exist"
+    if tls.key_file is not None and tls.cert_file is None:
+        return f"{key}.key_file: needs cert_file (the client certificate the key belongs to)"
+    try:
+        context = ssl.create_default_context(cafile=tls.ca_file)
+    except (ssl.SSLError, OSError) as exc:
+        return f"{key}.ca_file: {tls.ca_file}: not a PEM CA certificate ({exc})"
+    if tls.cert_file is not None:
+        try:  # an encrypted key gets an empty password instead of a prompt on the terminal
+            context.load_cert_chain(tls.cert_file, tls.key_file, password=lambda: b"")
+        except (ssl.SSLError, OSError) as exc:
+            return (
+                f"{key}.cert_file: {tls.cert_file} with key {tls.key_file or '(in the same file)'}: not a "
+                f"PEM certificate and its unencrypted private key ({exc})"
+            )
     return None
 
 

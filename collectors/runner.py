@@ -216,6 +216,7 @@ class Collectors:
                 "last_message": datetime.fromtimestamp(m.last_message).astimezone().isoformat()
                 if m.last_message
                 else None,
+                "last_error": m.last_error,
                 "counts": self.counts.of(m.source),
             }
         spool = self.sink.spool

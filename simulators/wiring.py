@@ -60,7 +60,7 @@ def tag_map(config: SiteConfig) -> dict[tuple[str, str], str]:
             equipment, signal = src.browse_path.split("/", 1)
             out[(equipment, signal)] = tag.name
         elif isinstance(src, MqttSource):
-            if src.broker != sim.mqtt_broker or not src.topic.startswith(prefix):
+            if src.broker != sim.mqtt_broker or src.topic is None or not src.topic.startswith(prefix):
                 continue
             parts = src.topic[len(prefix) :].split("/")
             if len(parts) == 2:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -14,14 +15,22 @@ import pytest
 from biopilot.samples import BAD_SENSOR_FAILURE, GOOD, UNCERTAIN_LAST_USABLE_VALUE
 from collectors.decoders import (
     MAX_PAYLOAD,
+    LinePoint,
     Rejected,
+    SparkplugMetric,
+    SparkplugPayload,
     numeric_value,
     parse_json_object,
+    parse_line_protocol,
     parse_number,
+    parse_sparkplug,
     parse_status,
     parse_time,
+    sparkplug_status,
+    sparkplug_value,
     text_value,
 )
+from tests.collectors import sparkplug_wire as spb
 
 CPH = ZoneInfo("Europe/Copenhagen")
 
@@ -185,3 +194,310 @@ def test_text_value() -> None:
 @pytest.mark.parametrize("raw", [1.5, None, True, ["a"], {"a": 1}])
 def test_text_value_of_wrong_type(raw: object) -> None:
     assert reason(text_value(raw)) == "wrong_type"
+
+
+# -- InfluxDB line protocol ------------------------------------------------------------------------
+
+
+def _points(payload: bytes, precision: str = "ns") -> list[LinePoint]:
+    lines = parse_line_protocol(payload, precision)
+    assert isinstance(lines, list)
+    assert all(isinstance(p, LinePoint) for p in lines), lines
+    return lines  # type: ignore[return-value]
+
+
+def test_line_protocol_point_with_every_field_type() -> None:
+    [p] = _points(
+        b'reactor,unit=F-1,site=hall3 temp=37.5,rpm=300i,count=7u,batch="B-12",on=t 1700000000000000000'
+    )
+    assert p.measurement == "reactor"
+    assert p.tags == {"unit": "F-1", "site": "hall3"}
+    assert p.fields == {"temp": 37.5, "rpm": 300, "count": 7, "batch": "B-12", "on": True}
+    assert isinstance(p.fields["rpm"], int) and isinstance(p.fields["temp"], float)
+    # 1 700 000 000 s after the epoch = 2023-11-14 22:13:20 UTC
+    assert p.ts == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("precision", "stamp"),
+    [("ns", "1700000000123456789"), ("us", "1700000000123456"), ("ms", "1700000000123"), ("s", "1700000000")],
+)
+def test_line_protocol_precision(precision: str, stamp: str) -> None:
+    [p] = _points(f"m v=1 {stamp}".encode(), precision)
+    expected = {"ns": 123456, "us": 123456, "ms": 123000, "s": 0}[precision]  # stored to the microsecond
+    assert p.ts == datetime(2023, 11, 14, 22, 13, 20, expected, tzinfo=UTC)
+
+
+def test_line_protocol_without_timestamp_and_negative_timestamp() -> None:
+    [p] = _points(b"m v=-1.5e3")
+    assert p.ts is None and p.fields == {"v": -1500.0}
+    [p] = _points(b"m v=1 -1000000000")
+    assert p.ts == datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def test_line_protocol_escaping() -> None:
+    # measurement: \, and \space; tag keys/values and field keys: \, \= \space; strings: \" and \\
+    [p] = _points(
+        b'my\\ meas\\,ure,tag\\ key=a\\,b\\=c\\ d field\\=key="say \\"hi\\" C:\\\\x",plain="a\\\\b" 1'
+    )
+    assert p.measurement == "my meas,ure"
+    assert p.tags == {"tag key": "a,b=c d"}
+    assert p.fields == {"field=key": 'say "hi" C:\\x', "plain": "a\\b"}
+    # a string may hold spaces, commas and equal signs unescaped
+    [p] = _points(b'm s="a b,c=d" 5')
+    assert p.fields == {"s": "a b,c=d"}
+    # a backslash before any other character is literal
+    [p] = _points(b"m\\x,t=a\\b v=1")
+    assert p.measurement == "m\\x" and p.tags == {"t": "a\\b"}
+
+
+def test_line_protocol_several_lines_comments_and_blank_lines() -> None:
+    payload = b"# comment\nm,u=1 v=1 1000000000\r\n\n  \nm,u=2 v=2 2000000000\nother w=3\n"
+    points = _points(payload)
+    assert [(p.measurement, p.tags, p.fields) for p in points] == [
+        ("m", {"u": "1"}, {"v": 1.0}),
+        ("m", {"u": "2"}, {"v": 2.0}),
+        ("other", {}, {"w": 3.0}),
+    ]
+    assert [p.ts.second if p.ts else None for p in points] == [1, 2, None]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"m",  # no fields
+        b"m ",  # no fields
+        b",t=1 v=1",  # no measurement
+        b"m,t v=1",  # tag without value
+        b"m,t= v=1",  # empty tag value
+        b"m v",  # field without value
+        b"m v=",  # empty field value
+        b"m v=abc",  # not a value
+        b"m v=1x",
+        b"m v=nan",
+        b"m v=inf",
+        b"m v=1_000",
+        b'm v="open',  # unterminated string
+        b"m v=1 12:00",  # not a timestamp
+        b"m v=1 1 2",
+        b"m v=1 1.5",
+        b"m v=1,",  # trailing comma
+        b"m =1",  # empty field key
+        b"m v=-1u",
+    ],
+)
+def test_line_protocol_bad_lines(line: bytes) -> None:
+    result = parse_line_protocol(line)
+    if isinstance(result, Rejected):  # a message with no line at all
+        assert reason(result) == "undecodable_line_protocol"
+        return
+    [bad] = result
+    assert reason(bad) == "undecodable_line_protocol"
+
+
+def test_line_protocol_bad_line_among_good_ones_spoils_only_itself() -> None:
+    result = parse_line_protocol(b"m v=1 1\nm v=oops 2\nm v=3 3")
+    assert isinstance(result, list) and len(result) == 3
+    assert isinstance(result[0], LinePoint) and isinstance(result[2], LinePoint)
+    assert reason(result[1]) == "undecodable_line_protocol"
+    assert "line 2" in result[1].detail  # type: ignore[union-attr]
+
+
+def test_line_protocol_whole_message_rejections() -> None:
+    assert reason(parse_line_protocol(b"")) == "undecodable_line_protocol"
+    assert reason(parse_line_protocol(b"# only a comment\n\n")) == "undecodable_line_protocol"
+    assert reason(parse_line_protocol(b"m v=1 \xff")) == "undecodable_line_protocol"
+    assert reason(parse_line_protocol(b"m v=1\n" * (MAX_PAYLOAD // 6 + 1))) == "payload_too_large"
+
+
+def test_line_protocol_timestamp_out_of_range() -> None:
+    [bad] = parse_line_protocol(b"m v=1 9999999999999999999", "s")  # type: ignore[misc]
+    assert reason(bad) == "bad_timestamp"
+
+
+# -- Sparkplug B -----------------------------------------------------------------------------------
+
+
+def test_sparkplug_writer_matches_hand_built_bytes() -> None:
+    # Payload {timestamp: 1, metrics: [Metric {name: "T", datatype: Double (10), double_value: 1.5}]}:
+    # 08 01 (field 1 varint 1) · 12 0E (field 2, 14 bytes) · 0A 01 54 (name "T") · 20 0A (datatype 10) ·
+    # 69 + 1.5 as a little-endian double (field 13, wire type 1: 13 << 3 | 1 = 0x69)
+    by_hand = bytes.fromhex("0801 120e 0a0154 200a 69 000000000000f83f".replace(" ", ""))
+    assert spb.payload(spb.metric("T", datatype=10, double_value=1.5), timestamp=1) == by_hand
+    parsed = parse_sparkplug(by_hand)
+    assert parsed == SparkplugPayload(1, None, [SparkplugMetric("T", None, None, 10, False, 13, 1.5, None)])
+
+
+def test_sparkplug_payload_fields() -> None:
+    raw = spb.payload(
+        spb.metric("Temperature", alias=7, timestamp=1_700_000_000_123, datatype=9, float_value=37.25),
+        spb.metric(alias=8, int_value=-5),
+        spb.metric("Batch", datatype=12, string_value="B-7", quality=500),
+        spb.metric("Level", datatype=10, is_null=True),
+        timestamp=1_700_000_000_000,
+        seq=3,
+    )
+    parsed = parse_sparkplug(raw)
+    assert isinstance(parsed, SparkplugPayload)
+    assert parsed.timestamp_ms == 1_700_000_000_000 and parsed.seq == 3
+    t, by_alias, batch, level = parsed.metrics
+    assert (t.name, t.alias, t.timestamp_ms, t.datatype) == ("Temperature", 7, 1_700_000_000_123, 9)
+    assert sparkplug_value(t, t.datatype) == 37.25  # exact in float32
+    assert by_alias.name is None and by_alias.alias == 8
+    assert sparkplug_value(by_alias, 3) == -5  # Int32, two's complement in the uint32 field
+    assert sparkplug_value(batch, batch.datatype) == "B-7" and batch.quality == 500
+    assert level.is_null and level.value_field is None
+
+
+@pytest.mark.parametrize(
+    ("datatype", "kwargs", "value"),
+    [
+        (1, {"int_value": -1}, -1),  # Int8
+        (1, {"int_value": 127}, 127),
+        (2, {"int_value": -32768}, -32768),  # Int16
+        (3, {"int_value": -2_000_000_000}, -2_000_000_000),  # Int32
+        (4, {"long_value": -(2**62)}, -(2**62)),  # Int64
+        (5, {"int_value": 255}, 255),  # UInt8
+        (6, {"int_value": 65535}, 65535),  # UInt16
+        (7, {"int_value": 4_000_000_000}, 4_000_000_000),  # UInt32 in the uint32 field (spec 3.0) ...
+        (7, {"long_value": 4_000_000_000}, 4_000_000_000),  # ... or in the uint64 field (Tahu Java)
+        (8, {"long_value": 2**64 - 1}, 2**64 - 1),  # UInt64
+        (9, {"float_value": 0.5}, 0.5),
+        (10, {"double_value": -1e300}, -1e300),
+        (11, {"boolean_value": True}, True),
+        (12, {"string_value": "Ø-101"}, "Ø-101"),
+        (13, {"long_value": 1_700_000_000_000}, 1_700_000_000_000),  # DateTime: ms since the epoch
+        (14, {"string_value": "text"}, "text"),
+        (None, {"int_value": -7}, -7),  # no datatype known: the value field says Int32
+        (None, {"long_value": -7}, -7),
+        (None, {"double_value": 2.5}, 2.5),
+    ],
+)
+def test_sparkplug_values_by_datatype(datatype: int | None, kwargs: dict, value: object) -> None:
+    parsed = parse_sparkplug(spb.payload(spb.metric("m", **kwargs)))
+    assert isinstance(parsed, SparkplugPayload)
+    assert sparkplug_value(parsed.metrics[0], datatype) == value
+
+
+@pytest.mark.parametrize(
+    ("datatype", "kwargs", "why"),
+    [
+        (9, {"string_value": "1.5"}, "wrong_type"),
+        (3, {"double_value": 1.5}, "wrong_type"),
+        (12, {"int_value": 1}, "wrong_type"),
+        (11, {"int_value": 1}, "wrong_type"),
+        (16, {"string_value": "x"}, "unsupported_datatype"),  # DataSet
+        (24, {"int_value": 1}, "unsupported_datatype"),  # Int32Array
+        (10, {}, "missing_value"),
+    ],
+)
+def test_sparkplug_values_that_do_not_fit(datatype: int, kwargs: dict, why: str) -> None:
+    parsed = parse_sparkplug(spb.payload(spb.metric("m", **kwargs)))
+    assert isinstance(parsed, SparkplugPayload)
+    assert reason(sparkplug_value(parsed.metrics[0], datatype)) == why
+
+
+@pytest.mark.parametrize(
+    ("quality", "status"),
+    [
+        (None, GOOD),
+        (192, GOOD),  # Good
+        (216, GOOD),  # Good, local override (OPC DA)
+        (500, UNCERTAIN_LAST_USABLE_VALUE),  # Stale
+        (64, UNCERTAIN_LAST_USABLE_VALUE),  # Uncertain (OPC DA)
+        (0, BAD_SENSOR_FAILURE),
+        (24, BAD_SENSOR_FAILURE),  # Bad, communication failure (OPC DA)
+        (600, BAD_SENSOR_FAILURE),
+    ],
+)
+def test_sparkplug_quality_property(quality: int | None, status: int) -> None:
+    assert sparkplug_status(quality) == status
+    if quality is not None:
+        parsed = parse_sparkplug(spb.payload(spb.metric("m", double_value=1.0, quality=quality)))
+        assert isinstance(parsed, SparkplugPayload) and parsed.metrics[0].quality == quality
+
+
+def test_sparkplug_empty_payload_and_unknown_fields() -> None:
+    assert parse_sparkplug(b"") == SparkplugPayload(None, None, [])
+    # field 5 (body) and an extension field 100 are skipped; so is a metric's metadata (field 8)
+    extra = spb._len(5, b"body") + spb._len(100, b"ext") + spb._uint(101, 9)
+    metric = spb._len(8, b"\x10\x01") + spb.metric("m", double_value=2.0)
+    parsed = parse_sparkplug(extra + spb.payload(metric))
+    assert isinstance(parsed, SparkplugPayload) and parsed.metrics[0].raw == 2.0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x08",  # truncated varint
+        b"\x08" + b"\xff" * 11,  # varint longer than 10 bytes
+        b"\x12\x05ab",  # metrics field runs past the end
+        b"\x0b",  # wire type 3 (group start)
+        b"\x00\x01",  # field number 0
+        b"\x09" + b"\x00" * 8,  # timestamp with wire type 1 instead of a varint
+        spb.payload(spb._len(1, b"\xff\xfe")),  # a metric name that is not UTF-8
+        spb.payload(spb._uint(13, 5)),  # double_value as a varint
+        spb.payload(spb._key(12, 5) + b"\x00\x00"),  # float cut short
+    ],
+    ids=[
+        "truncated",
+        "long_varint",
+        "past_end",
+        "group",
+        "field0",
+        "wire",
+        "utf8",
+        "value_wire",
+        "short_float",
+    ],
+)
+def test_undecodable_sparkplug(raw: bytes) -> None:
+    assert reason(parse_sparkplug(raw)) == "undecodable_sparkplug"
+
+
+def test_sparkplug_payload_too_large() -> None:
+    assert reason(parse_sparkplug(b"\x00" * (MAX_PAYLOAD + 1))) == "payload_too_large"
+
+
+# -- the new decoders never raise (they are fuzzed end to end in test_faults.py as well) -----------
+
+
+def _mutations(rng: random.Random, good: bytes, n: int) -> list[bytes]:
+    out = []
+    for _ in range(n):
+        b = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            op = rng.random()
+            i = rng.randrange(len(b) + 1)
+            if op < 0.4 and b:
+                b[min(i, len(b) - 1)] = rng.getrandbits(8)
+            elif op < 0.7:
+                b.insert(i, rng.getrandbits(8))
+            elif b:
+                del b[min(i, len(b) - 1)]
+        out.append(bytes(b[: rng.randint(0, len(b))] if rng.random() < 0.2 else b))
+    return out
+
+
+def test_line_protocol_and_sparkplug_never_raise_on_garbage() -> None:
+    rng = random.Random(4)
+    good_lp = b'r,u=F\\ 1 t=1.5,s="a\\"b",n=3i,b=t 1700000000000000000\nr v=2'
+    good_spb = spb.payload(
+        spb.metric("T", alias=1, timestamp=5, datatype=9, float_value=1.0, quality=192),
+        spb.metric(alias=2, int_value=-3),
+        timestamp=1,
+        seq=0,
+    )
+    inputs = _mutations(rng, good_lp, 5000) + _mutations(rng, good_spb, 5000)
+    inputs += [bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 80))) for _ in range(5000)]
+    for raw in inputs:
+        for precision in ("ns", "s"):
+            lines = parse_line_protocol(raw, precision)
+            assert isinstance(lines, Rejected | list)
+        parsed = parse_sparkplug(raw)
+        assert isinstance(parsed, Rejected | SparkplugPayload)
+        if isinstance(parsed, SparkplugPayload):
+            for m in parsed.metrics:
+                for datatype in (None, m.datatype, 1, 4, 9, 11, 12, 16):
+                    sparkplug_value(m, datatype)
+                sparkplug_status(m.quality)

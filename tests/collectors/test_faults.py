@@ -27,6 +27,7 @@ from collectors.sink import Counts, SpoolSink
 from collectors.spool import Spool
 from collectors.writer import StoreWriter
 from storage import SqliteStore
+from tests.collectors import sparkplug_wire as spb
 from tests.conftest import REPO, PrivateMosquitto, require_mosquitto
 
 T0 = datetime(2026, 6, 1, 0, 0, tzinfo=UTC)
@@ -179,26 +180,32 @@ def test_collector_killed_mid_stream_loses_no_acknowledged_value(tmp_path: Path)
     publisher = None
     try:
         store = SqliteStore(data_dir / "biopilot.db")
-        deadline = time.monotonic() + 20
-        while store.count("R-1.flow") == 0 and time.monotonic() < deadline:
-            if publisher is None:
-                # the collector's first connect creates its persistent session: publish once it exists
-                time.sleep(2.0)
-                publisher = SteadyPublisher(broker.port, f"{prefix}/R-1/flow", n, rate=1000)
-                publisher.start()
-            time.sleep(0.05)
-        assert publisher is not None and store.count("R-1.flow") > 0, "the collector never stored anything"
+        # The collector's first connect creates its persistent session: publish once it exists, that is
+        # once a probe (a day before T0, outside the counted window) is stored, however long the start takes.
+        probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{prefix}")
+        probe.connect("127.0.0.1", broker.port)
+        probe.loop_start()
+        deadline = time.monotonic() + 60
+        while store.count("R-1.flow") == 0:
+            assert time.monotonic() < deadline, "the collector never stored anything"
+            payload = json.dumps({"ts": (T0 - timedelta(days=1)).isoformat(), "value": -1.0})
+            probe.publish(f"{prefix}/R-1/flow", payload, qos=1)
+            time.sleep(0.2)
+        probe.disconnect()
+        probe.loop_stop()
+        publisher = SteadyPublisher(broker.port, f"{prefix}/R-1/flow", n, rate=1000)
+        publisher.start()
         while publisher.published < n // 2:
             time.sleep(0.01)
         collector.send_signal(signal.SIGKILL)  # kill -9, mid-stream
         collector.wait(5)
-        killed_at = store.count("R-1.flow")
+        killed_at = store.count("R-1.flow", T0)
         collector = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
         assert publisher.wait_all_acked(60)
         deadline = time.monotonic() + 60
-        while store.count("R-1.flow") < n and time.monotonic() < deadline:
+        while store.count("R-1.flow", T0) < n and time.monotonic() < deadline:
             time.sleep(0.1)
-        stored = store.count("R-1.flow")
+        stored = store.count("R-1.flow", T0)
         print(f"\ncollector kill -9: {killed_at} stored when killed; after restart {stored} of {n}")
         _assert_all_stored_once(store, n)
     finally:
@@ -260,28 +267,79 @@ def test_store_unavailable_for_30_s_while_ingesting(tmp_path: Path) -> None:
     _assert_all_stored_once(store, n)
 
 
-def _fuzz(rng: random.Random, i: int) -> tuple[bytes, str]:
-    """A hostile payload and what kind it is."""
+# The fuzz test's other payload formats: line protocol and Sparkplug B, each on a topic of its own.
+FUZZ_TAGS = """
+[[tags]]
+name = "R-1.lp"
+equipment = "R-1"
+role = "flow"
+unit = "L/h"
+source = {{ protocol = "mqtt", broker = "b", topic = "{prefix}/R-1/lp", format = "influx", precision = "s" }}
+[[tags]]
+name = "R-1.spb"
+equipment = "R-1"
+role = "flow"
+unit = "L/h"
+[tags.source]
+protocol = "mqtt"
+broker = "b"
+topic = "spBv1.0/{prefix}/DDATA/e/R-1"
+format = "sparkplug"
+metric = "f"
+"""
+
+
+def _mutate(rng: random.Random, good: bytes) -> bytes:
+    b = bytearray(good)
+    for _ in range(rng.randint(1, 3)):
+        i = rng.randrange(len(b))
+        op = rng.random()
+        if op < 0.5:
+            b[i] = rng.getrandbits(8)
+        elif op < 0.75:
+            b.insert(i, rng.getrandbits(8))
+        else:
+            del b[i]
+    return bytes(b[: rng.randint(1, len(b))]) if rng.random() < 0.3 else bytes(b)
+
+
+def _fuzz(rng: random.Random, i: int) -> tuple[str, bytes, str]:
+    """Which topic (json, lp, spb), a hostile payload, and what kind it is."""
     kinds = ["bytes", "truncated", "wrong_type", "not_finite", "huge", "array", "no_value", "good"]
-    kind = rng.choices(kinds, weights=[20, 20, 15, 10, 0.05, 10, 10, 15])[0]
-    ts = (T0 + timedelta(seconds=i)).isoformat()
+    kinds += ["lp_garbage", "lp_good", "spb_garbage", "spb_good"]
+    kind = rng.choices(kinds, weights=[20, 20, 15, 10, 0.05, 10, 10, 15, 8, 2, 8, 2])[0]
+    t = T0 + timedelta(seconds=i)
+    if kind.startswith("lp_"):
+        good_lp = f'R-1,unit=a\\ b value={i}.5,status=0i,s="x y" {int(t.timestamp())}'.encode()
+        return "lp", (good_lp if kind == "lp_good" else _mutate(rng, good_lp)), kind
+    if kind.startswith("spb_"):
+        ms = int(t.timestamp() * 1000)
+        good_spb = spb.payload(
+            spb.metric("f", timestamp=ms, datatype=10, double_value=i + 0.5), timestamp=ms, seq=1
+        )
+        return "spb", (good_spb if kind == "spb_good" else _mutate(rng, good_spb)), kind
+    ts = t.isoformat()
     good = json.dumps({"ts": ts, "value": float(i)}).encode()
     if kind == "bytes":
-        return bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64))), kind
+        return "json", bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64))), kind
     if kind == "truncated":
-        return good[: rng.randint(0, len(good) - 1)], kind
+        return "json", good[: rng.randint(0, len(good) - 1)], kind
     if kind == "wrong_type":
         value = rng.choice(["high", [1, 2], {"v": 1}, True, None])
-        return json.dumps({"ts": ts, "value": value}).encode(), kind
+        return "json", json.dumps({"ts": ts, "value": value}).encode(), kind
     if kind == "not_finite":
-        return f'{{"ts": "{ts}", "value": {rng.choice(["NaN", "Infinity", "-Infinity"])}}}'.encode(), kind
+        return (
+            "json",
+            f'{{"ts": "{ts}", "value": {rng.choice(["NaN", "Infinity", "-Infinity"])}}}'.encode(),
+            kind,
+        )
     if kind == "huge":
-        return b'{"ts": "' + ts.encode() + b'", "value": 1, "pad": "' + b"x" * 300_000 + b'"}', kind
+        return "json", b'{"ts": "' + ts.encode() + b'", "value": 1, "pad": "' + b"x" * 300_000 + b'"}', kind
     if kind == "array":
-        return b"[" + good + b"]", kind
+        return "json", b"[" + good + b"]", kind
     if kind == "no_value":
-        return json.dumps({"ts": ts}).encode(), kind
-    return good, kind
+        return "json", json.dumps({"ts": ts}).encode(), kind
+    return "json", good, kind
 
 
 def test_100k_fuzzed_payloads_are_all_counted_and_the_collector_stays_up(tmp_path: Path) -> None:
@@ -290,14 +348,24 @@ def test_100k_fuzzed_payloads_are_all_counted_and_the_collector_stays_up(tmp_pat
     broker = PrivateMosquitto(tmp_path / "broker")
     broker.start()
     prefix = uuid.uuid4().hex[:8]
-    config = parse_config(_config(broker.port, prefix))
+    config = parse_config(_config(broker.port, prefix) + FUZZ_TAGS.format(prefix=prefix))
     store = SqliteStore(tmp_path / "t.db")
     rng = random.Random(20261121)
     n = 100_000
+    topics = {"json": f"{prefix}/R-1/flow", "lp": f"{prefix}/R-1/lp", "spb": f"spBv1.0/{prefix}/DDATA/e/R-1"}
     fuzzed = [_fuzz(rng, i) for i in range(n)]
-    payloads = [payload for payload, _ in fuzzed]
-    good = sum(1 for _, kind in fuzzed if kind == "good")
-    assert sum(1 for _, kind in fuzzed if kind == "huge") > 0
+    messages = [(topics[where], payload) for where, payload, _ in fuzzed]
+    good = sum(1 for _, _, kind in fuzzed if kind == "good")
+    assert sum(1 for _, _, kind in fuzzed if kind == "huge") > 0
+    # Line protocol and Sparkplug garbage may still be valid after a mutation: what the collector's own
+    # decoding makes of those messages, offline, is what the live run must count.
+    offline = MqttCollector(
+        "b", config.mqtt.brokers["b"], config.tags, SpoolSink(Spool(tmp_path / "x")), Counts(), UTC
+    )
+    for topic, payload in messages:
+        if topic != topics["json"]:
+            offline.decode(topic, payload)
+    other_accepted = offline.counts.of("mqtt:b").get(ACCEPTED, 0)
 
     async def main() -> MqttCollector:
         sink, writer = _spooled(store, tmp_path / "spool")
@@ -314,8 +382,8 @@ def test_100k_fuzzed_payloads_are_all_counted_and_the_collector_stays_up(tmp_pat
 
             def publish_all() -> None:
                 infos = []
-                for p in payloads:
-                    infos.append(pub.publish(f"{prefix}/R-1/flow", p, qos=1))
+                for topic, p in messages:
+                    infos.append(pub.publish(topic, p, qos=1))
                     if len(infos) >= 20_000:  # cap what is in flight (paho stalls beyond 65,535)
                         for info in infos:
                             info.wait_for_publish(30)
@@ -344,8 +412,11 @@ def test_100k_fuzzed_payloads_are_all_counted_and_the_collector_stays_up(tmp_pat
     }
     print(f"\nfuzz: {n + 1} messages, outcomes {dict(sorted(outcomes.items()))}")
     assert sum(outcomes.values()) == n + 1, "every message has exactly one outcome"
-    assert counts[ACCEPTED] == good + 1
+    assert counts[ACCEPTED] == good + 1 + other_accepted
     assert store.count("R-1.flow") == good + 1
+    lp_good = sum(1 for _, _, kind in fuzzed if kind == "lp_good")
+    spb_good = sum(1 for _, _, kind in fuzzed if kind == "spb_good")
+    assert store.count("R-1.lp") >= lp_good > 0 and store.count("R-1.spb") >= spb_good > 0
     for reason in (
         "undecodable_json",
         "wrong_type",
@@ -353,5 +424,7 @@ def test_100k_fuzzed_payloads_are_all_counted_and_the_collector_stays_up(tmp_pat
         "not_a_json_object",
         "missing_field",
         "payload_too_large",
+        "undecodable_line_protocol",
+        "undecodable_sparkplug",
     ):
         assert counts.get(REJECTED + reason, 0) > 0, reason
