@@ -13,7 +13,7 @@ import tomllib
 from collections import Counter
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -455,27 +455,38 @@ class SiteConfig(_Model):
         return [t for t in self.tags if t.equipment == equipment_id and t.role == role]
 
 
-def load_config(path: str | Path) -> SiteConfig:
-    """Read and validate a site configuration file; raise ConfigError with a one-line message."""
-    path = Path(path)
+def read_text(path: str | Path) -> str:
+    """A configuration file's text; ConfigError (one line) when it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    return parse_config(text, path)
 
 
-def parse_config(text: str, path: str | Path = "<config>") -> SiteConfig:
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_toml(model: type[M], text: str, path: str | Path) -> tuple[M, dict[str, Any]]:
+    """Parse TOML text into a model; ConfigError naming the file, the key and what was expected."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
-        config = SiteConfig.model_validate(raw)
+        return model.model_validate(raw), raw
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc, raw)}") from None
+
+
+def load_config(path: str | Path) -> SiteConfig:
+    """Read and validate a site configuration file; raise ConfigError with a one-line message."""
+    return parse_config(read_text(path), path)
+
+
+def parse_config(text: str, path: str | Path = "<config>") -> SiteConfig:
+    config, _ = validate_toml(SiteConfig, text, path)
     config = _resolve_mqtt_files(config, Path(path).parent)
     problem = _cross_check(config) or _check_mqtt(config) or _check_kpi_inputs(config)
     if problem:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -38,8 +37,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from biopilot.config import read_text, validate_toml
 from biopilot.errors import ConfigError
 from biopilot.samples import BAD_SENSOR_FAILURE
 from simulators.fermenter import FermenterParams
@@ -321,48 +321,15 @@ def default_scenario(name: str = "default", seed: int = 42) -> Scenario:
 # -- loading ------------------------------------------------------------------------------------------
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file; raise ConfigError with one line naming the file and the key."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    return parse_scenario(text, path)
+    return parse_scenario(read_text(path), path)
 
 
 def parse_scenario(text: str, path: str | Path = "<scenario>") -> Scenario:
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    try:
-        scenario = Scenario.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from None
+    scenario, _ = validate_toml(Scenario, text, path)
     problem = _cross_check(scenario)
     if problem:
         raise ConfigError(f"{path}: {problem}")
     return scenario
-
-
-def _describe(exc: ValidationError) -> str:
-    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    first = errors[0]
-    key = (
-        "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
-        or "(top level)"
-    )
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "missing":
-        message = "missing (required)"
-    elif first["type"] == "extra_forbidden":
-        message = "unknown key (misspelled?)"
-    elif first["type"] == "enum" and isinstance(first.get("input"), str):
-        expected = first.get("ctx", {}).get("expected", "")
-        message = f"{first['input']!r} is not allowed; expected one of: {expected}"
-    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
-    return f"{key}: {message}{more}"
 
 
 def _unknown(key: str, name: str, known: tuple[str, ...]) -> str:

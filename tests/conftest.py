@@ -8,12 +8,13 @@ In CI (BIOPILOT_CI=1, set by .ci/run) a missing Mosquitto or Chromium is an erro
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,3 +171,14 @@ def demo_config_text(*, opcua_port: int, mqtt_host: str, mqtt_port: int, tag: st
     text = text.replace('mqtt_topic_prefix = "biopilot-demo"', f'mqtt_topic_prefix = "biopilot-test-{tag}"')
     assert f"127.0.0.1:{opcua_port}" in text and f"port = {mqtt_port}" in text, "demo.toml changed its layout"
     return text
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, poll_s: float = 0.05) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds pass; the last answer."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(poll_s)
+    return predicate()

@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from collectors.spool import Spool
 from collectors.writer import StoreWriter
 from storage import SqliteStore
 from tests.collectors import sparkplug_wire as spb
-from tests.conftest import REPO, PrivateMosquitto, require_mosquitto
+from tests.conftest import REPO, PrivateMosquitto, require_mosquitto, wait_until
 
 T0 = datetime(2026, 6, 1, 0, 0, tzinfo=UTC)
 
@@ -98,16 +97,6 @@ class SteadyPublisher(threading.Thread):
         self.client.loop_stop()
 
 
-async def _until(predicate: Callable[[], bool], timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return predicate()
-
-
 def _spooled(store: SqliteStore, spool_dir: Path) -> tuple[SpoolSink, StoreWriter]:
     """The production path: samples to the spool, a store writer tailing it into the store."""
     return SpoolSink(Spool(spool_dir)), StoreWriter(spool_dir, store, poll_s=0.01)
@@ -140,12 +129,12 @@ def test_broker_killed_mid_stream_loses_nothing(tmp_path: Path) -> None:
             await asyncio.sleep(0.3)
             publisher = SteadyPublisher(broker.port, f"{prefix}/R-1/flow", n, rate=1500)
             publisher.start()
-            assert await _until(lambda: publisher.published >= n // 3, 10)
+            assert await wait_until(lambda: publisher.published >= n // 3, 10)
             broker.kill()  # kill -9, mid-stream
             await asyncio.sleep(1.0)
             broker.start()  # same port, same persistence file
             assert await asyncio.to_thread(publisher.wait_all_acked, 60), "the publisher could not finish"
-            assert await _until(lambda: store.count("R-1.flow") >= n, 60)
+            assert await wait_until(lambda: store.count("R-1.flow") >= n, 60)
         finally:
             if publisher is not None:
                 publisher.close()
@@ -239,7 +228,7 @@ def test_store_unavailable_for_30_s_while_ingesting(tmp_path: Path) -> None:
             await asyncio.sleep(0.3)
             publisher = SteadyPublisher(broker.port, f"{prefix}/R-1/flow", n, rate=rate)
             publisher.start()
-            assert await _until(lambda: store.count("R-1.flow") > 100, 10)
+            assert await wait_until(lambda: store.count("R-1.flow") > 100, 10)
             locker = sqlite3.connect(tmp_path / "t.db", timeout=10, isolation_level=None)
             locker.execute("BEGIN EXCLUSIVE")  # the store is gone for writers
             outage_start = store.count("R-1.flow")
@@ -249,7 +238,7 @@ def test_store_unavailable_for_30_s_while_ingesting(tmp_path: Path) -> None:
             locker.close()
             assert during == outage_start, "writes got through the lock"
             assert await asyncio.to_thread(publisher.wait_all_acked, 30)
-            assert await _until(lambda: store.count("R-1.flow") >= n, 30)
+            assert await wait_until(lambda: store.count("R-1.flow") >= n, 30)
             print(
                 f"\nstore outage 30 s: {outage_start} stored before, {during} during, "
                 f"{store.count('R-1.flow')} of {n} after; {writer.write_failures} refused writes"
@@ -392,11 +381,13 @@ def test_100k_fuzzed_payloads_are_all_counted_and_the_collector_stays_up(tmp_pat
                     info.wait_for_publish(30)
 
             await asyncio.to_thread(publish_all)
-            assert await _until(lambda: collector.messages >= n, 60), f"{collector.messages} of {n} handled"
+            assert await wait_until(lambda: collector.messages >= n, 60), (
+                f"{collector.messages} of {n} handled"
+            )
             # and it still works: a good message after the storm is stored
             late = T0 + timedelta(days=2)
             pub.publish(f"{prefix}/R-1/flow", json.dumps({"ts": late.isoformat(), "value": -1.0}), qos=1)
-            assert await _until(lambda: store.count("R-1.flow", late) == 1, 10)
+            assert await wait_until(lambda: store.count("R-1.flow", late) == 1, 10)
         finally:
             pub.disconnect()
             pub.loop_stop()

@@ -16,7 +16,7 @@ from biopilot.samples import BAD_SENSOR_FAILURE, GOOD, UNCERTAIN_LAST_USABLE_VAL
 from collectors.mqtt import MqttCollector
 from collectors.sink import Counts, SampleSink
 from storage import SqliteStore
-from tests.conftest import Broker
+from tests.conftest import Broker, wait_until
 
 
 def _config(broker: Broker, prefix: str, client_id: str) -> str:
@@ -58,16 +58,6 @@ def _publisher(broker: Broker) -> mqtt.Client:
     return client
 
 
-async def _until(predicate, timeout: float = 10.0) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return predicate()
-
-
 def test_json_values_keep_source_time_and_status(mqtt_broker: Broker, tmp_path: Path) -> None:
     prefix = f"t-{uuid.uuid4().hex[:8]}"
     config = parse_config(_config(mqtt_broker, prefix, f"c-{prefix}"))
@@ -96,7 +86,7 @@ def test_json_values_keep_source_time_and_status(mqtt_broker: Broker, tmp_path: 
             pub.publish(f"{prefix}/R-1/state", json.dumps(payload), qos=1).wait_for_publish(5)
         pub.loop_stop()
         pub.disconnect()
-        assert await _until(lambda: store.count("R-1.flow") == n and store.count("R-1.batch") == n)
+        assert await wait_until(lambda: store.count("R-1.flow") == n and store.count("R-1.batch") == n)
         stop.set()
         await asyncio.gather(*tasks)
         return collector
@@ -146,7 +136,7 @@ def test_bad_payloads_are_counted_by_reason_and_collection_goes_on(
         pub.publish(f"{prefix}/R-1/power", b" 12.5 ", qos=1).wait_for_publish(5)
         pub.loop_stop()
         pub.disconnect()
-        assert await _until(lambda: store.count("R-1.flow") == 1 and store.count("R-1.power") == 1)
+        assert await wait_until(lambda: store.count("R-1.flow") == 1 and store.count("R-1.power") == 1)
         collector.handle("somewhere/else", b"{}")  # a topic no tag maps
         stop.set()
         await asyncio.gather(*tasks)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from collectors.mqtt import NULL_STATUS, MqttCollector
 from collectors.sink import Counts, SampleSink
 from storage import SqliteStore
 from tests.collectors import sparkplug_wire as spb
-from tests.conftest import Broker
+from tests.conftest import Broker, wait_until
 
 T0 = datetime(2026, 4, 1, 6, 0, tzinfo=UTC)
 T0_MS = to_us(T0) // 1000
@@ -121,16 +120,6 @@ source = {{ protocol = "mqtt", broker = "b", template = "state", signal = "ntu" 
 """
 
 
-async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.02)
-    return predicate()
-
-
 class _Run:
     """A collector on the shared broker, a publisher, and a way to wait until n messages were handled."""
 
@@ -169,10 +158,10 @@ class _Run:
         info = self.pub.publish(topic, payload, qos=1)
         await asyncio.to_thread(info.wait_for_publish, 5)
         self.sent += 1
-        assert await _until(lambda: self.collector.messages >= self.sent), (
+        assert await wait_until(lambda: self.collector.messages >= self.sent), (
             f"{self.collector.messages} handled"
         )
-        assert await _until(lambda: self.sink.caught_up)
+        assert await wait_until(lambda: self.sink.caught_up)
 
     def values(self, tag: str) -> list[tuple[datetime, object, int]]:
         data = self.store.read(tag, *ALL)

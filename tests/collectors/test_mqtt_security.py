@@ -27,7 +27,7 @@ from collectors.mqtt import MqttCollector
 from collectors.sink import Counts, SampleSink
 from storage import SqliteStore
 from tests.collectors.tls_pki import Pki
-from tests.conftest import IN_CI, PrivateMosquitto, free_port, require_mosquitto
+from tests.conftest import IN_CI, PrivateMosquitto, free_port, require_mosquitto, wait_until
 
 PASSWORD = "s3cret pass"  # with a space: the password travels as it is
 T0 = dt.datetime(2026, 5, 1, 8, 0, tzinfo=dt.UTC)
@@ -129,16 +129,6 @@ def _publisher(port: int, pki: Pki) -> mqtt.Client:
     return client
 
 
-async def _until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return predicate()
-
-
 def _collector(text: str, store: SqliteStore) -> tuple[MqttCollector, SampleSink]:
     config = parse_config(text)
     sink = SampleSink(store)
@@ -157,7 +147,7 @@ async def _run_until_logged(
     stop = asyncio.Event()
     task = asyncio.create_task(collector.run(stop))
     try:
-        assert await _until(lambda: len(_messages(caplog, fragment)) >= times or task.done(), 30), (
+        assert await wait_until(lambda: len(_messages(caplog, fragment)) >= times or task.done(), 30), (
             f"{fragment!r} was logged {len(_messages(caplog, fragment))} times: "
             f"{[r.getMessage() for r in caplog.records]}"
         )
@@ -212,7 +202,9 @@ def test_tls_with_username_and_password_loses_nothing(
             finally:
                 pub.loop_stop()
                 pub.disconnect()
-            assert await _until(lambda: store.count("R-1.flow") >= n, 30), f"{store.count('R-1.flow')} of {n}"
+            assert await wait_until(lambda: store.count("R-1.flow") >= n, 30), (
+                f"{store.count('R-1.flow')} of {n}"
+            )
         finally:
             stop.set()
             await asyncio.gather(*tasks)
@@ -253,7 +245,7 @@ def test_client_certificate(tls_broker: TlsBroker, tmp_path: Path) -> None:
             finally:
                 pub.loop_stop()
                 pub.disconnect()
-            assert await _until(lambda: store.count("R-1.flow") == 1, 15)
+            assert await wait_until(lambda: store.count("R-1.flow") == 1, 15)
         finally:
             stop.set()
             await asyncio.gather(*tasks)

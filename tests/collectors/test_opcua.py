@@ -22,7 +22,7 @@ from collectors.spool import Spool
 from collectors.writer import StoreWriter
 from simulators.opcua_server import OpcUaPlantServer
 from storage import HealthStore, SqliteStore
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 
 NS = "urn:biopilot:test"
 SIGNALS = {"Temperature": ("float", "degC"), "BatchId": ("text", "")}
@@ -60,16 +60,6 @@ source = {{ protocol = "opcua", server = "s", browse_path = "E-1/NoSuchSignal" }
 """
 
 
-async def _until(predicate, timeout: float = 10.0) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return predicate()
-
-
 async def _server(endpoint: str, history: int = 1000) -> OpcUaPlantServer:
     server = OpcUaPlantServer(endpoint, NS, history=history)
     await server.__aenter__()
@@ -100,7 +90,7 @@ def test_values_arrive_with_source_time_and_status_and_a_bad_node_is_isolated(tm
                 )
                 await asyncio.sleep(0.01)
             # n values plus the initial Bad_WaitingForInitialData value the server held at subscription
-            assert await _until(
+            assert await wait_until(
                 lambda: store.count("E-1.temperature") == n + 1 and store.count("E-1.batch") == n + 1
             )
         finally:
@@ -150,23 +140,23 @@ def test_server_restart_gap_is_recorded_and_every_value_after_it_is_stored(tmp_p
             await asyncio.wait_for(collector.connected.wait(), 15)
             for i in range(10):
                 await server.publish("E-1", {"Temperature": float(i)}, T0 + timedelta(seconds=i))
-            assert await _until(lambda: store.count("E-1.temperature", T0) == 10)
+            assert await wait_until(lambda: store.count("E-1.temperature", T0) == 10)
             await server.__aexit__(None, None, None)
             stopped = time.monotonic()
-            assert await _until(lambda: not collector.connected.is_set(), 10), "the loss was not detected"
+            assert await wait_until(lambda: not collector.connected.is_set(), 10), "the loss was not detected"
             detected = time.monotonic() - stopped
             server = await _server(endpoint)
             restarted = time.monotonic()
             for i in range(20):  # produced at once, before the collector is back
                 await server.publish("E-1", {"Temperature": 100.0 + i}, restart_ts + timedelta(seconds=i))
-            assert await _until(lambda: collector.connects == 2, 10), (
+            assert await wait_until(lambda: collector.connects == 2, 10), (
                 "no reconnect within 10 s of the restart"
             )
             back = time.monotonic() - restarted
             for i in range(20, 30):  # and produced live after it is back
                 await server.publish("E-1", {"Temperature": 100.0 + i}, restart_ts + timedelta(seconds=i))
                 await asyncio.sleep(0.02)
-            assert await _until(lambda: store.count("E-1.temperature", restart_ts) == 30)
+            assert await wait_until(lambda: store.count("E-1.temperature", restart_ts) == 30)
             collectors_view = Collectors(sink, collector.counts, TagTracker({}), health, opcua=[collector])
             collectors_view.publish_health()
         finally:
@@ -205,11 +195,11 @@ def test_without_server_history_the_hole_is_marked_bad(tmp_path: Path) -> None:
         try:
             await asyncio.wait_for(collector.connected.wait(), 15)
             await server.publish("E-1", {"Temperature": 1.0}, T0)
-            assert await _until(lambda: store.count("E-1.temperature", T0) == 1)
+            assert await wait_until(lambda: store.count("E-1.temperature", T0) == 1)
             await server.__aexit__(None, None, None)
             server = await _server(endpoint, history=0)
-            assert await _until(lambda: collector.connects == 2, 15)
-            assert await _until(lambda: store.count("E-1.temperature", T0) == 2)
+            assert await wait_until(lambda: collector.connects == 2, 15)
+            assert await wait_until(lambda: store.count("E-1.temperature", T0) == 2)
         finally:
             stop.set()
             await asyncio.gather(*tasks)
