@@ -145,7 +145,8 @@ def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 def private_mosquitto(tmp_path: Path) -> Iterator[PrivateMosquitto]:
     """A durable Mosquitto of the test's own, which it may kill and restart."""
     require_mosquitto()
-    broker = PrivateMosquitto(tmp_path, durable=True)
+    (tmp_path / "mosquitto").mkdir()
+    broker = PrivateMosquitto(tmp_path / "mosquitto", durable=True)
     broker.start()
     try:
         yield broker

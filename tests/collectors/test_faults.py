@@ -15,12 +15,14 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from biopilot.config import parse_config
+from biopilot.config import SiteConfig, parse_config
 from collectors.mqtt import ACCEPTED, REJECTED, MqttCollector
 from collectors.sink import Counts, SpoolSink
 from collectors.spool import Spool
@@ -97,9 +99,24 @@ class SteadyPublisher(threading.Thread):
         self.client.loop_stop()
 
 
-def _spooled(store: SqliteStore, spool_dir: Path) -> tuple[SpoolSink, StoreWriter]:
-    """The production path: samples to the spool, a store writer tailing it into the store."""
-    return SpoolSink(Spool(spool_dir)), StoreWriter(spool_dir, store, poll_s=0.01)
+@asynccontextmanager
+async def collecting(
+    config: SiteConfig, store: SqliteStore, spool_dir: Path
+) -> AsyncIterator[tuple[MqttCollector, StoreWriter]]:
+    """The production path in one process: the collector into the spool, a store writer tailing it into the
+    store; subscribed on entry, stopped on exit."""
+    writer = StoreWriter(spool_dir, store, poll_s=0.01)
+    sink = SpoolSink(Spool(spool_dir))
+    collector = MqttCollector("b", config.mqtt.brokers["b"], config.tags, sink, Counts(), UTC)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(collector.run(stop)), asyncio.create_task(writer.run(stop))]
+    try:
+        await asyncio.wait_for(collector.connected.wait(), 10)
+        await asyncio.sleep(0.3)  # the SUBSCRIBE is sent in the connect callback: let its SUBACK land
+        yield collector, writer
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
 
 
 def _assert_all_stored_once(store: SqliteStore, n: int) -> None:
@@ -108,39 +125,26 @@ def _assert_all_stored_once(store: SqliteStore, n: int) -> None:
     assert sorted(data.values.tolist()) == [float(i) for i in range(n)]
 
 
-def test_broker_killed_mid_stream_loses_nothing(tmp_path: Path) -> None:
-    require_mosquitto()
-    (tmp_path / "broker").mkdir()
-    broker = PrivateMosquitto(tmp_path / "broker", durable=True)
-    broker.start()
+def test_broker_killed_mid_stream_loses_nothing(tmp_path: Path, private_mosquitto: PrivateMosquitto) -> None:
+    broker = private_mosquitto
     prefix = uuid.uuid4().hex[:8]
     config = parse_config(_config(broker.port, prefix))
     store = SqliteStore(tmp_path / "t.db")
     n = 3000
 
     async def main() -> MqttCollector:
-        sink, writer = _spooled(store, tmp_path / "spool")
-        collector = MqttCollector("b", config.mqtt.brokers["b"], config.tags, sink, Counts(), UTC)
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(collector.run(stop)), asyncio.create_task(writer.run(stop))]
-        publisher = None
-        try:
-            await asyncio.wait_for(collector.connected.wait(), 10)
-            await asyncio.sleep(0.3)
+        async with collecting(config, store, tmp_path / "spool") as (collector, _):
             publisher = SteadyPublisher(broker.port, f"{prefix}/R-1/flow", n, rate=1500)
             publisher.start()
-            assert await wait_until(lambda: publisher.published >= n // 3, 10)
-            broker.kill()  # kill -9, mid-stream
-            await asyncio.sleep(1.0)
-            broker.start()  # same port, same persistence file
-            assert await asyncio.to_thread(publisher.wait_all_acked, 60), "the publisher could not finish"
-            assert await wait_until(lambda: store.count("R-1.flow") >= n, 60)
-        finally:
-            if publisher is not None:
+            try:
+                assert await wait_until(lambda: publisher.published >= n // 3, 10)
+                broker.kill()  # kill -9, mid-stream
+                await asyncio.sleep(1.0)
+                broker.start()  # same port, same persistence file
+                assert await asyncio.to_thread(publisher.wait_all_acked, 60), "the publisher could not finish"
+                assert await wait_until(lambda: store.count("R-1.flow") >= n, 60)
+            finally:
                 publisher.close()
-            stop.set()
-            await asyncio.gather(*tasks)
-            broker.stop()
         return collector
 
     collector = asyncio.run(main())
@@ -152,11 +156,10 @@ def test_broker_killed_mid_stream_loses_nothing(tmp_path: Path) -> None:
     assert collector.connects >= 2
 
 
-def test_collector_killed_mid_stream_loses_no_acknowledged_value(tmp_path: Path) -> None:
-    require_mosquitto()
-    (tmp_path / "broker").mkdir()
-    broker = PrivateMosquitto(tmp_path / "broker", durable=True)
-    broker.start()
+def test_collector_killed_mid_stream_loses_no_acknowledged_value(
+    tmp_path: Path, private_mosquitto: PrivateMosquitto
+) -> None:
+    broker = private_mosquitto
     prefix = uuid.uuid4().hex[:8]
     cfg = tmp_path / "site.toml"
     cfg.write_text(_config(broker.port, prefix))
@@ -202,15 +205,13 @@ def test_collector_killed_mid_stream_loses_no_acknowledged_value(tmp_path: Path)
             publisher.close()
         collector.send_signal(signal.SIGTERM)
         collector.wait(10)
-        broker.stop()
 
 
-def test_store_unavailable_for_30_s_while_ingesting(tmp_path: Path) -> None:
+def test_store_unavailable_for_30_s_while_ingesting(
+    tmp_path: Path, private_mosquitto: PrivateMosquitto
+) -> None:
     """Another connection holds the database's write lock for 30 s while messages keep coming."""
-    require_mosquitto()
-    (tmp_path / "broker").mkdir()
-    broker = PrivateMosquitto(tmp_path / "broker", durable=True)
-    broker.start()
+    broker = private_mosquitto
     prefix = uuid.uuid4().hex[:8]
     config = parse_config(_config(broker.port, prefix))
     store = SqliteStore(tmp_path / "t.db")
@@ -218,37 +219,27 @@ def test_store_unavailable_for_30_s_while_ingesting(tmp_path: Path) -> None:
     n, rate = 4000, 100.0  # 40 s of messages
 
     async def main() -> StoreWriter:
-        sink, writer = _spooled(store, tmp_path / "spool")
-        collector = MqttCollector("b", config.mqtt.brokers["b"], config.tags, sink, Counts(), UTC)
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(collector.run(stop)), asyncio.create_task(writer.run(stop))]
-        publisher = None
-        try:
-            await asyncio.wait_for(collector.connected.wait(), 10)
-            await asyncio.sleep(0.3)
+        async with collecting(config, store, tmp_path / "spool") as (_, writer):
             publisher = SteadyPublisher(broker.port, f"{prefix}/R-1/flow", n, rate=rate)
             publisher.start()
-            assert await wait_until(lambda: store.count("R-1.flow") > 100, 10)
-            locker = sqlite3.connect(tmp_path / "t.db", timeout=10, isolation_level=None)
-            locker.execute("BEGIN EXCLUSIVE")  # the store is gone for writers
-            outage_start = store.count("R-1.flow")
-            await asyncio.sleep(30)
-            during = store.count("R-1.flow")
-            locker.execute("ROLLBACK")
-            locker.close()
-            assert during == outage_start, "writes got through the lock"
-            assert await asyncio.to_thread(publisher.wait_all_acked, 30)
-            assert await wait_until(lambda: store.count("R-1.flow") >= n, 30)
-            print(
-                f"\nstore outage 30 s: {outage_start} stored before, {during} during, "
-                f"{store.count('R-1.flow')} of {n} after; {writer.write_failures} refused writes"
-            )
-        finally:
-            if publisher is not None:
+            try:
+                assert await wait_until(lambda: store.count("R-1.flow") > 100, 10)
+                locker = sqlite3.connect(tmp_path / "t.db", timeout=10, isolation_level=None)
+                locker.execute("BEGIN EXCLUSIVE")  # the store is gone for writers
+                outage_start = store.count("R-1.flow")
+                await asyncio.sleep(30)
+                during = store.count("R-1.flow")
+                locker.execute("ROLLBACK")
+                locker.close()
+                assert during == outage_start, "writes got through the lock"
+                assert await asyncio.to_thread(publisher.wait_all_acked, 30)
+                assert await wait_until(lambda: store.count("R-1.flow") >= n, 30)
+                print(
+                    f"\nstore outage 30 s: {outage_start} stored before, {during} during, "
+                    f"{store.count('R-1.flow')} of {n} after; {writer.write_failures} refused writes"
+                )
+            finally:
                 publisher.close()
-            stop.set()
-            await asyncio.gather(*tasks)
-            broker.stop()
         return writer
 
     writer = asyncio.run(main())
@@ -357,42 +348,35 @@ def test_100k_fuzzed_payloads_are_all_counted_and_the_collector_stays_up(tmp_pat
     other_accepted = offline.counts.of("mqtt:b").get(ACCEPTED, 0)
 
     async def main() -> MqttCollector:
-        sink, writer = _spooled(store, tmp_path / "spool")
-        collector = MqttCollector("b", config.mqtt.brokers["b"], config.tags, sink, Counts(), UTC)
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(collector.run(stop)), asyncio.create_task(writer.run(stop))]
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"fuzz-{prefix}")
         pub.max_inflight_messages_set(1000)
         try:
-            await asyncio.wait_for(collector.connected.wait(), 10)
-            await asyncio.sleep(0.3)
-            pub.connect("127.0.0.1", broker.port)
-            pub.loop_start()
+            async with collecting(config, store, tmp_path / "spool") as (collector, _):
+                pub.connect("127.0.0.1", broker.port)
+                pub.loop_start()
 
-            def publish_all() -> None:
-                infos = []
-                for topic, p in messages:
-                    infos.append(pub.publish(topic, p, qos=1))
-                    if len(infos) >= 20_000:  # cap what is in flight (paho stalls beyond 65,535)
-                        for info in infos:
-                            info.wait_for_publish(30)
-                        infos = []
-                for info in infos:
-                    info.wait_for_publish(30)
+                def publish_all() -> None:
+                    infos = []
+                    for topic, p in messages:
+                        infos.append(pub.publish(topic, p, qos=1))
+                        if len(infos) >= 20_000:  # cap what is in flight (paho stalls beyond 65,535)
+                            for info in infos:
+                                info.wait_for_publish(30)
+                            infos = []
+                    for info in infos:
+                        info.wait_for_publish(30)
 
-            await asyncio.to_thread(publish_all)
-            assert await wait_until(lambda: collector.messages >= n, 60), (
-                f"{collector.messages} of {n} handled"
-            )
-            # and it still works: a good message after the storm is stored
-            late = T0 + timedelta(days=2)
-            pub.publish(f"{prefix}/R-1/flow", json.dumps({"ts": late.isoformat(), "value": -1.0}), qos=1)
-            assert await wait_until(lambda: store.count("R-1.flow", late) == 1, 10)
+                await asyncio.to_thread(publish_all)
+                assert await wait_until(lambda: collector.messages >= n, 60), (
+                    f"{collector.messages} of {n} handled"
+                )
+                # and it still works: a good message after the storm is stored
+                late = T0 + timedelta(days=2)
+                pub.publish(f"{prefix}/R-1/flow", json.dumps({"ts": late.isoformat(), "value": -1.0}), qos=1)
+                assert await wait_until(lambda: store.count("R-1.flow", late) == 1, 10)
         finally:
             pub.disconnect()
             pub.loop_stop()
-            stop.set()
-            await asyncio.gather(*tasks)
             broker.stop()
         return collector
 
