@@ -30,7 +30,7 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from biopilot.aio import wait_for_event
 from biopilot.config import OpcUaServer, OpcUaSource, Tag
 from biopilot.errors import SourceError
-from biopilot.samples import BAD_NO_COMMUNICATION, Sample, utcnow
+from biopilot.samples import BAD_NO_COMMUNICATION, Sample, is_bad, utcnow
 from collectors.decoders import TimeWindow
 from collectors.security import Pki, certificate_uri, check_client_certificate, check_server_certificate
 from collectors.sink import Counts, SampleSink
@@ -325,7 +325,7 @@ class OpcUaCollector:
         if tag.is_text:
             value: float | str | None = raw if isinstance(raw, str) else (None if raw is None else str(raw))
         elif isinstance(raw, bool) or not isinstance(raw, int | float):
-            if raw is None and status & 0x80000000:
+            if raw is None and is_bad(status):
                 value = None  # a bad value without a value: keep the status
             else:
                 self.counts.reject(self.source, "wrong_type", f"{tag.name}: {type(raw).__name__}")

@@ -163,13 +163,6 @@ class Collectors:
                 spool.close()
             log.info("collectors stopped: %d samples received", self.sink.received)
 
-    @property
-    def stored(self) -> int | None:
-        """Samples written to the store by this process (None when a store-writer process does it)."""
-        if isinstance(self.sink, SampleSink):
-            return self.sink.stored
-        return self.writer.stored if self.writer is not None else None
-
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         """Sync the spool to disk and write health, each at its interval."""
         last_sync = last_health = time.monotonic()

@@ -38,12 +38,12 @@ from typing import IO
 
 from biopilot.errors import BioPilotError
 from biopilot.samples import Sample, to_us
+from storage.sqlite import Row
 
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">II")
 _SUFFIX = ".spool"
-Row = tuple[str, int, float | str | None, int, int | None]
 
 
 class SpoolFullError(BioPilotError):

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from biopilot.samples import is_bad
+
 
 class Change(StrEnum):
     START = "start"
@@ -34,7 +36,7 @@ def detect_runs(
     events: list[RunEvent] = []
     current = open_batch
     for ts_us, raw, status in samples:
-        if status & 0x80000000:
+        if is_bad(status):
             continue
         batch = (raw or "").strip() or None
         if batch == current:
@@ -66,7 +68,7 @@ def detect_phases(
     current: str | None = None
     start = 0
     for ts_us, raw, status in samples:
-        if status & 0x80000000:
+        if is_bad(status):
             continue
         name = (raw or "").strip() if isinstance(raw, str) or raw is None else str(raw).strip()
         if not name or name == current:
