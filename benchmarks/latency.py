@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import paho.mqtt.client as mqtt
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from biopilot.broker import mosquitto_binary, mosquitto_config, reachable  # noqa: E402
+from benchmarks.common import private_mosquitto  # noqa: E402
 from storage.sqlite import SqliteStore  # noqa: E402
 
 TOPIC = "bench/latency/flow"
@@ -75,12 +74,6 @@ role = "flow"
 unit = "L/h"
 source = {{ protocol = "mqtt", broker = "b", topic = "{topic}" }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def publish_steady(port: int, rate: float, seconds: float) -> int:
@@ -132,21 +125,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()
-    binary = mosquitto_binary()
-    if binary is None:
-        sys.exit("this benchmark needs Mosquitto (apt-get install mosquitto)")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, private_mosquitto(Path(tmp)) as port:
         work = Path(tmp)
-        port = free_port()
-        conf = work / "mosquitto.conf"
-        conf.write_text(mosquitto_config("127.0.0.1", port, work / "broker"))
-        broker = subprocess.Popen(
-            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
         collector = None
         try:
-            while not reachable("127.0.0.1", port, 0.2):
-                time.sleep(0.05)
             cfg = work / "site.toml"
             cfg.write_text(CONFIG.format(port=port, topic=TOPIC))
             env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -191,8 +173,6 @@ def main() -> None:
             if collector is not None:
                 collector.send_signal(signal.SIGTERM)
                 collector.wait(20)
-            broker.terminate()
-            broker.wait(10)
 
 
 if __name__ == "__main__":

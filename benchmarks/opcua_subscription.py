@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import free_port  # noqa: E402
 from biopilot.samples import to_us  # noqa: E402
 from storage.sqlite import SqliteStore  # noqa: E402
 
@@ -91,12 +91,6 @@ async def main():
         print(json.dumps({"values": got, "seconds": seconds}))
 asyncio.run(main())
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def site_config(port: int, n: int) -> str:
