@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from biopilot.broker import mosquitto_binary, mosquitto_config, reachable
+from biopilot.app.broker import mosquitto_binary, mosquitto_config, reachable
 
 
 def free_port() -> int:

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from biopilot.config import parse_config
+from biopilot.records import LabResult, Phase
 from biopilot.samples import Sample, from_us, to_us
 from processing.kpis import compute_run_kpis
-from storage.catalog import Catalog, LabResult, Phase
+from storage.catalog import Catalog
 from storage.sqlite import SqliteStore
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)

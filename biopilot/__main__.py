@@ -1,5 +1,5 @@
 import sys
 
-from biopilot.cli import main
+from biopilot.app.cli import main
 
 sys.exit(main())

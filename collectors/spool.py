@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import IO
 
 from biopilot.errors import BioPilotError
+from biopilot.records import Row
 from biopilot.samples import Sample, to_us
-from storage.sqlite import Row
 
 log = logging.getLogger(__name__)
 

@@ -16,18 +16,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from biopilot.config import Role, SiteConfig, Tag, load_config
+from biopilot.records import KpiRecord, Phase, Run
 from biopilot.samples import Severity, from_us, severity, utcnow
-from storage import (
-    Catalog,
-    HealthStore,
-    KpiRecord,
-    Run,
-    TimeSeriesStore,
-    open_catalog,
-    open_health,
-    open_store,
-)
-from storage.catalog import Phase
+from storage import Catalog, HealthStore, TimeSeriesStore, open_catalog, open_health, open_store
 from storage.health import liveness, source_alive
 
 STALE_AFTER_S = 30.0  # without health from the collectors: a value older than this is shown as stale

@@ -38,12 +38,11 @@ from biopilot.config import (
     emission_factor,
     process_spec,
 )
+from biopilot.records import KpiRecord, LabResult, Phase, Run, SeriesData
 from biopilot.samples import from_us, to_us
 from processing import offgas, recovery, yields
 from processing.energy import Integral, energy_from_totalizer, integrate_trapezoid, specific_consumption
 from processing.signals import align, covered_hours, default_max_gap_h, last_usable_before, uncertain, usable
-from storage.base import SeriesData
-from storage.catalog import KpiRecord, LabResult, Phase, Run
 
 KPI_VERSION = "kpi-2"
 COMPLETE = 0.99  # an input covering less of its window than this makes the KPI incomplete

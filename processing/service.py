@@ -20,11 +20,12 @@ from datetime import UTC, datetime, timedelta
 
 from biopilot.aio import wait_for_event
 from biopilot.config import EquipmentKind, Role, SiteConfig, Tag, process_spec
+from biopilot.records import KpiRecord, Phase, Run, run_id_for
 from biopilot.samples import from_us, to_us, utcnow
 from processing.kpis import KPI_VERSION, compute_run_kpis
 from processing.runs import Change, detect_phases, detect_runs
 from storage.base import TimeSeriesStore
-from storage.catalog import Catalog, KpiRecord, Phase, Run, run_id_for
+from storage.catalog import Catalog
 
 log = logging.getLogger(__name__)
 

@@ -5,19 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from biopilot.config import SiteConfig
-from storage.base import Buckets, Latest, SeriesData, TimeSeriesStore
-from storage.catalog import Catalog, KpiRecord, Run
+from storage.base import TimeSeriesStore
+from storage.catalog import Catalog
 from storage.health import HealthStore
 from storage.sqlite import SqliteStore
 
 __all__ = [
-    "Buckets",
     "Catalog",
     "HealthStore",
-    "KpiRecord",
-    "Latest",
-    "Run",
-    "SeriesData",
     "SqliteStore",
     "TimeSeriesStore",
     "database_path",

@@ -21,14 +21,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 
 from biopilot.errors import StoreError
-from biopilot.samples import from_us, to_us, utcnow
+from biopilot.records import ImportRecord, KpiRecord, LabResult, Phase, Run, RunKind, RunOrigin, run_id_for
+from biopilot.samples import from_us, to_us
 from storage.sqlite import connect
 
 SCHEMA_VERSION = 2
@@ -106,142 +105,6 @@ _V2_COLUMNS = {
 }
 
 _RUN_COLUMNS = "id, equipment, batch_id, start_us, end_us, kind, trial_id, product, upstream_id, origin, note"
-
-
-class RunKind(StrEnum):
-    BASELINE = "baseline"
-    TRIAL = "trial"
-    OTHER = "other"
-
-
-class RunOrigin(StrEnum):
-    LIVE = "live"  # detected from batch-id samples
-    IMPORT = "import"  # a historian export
-    MANUAL = "manual"  # created from the CLI
-
-
-def run_id_for(equipment: str, batch_id: str) -> str:
-    return f"{equipment}:{batch_id}"
-
-
-@dataclass(frozen=True)
-class Run:
-    id: str
-    equipment: str
-    batch_id: str
-    start: datetime
-    end: datetime | None  # None while the run is live
-    kind: str = RunKind.OTHER.value
-    trial_id: str | None = None
-    product: str | None = None
-    upstream_id: str | None = None  # the upstream run whose batch this (downstream) run processed
-    origin: str = RunOrigin.LIVE.value
-    note: str = ""
-
-    @property
-    def is_open(self) -> bool:
-        return self.end is None
-
-    @property
-    def duration_h(self) -> float | None:
-        return (self.end - self.start).total_seconds() / 3600 if self.end is not None else None
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "equipment": self.equipment,
-            "batch_id": self.batch_id,
-            "start": self.start.isoformat(),
-            "end": self.end.isoformat() if self.end else None,
-            "status": "open" if self.is_open else "closed",
-            "kind": self.kind,
-            "trial_id": self.trial_id,
-            "product": self.product,
-            "upstream_id": self.upstream_id,
-            "origin": self.origin,
-            "note": self.note,
-        }
-
-
-@dataclass(frozen=True)
-class Phase:
-    name: str
-    start: datetime
-    end: datetime | None  # None while the phase lasts
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "start": self.start.isoformat(),
-            "end": self.end.isoformat() if self.end else None,
-        }
-
-
-@dataclass(frozen=True)
-class LabResult:
-    """An offline measurement of one analyte in a sample drawn from an equipment at a time.
-
-    sample_volume_l: broth removed with the sample [L] (0 when unknown or negligible); fed-batch accounting
-    adds the product it carried out."""
-
-    equipment: str
-    ts: datetime
-    analyte: str  # "titer", "biomass", "substrate", or any other name
-    value: float
-    unit: str
-    sample_volume_l: float = 0.0
-    source: str = ""  # file name or "cli"
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "equipment": self.equipment,
-            "time": self.ts.isoformat(),
-            "analyte": self.analyte,
-            "value": self.value,
-            "unit": self.unit,
-            "sample_volume_l": self.sample_volume_l,
-            "source": self.source,
-        }
-
-
-@dataclass(frozen=True)
-class ImportRecord:
-    sha256: str
-    run_id: str
-    file: str
-    rows: int
-    samples: int
-    imported: datetime
-
-
-@dataclass(frozen=True)
-class KpiRecord:
-    """One KPI of one run, as processing computed it.
-
-    The JSON form (`to_json`) is the stable interface of `biopilot kpis --json` and the dashboard."""
-
-    name: str
-    value: float | None
-    unit: str
-    coverage: float  # share of the run with usable data for the inputs (the lowest of `inputs`), 0..1
-    flags: tuple[str, ...] = ()  # e.g. "incomplete", "provisional", "missing_input", "uncertain_inputs"
-    final: bool = False  # False while the run is live (a provisional value)
-    version: str = ""
-    computed: datetime = field(default_factory=utcnow)
-    inputs: Mapping[str, float] = field(default_factory=dict)  # coverage per input (tag or lab analyte)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "value": self.value,
-            "unit": self.unit,
-            "coverage": round(self.coverage, 4),
-            "flags": list(self.flags),
-            "final": self.final,
-            "version": self.version,
-            "computed": self.computed.isoformat(),
-            "inputs": {k: round(v, 4) for k, v in sorted(self.inputs.items())},
-        }
 
 
 class Catalog:

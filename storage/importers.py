@@ -29,9 +29,10 @@ import pandas as pd
 
 from biopilot.config import HistorianMapping, SiteConfig, Tag, process_spec
 from biopilot.errors import BioPilotError
+from biopilot.records import ImportRecord, LabResult, Run, RunKind, RunOrigin, run_id_for
 from biopilot.samples import Sample, from_us, utcnow
 from storage.base import TimeSeriesStore
-from storage.catalog import Catalog, ImportRecord, LabResult, Run, RunKind, RunOrigin, run_id_for
+from storage.catalog import Catalog
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from biopilot.errors import StoreError
+from biopilot.records import Buckets, Latest, Row, SeriesData
 from biopilot.samples import Sample, from_us, to_us, utcnow
-from storage.base import Buckets, Latest, SeriesData
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -38,8 +38,6 @@ CREATE TABLE IF NOT EXISTS samples (
 """
 
 _BAD = 0x80000000
-
-Row = tuple[str, int, float | str | None, int, int | None]  # series, source µs, value, status, server µs
 
 
 def connect(path: Path) -> sqlite3.Connection:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from biopilot.broker import mosquitto_binary, mosquitto_config, reachable
+from biopilot.app.broker import mosquitto_binary, mosquitto_config, reachable
 
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("BIOPILOT_CI") == "1"

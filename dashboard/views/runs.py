@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 
 import streamlit as st
 
+from biopilot.records import KpiRecord, Run, RunKind
 from dashboard.data import DashboardData
 from processing.kpis import KPI_UNITS
-from storage.catalog import KpiRecord, Run, RunKind
 
 # headline KPIs in the runs table, in column order: (column title with its unit, KPI names in the order
 # tried: a fermenter's product formed, a recovery step's product out, how the value is written). Cells are

@@ -21,7 +21,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from biopilot.broker import mosquitto_binary
+from biopilot.app.broker import mosquitto_binary
 from biopilot.config import parse_config
 from collectors.mqtt import MqttCollector
 from collectors.sink import Counts, SampleSink

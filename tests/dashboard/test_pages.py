@@ -20,8 +20,9 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from biopilot.config import load_config
+from biopilot.records import KpiRecord
 from biopilot.samples import BAD_SENSOR_FAILURE, GOOD, UNCERTAIN_LAST_USABLE_VALUE, Sample, utcnow
-from storage import Catalog, HealthStore, KpiRecord, SqliteStore
+from storage import Catalog, HealthStore, SqliteStore
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "dashboard" / "app.py"

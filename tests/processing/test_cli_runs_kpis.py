@@ -1,4 +1,4 @@
-"""The run, import, lab and KPI commands end to end through biopilot.cli.main on a tmp data dir:
+"""The run, import, lab and KPI commands end to end through biopilot.app.cli.main on a tmp data dir:
 their JSON is the documented, stable interface; errors are one line without a traceback."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from biopilot.cli import main
+from biopilot.app.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / "config" / "demo.toml")

@@ -33,10 +33,11 @@ from pathlib import Path
 import pytest
 
 from biopilot.config import parse_config
+from biopilot.records import KpiRecord, LabResult, Phase
 from biopilot.samples import BAD_SENSOR_FAILURE, GOOD, UNCERTAIN_LAST_USABLE_VALUE, Sample
 from processing.kpis import KPI_UNITS, KPI_VERSION
 from processing.service import Processing
-from storage.catalog import Catalog, KpiRecord, LabResult, Phase
+from storage.catalog import Catalog
 from storage.sqlite import SqliteStore
 
 T0 = datetime(2024, 5, 1, 6, 0, tzinfo=UTC)

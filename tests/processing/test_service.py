@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 
 from biopilot.config import parse_config
+from biopilot.records import KpiRecord, Run
 from biopilot.samples import BAD_NO_COMMUNICATION, GOOD, Sample, to_us
 from processing.service import KPI_VERSION, Processing
-from storage.catalog import Catalog, KpiRecord, Run
+from storage.catalog import Catalog
 from storage.sqlite import SqliteStore
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)

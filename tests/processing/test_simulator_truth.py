@@ -32,11 +32,12 @@ from typing import Any
 import pytest
 
 from biopilot.config import SiteConfig, load_config
+from biopilot.records import KpiRecord
 from processing.service import Processing
 from simulators import historical as hi
 from simulators.scenario import load_scenario
 from simulators.wiring import tag_map, units_of
-from storage.catalog import Catalog, KpiRecord
+from storage.catalog import Catalog
 from storage.sqlite import SqliteStore
 
 REPO = Path(__file__).resolve().parents[2]

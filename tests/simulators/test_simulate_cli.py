@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from biopilot.cli import main
+from biopilot.app.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / "config" / "demo.toml")

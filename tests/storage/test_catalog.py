@@ -10,16 +10,8 @@ from pathlib import Path
 import pytest
 
 from biopilot.errors import StoreError
-from storage.catalog import (
-    SCHEMA_VERSION,
-    Catalog,
-    ImportRecord,
-    KpiRecord,
-    LabResult,
-    Phase,
-    Run,
-    run_id_for,
-)
+from biopilot.records import ImportRecord, KpiRecord, LabResult, Phase, Run, run_id_for
+from storage.catalog import SCHEMA_VERSION, Catalog
 
 T0 = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from biopilot.commands.common import DEFAULT_DATA_DIR
+from biopilot.app.commands.common import DEFAULT_DATA_DIR
 from biopilot.config import OpcUaServer, load_config
 from biopilot.errors import BioPilotError, SourceError
 

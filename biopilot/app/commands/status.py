@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from biopilot.commands.common import add_config_options, site_config
+from biopilot.app.commands.common import add_config_options, site_config
 from biopilot.samples import utcnow
 from storage import open_health
 from storage.health import liveness, source_alive

@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from biopilot.commands.common import add_config_options, site_config
-from biopilot.commands.runs import KINDS, parse_time
+from biopilot.app.commands.common import add_config_options, site_config
+from biopilot.app.commands.runs import KINDS, parse_time
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

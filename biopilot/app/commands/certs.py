@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from biopilot.commands.common import DEFAULT_DATA_DIR
+from biopilot.app.commands.common import DEFAULT_DATA_DIR
 from biopilot.errors import BioPilotError
 from collectors.security import (
     Pki,

@@ -9,7 +9,7 @@ from pathlib import Path
 from biopilot.config import SiteConfig, load_config
 from biopilot.errors import BioPilotError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_DATA_DIR = Path("biopilot-data")
 
 

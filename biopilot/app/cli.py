@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from biopilot import __version__
-from biopilot.commands import MODULES
+from biopilot.app.commands import MODULES
 from biopilot.errors import BioPilotError
 
 

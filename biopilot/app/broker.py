@@ -71,7 +71,7 @@ def run_amqtt(host: str, port: int) -> None:
     """Serve MQTT with amqtt until SIGTERM/SIGINT."""
     from amqtt.broker import Broker
 
-    from biopilot.stages import run_until_signalled
+    from biopilot.app.stages import run_until_signalled
 
     async def main(stop: asyncio.Event) -> None:
         broker = Broker(

@@ -9,7 +9,7 @@ import webbrowser
 from pathlib import Path
 from urllib.parse import urlparse
 
-from biopilot.commands.common import add_config_options, require_free_port, site_config
+from biopilot.app.commands.common import add_config_options, require_free_port, site_config
 from biopilot.errors import BioPilotError
 
 
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def streamlit_command(
     config_path: Path, data_dir: Path, address: str, port: int
 ) -> tuple[list[str], dict[str, str]]:
-    app = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+    app = Path(__file__).resolve().parents[3] / "dashboard" / "app.py"
     argv = [
         sys.executable,
         "-m",
@@ -57,8 +57,8 @@ def streamlit_command(
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from biopilot.broker import mosquitto_binary, mosquitto_config, reachable, wait_reachable
-    from biopilot.supervisor import Child, Supervisor, wait_http_ok
+    from biopilot.app.broker import mosquitto_binary, mosquitto_config, reachable, wait_reachable
+    from biopilot.app.supervisor import Child, Supervisor, wait_http_ok
 
     config_path, config = site_config(args)
     if config.simulator is None:

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from biopilot.commands.common import add_config_options, site_config
+from biopilot.app.commands.common import add_config_options, site_config
 from biopilot.config import SiteConfig
 from biopilot.errors import BioPilotError
 

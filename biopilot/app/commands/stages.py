@@ -7,9 +7,9 @@ import os
 import subprocess
 import webbrowser
 
-from biopilot.commands import simulate
-from biopilot.commands.common import add_config_options, require_free_port, site_config
-from biopilot.commands.demo import streamlit_command
+from biopilot.app.commands import simulate
+from biopilot.app.commands.common import add_config_options, require_free_port, site_config
+from biopilot.app.commands.demo import streamlit_command
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -66,7 +66,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
 
 
 def _cmd_broker(args: argparse.Namespace) -> int:
-    from biopilot.broker import run_amqtt
+    from biopilot.app.broker import run_amqtt
 
     run_amqtt(args.host, args.port)
     return 0

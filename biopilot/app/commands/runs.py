@@ -16,7 +16,7 @@ import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from biopilot.commands.common import add_config_options, site_config
+from biopilot.app.commands.common import add_config_options, site_config
 from biopilot.config import SiteConfig
 from biopilot.errors import BioPilotError
 
@@ -164,7 +164,7 @@ def _cmd_runs_show(args: argparse.Namespace) -> int:
             end = p.end.isoformat() if p.end else "—"
             print(f"{'phase':12} {p.name:16} {p.start.isoformat()} → {end}")
         print(f"{'lab results':12} {len(item['lab_results'])}")  # type: ignore[arg-type]
-        from biopilot.commands.kpis import print_kpi_table
+        from biopilot.app.commands.kpis import print_kpi_table
 
         print_kpi_table(catalog.kpis(run.id))
     finally:
@@ -204,8 +204,8 @@ def _cmd_runs_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_runs_edit(args: argparse.Namespace) -> int:
+    from biopilot.records import Phase
     from storage import open_catalog
-    from storage.catalog import Phase
 
     _, config = site_config(args)
     catalog = open_catalog(config, args.data_dir)
@@ -246,7 +246,7 @@ def _cmd_runs_edit(args: argparse.Namespace) -> int:
 
 
 def _cmd_runs_close(args: argparse.Namespace) -> int:
-    from biopilot.commands.kpis import recompute
+    from biopilot.app.commands.kpis import recompute
 
     _, config = site_config(args)
     from storage import open_catalog

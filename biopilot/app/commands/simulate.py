@@ -7,7 +7,7 @@ import argparse
 from datetime import datetime
 from pathlib import Path
 
-from biopilot.commands.common import DEFAULT_DATA_DIR, site_config
+from biopilot.app.commands.common import DEFAULT_DATA_DIR, site_config
 from biopilot.errors import BioPilotError
 
 

@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from biopilot.commands.common import add_config_options, site_config
-from biopilot.commands.runs import parse_time, require_run
+from biopilot.app.commands.common import add_config_options, site_config
+from biopilot.app.commands.runs import parse_time, require_run
 from biopilot.errors import BioPilotError
 
 
@@ -75,8 +75,8 @@ def _cmd_lab_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_lab_add(args: argparse.Namespace) -> int:
+    from biopilot.records import LabResult
     from storage import open_catalog
-    from storage.catalog import LabResult
 
     _, config = site_config(args)
     ts = parse_time(args.time, config, "--time")

@@ -14,8 +14,8 @@ from datetime import datetime
 from pathlib import Path
 
 from biopilot.aio import wait_for_event
+from biopilot.app.supervisor import die_with_parent
 from biopilot.config import SiteConfig
-from biopilot.supervisor import die_with_parent
 from collectors.runner import Collectors
 from collectors.writer import StoreWriter
 from processing.service import Processing
