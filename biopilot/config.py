@@ -14,6 +14,7 @@ from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -109,6 +110,34 @@ class Site(_Model):
 class StorageConfig(_Model):
     backend: Literal["sqlite"] = "sqlite"
     path: str = "biopilot.db"  # relative paths are taken from the data directory
+    # The catalog (runs, KPIs, trials, users, audit): None keeps it in the SQLite file above; a
+    # "postgresql://user@host:5432/db" URL puts it on a PostgreSQL server, with the password taken from the
+    # environment variable named by catalog_password_env (never written in this file).
+    catalog: str | None = None
+    catalog_password_env: str | None = None
+
+    @field_validator("catalog")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+            raise ValueError(
+                f"a catalog URL looks like 'postgresql://user@host:5432/biopilot', got {value!r}"
+            )
+        if parts.password is not None:
+            raise ValueError(
+                "the catalog URL carries a password; remove it and name the environment variable that "
+                "holds it in storage.catalog_password_env"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _password_needs_catalog(self) -> StorageConfig:
+        if self.catalog_password_env is not None and self.catalog is None:
+            raise ValueError("catalog_password_env needs a postgresql:// catalog URL in storage.catalog")
+        return self
 
 
 class OpcUaServer(_Model):

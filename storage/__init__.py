@@ -32,6 +32,9 @@ def open_store(config: SiteConfig, data_dir: Path, *, read_only: bool = False) -
 
 
 def open_catalog(config: SiteConfig, data_dir: Path) -> Catalog:
+    """The site's catalog: on PostgreSQL when [storage] catalog names a server, else in the SQLite file."""
+    if config.storage.catalog is not None:
+        return Catalog(config.storage.catalog, password_env=config.storage.catalog_password_env)
     return Catalog(database_path(config, data_dir))
 
 
