@@ -10,7 +10,9 @@ Catalog code (storage/catalog.py and the other tables' modules) writes one SQL t
 
 Schema changes are one ordered list of migrations (storage/migrations.py), applied by `migrate` in one
 transaction that holds the database's write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock),
-so any number of processes may open an old database at once and the newest schema results.
+so any number of processes may open an old database at once and the newest schema results. Each applied
+version is recorded in catalog_migrations, so a migration is applied exactly once whatever order parallel
+work merged them in.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from biopilot.errors import StoreError
+from biopilot.samples import to_us, utcnow
 from storage.sqlite import connect
 
 Params = Sequence[object]
@@ -224,48 +227,68 @@ def open_database(target: str | Path, *, password_env: str | None = None) -> Dat
     return SqliteDatabase(Path(text))
 
 
+def applied_migrations(db: Database) -> set[int]:
+    """The versions applied to this database. Files from before the migrations table record one schema
+    version in catalog_meta (every version up to it counts as applied); a first-release file has the runs
+    table and no version at all (version 1)."""
+    if "version" in db.table_columns("catalog_migrations"):
+        return {int(r[0]) for r in db.query("SELECT version FROM catalog_migrations")}
+    return set(range(1, _legacy_version(db) + 1))
+
+
 def schema_version(db: Database) -> int:
-    """The version recorded in catalog_meta; 0 for an empty database, 1 for a first-release file that has
-    the runs table but no version row."""
-    try:
-        rows = db.query("SELECT value FROM catalog_meta WHERE key = 'schema_version'")
-    except StoreError:
-        rows = []
-    if rows:
-        return int(rows[0][0])
-    return 1 if "id" in db.table_columns("runs") else 0
+    """The newest migration applied (0 for an empty database)."""
+    return max(applied_migrations(db), default=0)
 
 
 def migrate(db: Database, migrations: Sequence[Migration]) -> int:
-    """Apply the migrations newer than the database's version, in order, in one write transaction that
-    re-reads the version under the lock (another process may have migrated meanwhile). Returns the version."""
+    """Apply the migrations this database lacks, in version order, in one write transaction that re-reads
+    what is applied under the lock (another process may have migrated meanwhile). Each applied version is
+    recorded, so migrations merged from parallel work in any order are all applied. Returns the newest."""
     versions = [m.version for m in migrations]
     if versions != sorted(set(versions)):
         raise ValueError("migrations must have increasing, distinct versions")
-    target = versions[-1] if versions else 0
-    if schema_version(db) >= target:
+    if set(versions) <= applied_migrations(db):
         return schema_version(db)
     with db.transaction("create or migrate the catalog schema") as cur:
         if db.dialect == "postgresql":
             cur.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK_KEY,))
         cur.execute("CREATE TABLE IF NOT EXISTS catalog_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        rows = cur.execute("SELECT value FROM catalog_meta WHERE key = 'schema_version'")
-        current = int(rows[0][0]) if rows else (1 if _has_runs(cur, db.dialect) else 0)
+        if "version" in _cursor_columns(cur, db.dialect, "catalog_migrations"):
+            applied = {int(r[0]) for r in cur.execute("SELECT version FROM catalog_migrations")}
+        else:
+            rows = cur.execute("SELECT value FROM catalog_meta WHERE key = 'schema_version'")
+            legacy = int(rows[0][0]) if rows else (1 if _has_runs(cur, db.dialect) else 0)
+            applied = set(range(1, legacy + 1))
+            cur.execute(_MIGRATIONS_TABLE)
+            cur.executemany(_RECORD, [(v, "before the migrations table", 0) for v in sorted(applied)])
+        now = to_us(utcnow())
         for m in migrations:
-            if m.version <= current:
+            if m.version in applied:
                 continue
             if callable(m.sql):
                 m.sql(cur, db.dialect)
             else:
                 for statement in _statements(m.sql):
                     cur.execute(statement)
-            current = m.version
-        cur.execute(
-            "INSERT INTO catalog_meta (key, value) VALUES ('schema_version', ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (str(current),),
-        )
-    return current
+            cur.execute(_RECORD, (m.version, m.description, now))
+            applied.add(m.version)
+    return max(applied, default=0)
+
+
+_MIGRATIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS catalog_migrations ("
+    "version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_us BIGINT NOT NULL)"
+)
+_RECORD = "INSERT INTO catalog_migrations (version, description, applied_us) VALUES (?, ?, ?)"
+
+
+def _legacy_version(db: Database) -> int:
+    if "value" in db.table_columns("catalog_meta"):
+        rows = db.query("SELECT value FROM catalog_meta WHERE key = 'schema_version'")
+        if rows:
+            return int(rows[0][0])
+    return 1 if "id" in db.table_columns("runs") else 0
 
 
 def add_columns(cur: Cursor, dialect: str, table: str, columns: Sequence[tuple[str, str]]) -> None:

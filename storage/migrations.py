@@ -1,6 +1,9 @@
 """The catalog's schema, as one ordered list of migrations for both backends (storage/db.py).
 
-Add a table or a column by appending a Migration with the next version; never edit one that has shipped.
+Add a table or a column by adding a Migration with a new version, in version order; never edit one that has
+shipped. Each version is recorded when applied (catalog_migrations), so versions need not be consecutive:
+work on separate features takes its versions from separate ranges (10–19 access control, 20–29 trials,
+30–39 baseline review, 40–49 storage), and a database gets every migration it lacks.
 Types are portable (TEXT, BIGINT, DOUBLE PRECISION, INTEGER); see storage/db.py for the SQL rules.
 
   1  runs (id, equipment, batch_id, start_us, end_us), run_kpis, cursors   (the first release)

@@ -274,3 +274,22 @@ def test_the_site_config_chooses_the_catalog(catalog_target: str, tmp_path: Path
         assert (c.path is None) == catalog_target.startswith("postgresql")
     finally:
         c.close()
+
+
+def test_a_migration_merged_later_with_a_lower_version_is_applied(catalog_target: str) -> None:
+    """Parallel work takes versions from separate ranges; a database migrated with a higher version first
+    still gets a lower one that arrives later, exactly once."""
+    from storage.db import Migration, applied_migrations, migrate, open_database
+    from storage.migrations import MIGRATIONS
+
+    late = Migration(99_010, "a table from one branch", "CREATE TABLE t_late (k TEXT PRIMARY KEY)")
+    early = Migration(99_030, "a table from another branch", "CREATE TABLE t_early (k TEXT PRIMARY KEY)")
+    db = open_database(catalog_target)
+    try:
+        assert migrate(db, [*MIGRATIONS, early]) == 99_030
+        assert migrate(db, [*MIGRATIONS, late, early]) == 99_030
+        assert migrate(db, [*MIGRATIONS, late, early]) == 99_030  # nothing left to do
+        assert {99_010, 99_030} <= applied_migrations(db)
+        db.query("SELECT k FROM t_late")  # the late table exists
+    finally:
+        db.close()
