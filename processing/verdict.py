@@ -413,7 +413,7 @@ def compare_kpi(
 
     margin: Δ ≥ 0 in per cent when `relative`, else in the KPI's unit. Secondary KPIs (role "secondary")
     get their word from `holm` afterwards; here they get the uncorrected statistics."""
-    direction = Direction(direction)
+    direction, hypothesis = Direction(direction), Hypothesis(hypothesis)
     s = direction.sign
     runs = run_values(kpi, trial, baseline, min_coverage=min_coverage, excluded=excluded, positive=relative)
     units = {rec.unit for r in (*trial, *baseline) if (rec := r.kpis.get(kpi)) is not None and rec.unit}
