@@ -562,70 +562,93 @@ def _pct_to_log(p: float, sign: int) -> float:
     return math.log1p(p / 100) if sign > 0 else -math.log1p(-p / 100)
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    """A word of the table: Welch's condition, and the Welch and permutation p-values against the same
+    boundary (two-sided with the estimate on the word's side, or for equivalence the TOST and the larger of
+    the two one-sided permutation p-values)."""
+
+    word: str
+    welch_ok: bool
+    welch_p: float
+    perm_p: float
+    perm_side_ok: bool  # the estimate lies on the word's side of the boundary
+    where: str
+
+
 def _word(
     k: KpiVerdict, a: _Analysis, h: Hypothesis, margin: float, relative: bool, alpha: float, seed: int
 ) -> KpiVerdict:
     """The primary KPI's word by the table of kpis.md, each word checked against the permutation test."""
     lo, hi = a.threshold(-margin), a.threshold(margin)
     (low, high), (low2, high2) = a.judged.ci, a.judged2.ci
+    est = a.judged.difference
+    level = a.judged.level
 
     def perm(null: float, alternative: str = "two-sided") -> float:
         return stats.permutation_test(a.z_t, a.z_b, null=null, alternative=alternative, seed=seed).p
 
-    # (word, Welch says so, permutation p-value(s) against the same boundary, boundary text)
+    def welch(null: float) -> float:
+        return stats.welch(a.z_t, a.z_b, level, null=null).p
+
+    def above(word: str, bound: float, where: str) -> _Candidate:
+        return _Candidate(word, low > bound, welch(bound), perm(bound), est > bound, where)
+
+    def below(word: str, bound: float, where: str) -> _Candidate:
+        return _Candidate(word, high < bound, welch(bound), perm(bound), est < bound, where)
+
     m = f"{_g(margin)} %" if relative else f"{_g(margin)} {k.unit}".rstrip()
     neg_m = f"−{m}" if margin else m
-    candidates: list[tuple[str, bool, Any]] = []
+    candidates: list[Any] = []  # each built when it is reached: a word found ends the search
     if h is Hypothesis.SUPERIORITY:
         candidates = [
-            (
-                "better",
-                low > hi,
-                lambda: perm(hi),
-                f"the whole interval above {'the margin of ' + m if margin else '0'}",
+            lambda: above(
+                "better", hi, f"the whole interval above {'the margin of ' + m if margin else '0'}"
             ),
-            ("worse", high < 0, lambda: perm(0.0), "the whole interval below 0"),
+            lambda: below("worse", 0.0, "the whole interval below 0"),
         ]
     elif h is Hypothesis.NON_INFERIORITY:
         candidates = [
-            ("not worse", low > lo, lambda: perm(lo), f"the lower bound above the margin of {neg_m}"),
-            ("worse", high < lo, lambda: perm(lo), f"the whole interval below the margin of {neg_m}"),
+            lambda: above("not worse", lo, f"the lower bound above the margin of {neg_m}"),
+            lambda: below("worse", lo, f"the whole interval below the margin of {neg_m}"),
         ]
     else:
         candidates = [
-            (
+            lambda: _Candidate(
                 "equivalent",
                 lo < low2 and high2 < hi,
-                lambda: max(perm(lo, "greater"), perm(hi, "less")),
+                stats.tost(a.z_t, a.z_b, lo, hi),
+                max(perm(lo, "greater"), perm(hi, "less")),
+                True,
                 f"the {100 * (1 - 2 * alpha):g} % interval inside ±{m}",
             ),
-            ("better", low > hi, lambda: perm(hi), f"the whole interval above the margin of {m}"),
-            ("worse", high < lo, lambda: perm(lo), f"the whole interval below the margin of {neg_m}"),
+            lambda: above("better", hi, f"the whole interval above the margin of {m}"),
+            lambda: below("worse", lo, f"the whole interval below the margin of {neg_m}"),
         ]
     p_tost = stats.tost(a.z_t, a.z_b, lo, hi) if h is Hypothesis.EQUIVALENCE else None
     disagreements = []
-    for word, welch_ok, perm_p, where in candidates:
-        p = perm_p()
-        perm_ok = p < alpha
-        if welch_ok and perm_ok:
-            interval = k.ci_2alpha_pct if word == "equivalent" else k.ci_pct
-            abs_interval = k.ci_2alpha if word == "equivalent" else k.ci
-            level = 1 - 2 * alpha if word == "equivalent" else 1 - alpha
+    for make in candidates:
+        c: _Candidate = make()
+        perm_ok = c.perm_p < alpha and c.perm_side_ok
+        tests = "TOST" if c.word == "equivalent" else "Welch"
+        if c.welch_ok and perm_ok:
+            equiv = c.word == "equivalent"
+            interval = k.ci_2alpha_pct if equiv else k.ci_pct
+            abs_interval = k.ci_2alpha if equiv else k.ci
+            lvl = 1 - 2 * alpha if equiv else 1 - alpha
             reason = (
-                f"{k.kpi} is {word}: {_effect(k, interval, abs_interval, level, relative)}, {where} "
-                f"(Welch p = {_p(k.p_welch)}, permutation p = {_p(p)} against that boundary)"
+                f"{k.kpi} is {c.word}: {_effect(k, interval, abs_interval, lvl, relative)}, {c.where} "
+                f"({tests} {_peq(c.welch_p)}, permutation {_peq(c.perm_p)} against "
+                f"{'the margins' if equiv else 'that boundary'})"
             )
-            return replace(k, word=word, reason=reason, p_tost=p_tost, disagreement=_join(disagreements))
-        if welch_ok != perm_ok:
+            return replace(k, word=c.word, reason=reason, p_tost=p_tost, disagreement=_join(disagreements))
+        if c.welch_ok != perm_ok and c.perm_side_ok:
             says, not_says = (
-                ("the Welch interval", "the permutation test")
-                if welch_ok
-                else ("the permutation test", "the Welch interval")
+                (tests, "the permutation test") if c.welch_ok else ("the permutation test", tests)
             )
             disagreements.append(
-                f"{says} says {word!r} but {not_says} does not (permutation p = {_p(p)} against "
-                f"{'that boundary' if word != 'equivalent' else 'the margins'}, α = {_g(alpha)}): the more "
-                "conservative word is used"
+                f"{says} says {c.word!r} but {not_says} does not ({tests} {_peq(c.welch_p)}, permutation "
+                f"{_peq(c.perm_p)}, α = {_g(alpha)}): the more conservative word is used"
             )
     mde = f"±{k.mde_pct:.1f} %" if k.mde_pct is not None else f"±{_g(k.mde)} {k.unit}"
     reason = (
@@ -654,8 +677,8 @@ def holm(secondary: Sequence[KpiVerdict], alpha: float) -> list[KpiVerdict]:
         w_ok, p_ok = pw[j] < alpha, pp[j] < alpha
         better = (k.difference or 0) > 0
         ps = (
-            f"Holm-corrected over {n} secondary KPI{'s' if n > 1 else ''}: Welch p = {_p(pw[j])}, "
-            f"permutation p = {_p(pp[j])}"
+            f"Holm-corrected over {n} secondary KPI{'s' if n > 1 else ''}: Welch {_peq(pw[j])}, "
+            f"permutation {_peq(pp[j])}"
         )
         effect = _effect(k, k.ci_pct, k.ci, k.ci_level, False)
         disagreement = None
@@ -742,10 +765,9 @@ def _g(v: float | None) -> str:
     return f"{v:.3g}".replace("-", "−")
 
 
-def _p(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    return f"{p:.2g}" if p >= 0.001 else "< 0.001"
+def _peq(p: float) -> str:
+    """'p = 0.036' or 'p < 0.001'."""
+    return f"p = {p:.2g}" if p >= 0.001 else "p < 0.001"
 
 
 def _pct(v: float) -> str:
@@ -762,6 +784,8 @@ def _effect(
     """'trial 0.27 vs baseline 0.31 g/g, −12.9 % (95 % CI −18.6 to −7.0 %)', the CI in % when relative."""
     unit = f" {k.unit}" if k.unit else ""
     means = f"trial {_g(k.mean_trial)} vs baseline {_g(k.mean_baseline)}{unit}"
+    if k.direction == Direction.LOWER.value:
+        means += " (lower is better, so + is better)"
     lvl = f"{100 * level:g} % CI"
     if pct is not None and k.difference_pct is not None and (relative or absolute is None):
         return f"{means}, {_pct(k.difference_pct)} ({lvl} {_pct(pct[0])} to {_pct(pct[1])})"

@@ -80,6 +80,7 @@ def test_worked_check_is_worse_for_a_superiority_charter() -> None:
     assert p.p_permutation == pytest.approx(perm.pvalue) and perm.pvalue == pytest.approx(2 / 56)
     assert (p.permutation.method, p.permutation.count) == ("exact", 56)
     assert "worse" in v.reason and "−12.9 %" in v.reason
+    assert p.disagreement is None and v.warnings == ()  # 'better' is not "supported" by a p on the wrong side
     # per cent via logs: the ratio of geometric means, by hand
     gm = math.exp(np.mean(np.log(TRIAL)) - np.mean(np.log(BASELINE)))
     assert p.difference_pct == pytest.approx(100 * (gm - 1))
@@ -95,6 +96,23 @@ def test_worked_check_is_worse_with_a_relative_margin_too() -> None:
     lw = sps.ttest_ind(np.log(TRIAL), np.log(BASELINE), equal_var=False)
     assert v.primary.p_welch == pytest.approx(lw.pvalue)
     assert v.primary.p_permutation == pytest.approx(2 / 56)
+    # the ratio's interval via logs, by hand: exp of Welch's interval of ln(trial) − ln(baseline), minus 1
+    ci = lw.confidence_interval(0.95)
+    assert v.primary.ci_pct == pytest.approx((100 * (math.exp(ci.low) - 1), 100 * (math.exp(ci.high) - 1)))
+
+
+def test_lower_is_better_per_cent_is_the_saving() -> None:
+    """Lower is better (say, specific energy): trial 0.90, 0.91, 0.89 against BL8 is 10 % lower, shown as
+    +10 % (better): 100·(1 − GM_trial/GM_baseline), the interval likewise from Welch's interval [a, b] of
+    ln(trial) − ln(baseline): [100·(1 − e^b), 100·(1 − e^a)]."""
+    t = [0.90, 0.91, 0.89]
+    v = judge(charter(direction="lower"), runs(t, "TR", 20), runs(BL8, "BL"))
+    gm = math.exp(np.mean(np.log(t)) - np.mean(np.log(BL8)))
+    assert v.primary.difference_pct == pytest.approx(100 * (1 - gm))
+    ci = sps.ttest_ind(np.log(t), np.log(BL8), equal_var=False).confidence_interval(0.95)
+    assert v.primary.ci_pct == pytest.approx((100 * (1 - math.exp(ci.high)), 100 * (1 - math.exp(ci.low))))
+    assert v.primary.difference == pytest.approx(np.mean(BL8) - np.mean(t))
+    assert v.word == "better" and "(lower is better, so + is better)" in v.reason
 
 
 # -- every word -------------------------------------------------------------------------------------------
@@ -160,7 +178,7 @@ def test_disagreement_takes_the_conservative_word() -> None:
     v = judge(c, trial, baseline, exclusions=[Exclusion("F-101:BL02", "feed pump failed at 20 h")])
     assert v.primary.ci[1] < 0 and v.primary.p_permutation == pytest.approx(2 / 35)
     assert v.word == "inconclusive"
-    assert "the Welch interval says 'worse' but the permutation test does not" in v.reason
+    assert "Welch says 'worse' but the permutation test does not" in v.reason
     assert any("cannot reach p < 0.05" in w for w in v.warnings)
     assert v.without_exclusions is not None and v.without_exclusions.word == "worse"
 
@@ -346,6 +364,7 @@ def test_permutation_p_is_a_probability_and_better_excludes_zero(
     assert 0 < v.primary.p_permutation <= 1
     if v.word == "better":
         assert v.primary.ci_pct[0] > margin and v.primary.ci[0] > 0
+        assert margin > 0 or v.primary.p_permutation < 0.05  # the permutation test agreed
     if v.word == "worse":
         assert v.primary.ci_pct[1] < 0 and v.primary.ci[1] < 0
 
