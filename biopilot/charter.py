@@ -198,10 +198,6 @@ class Charter(_Model):
         """The margin is relative (%), judged on the ratio trial / baseline."""
         return self.margin_unit == "%"
 
-    def kpis(self) -> list[tuple[str, Direction]]:
-        """(KPI, direction): the primary first, then the secondaries."""
-        return [(self.primary_kpi, self.direction), *((s.kpi, s.direction) for s in self.secondary_kpis)]
-
 
 # -- loading ------------------------------------------------------------------------------------------
 def load_charter(path: str | Path, kpi_units: Mapping[str, str] | None = None) -> Charter:
