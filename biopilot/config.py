@@ -394,7 +394,8 @@ class ProcessSpec(_Model):
     broth_density: float = Field(default=1.0, gt=0)  # [kg/L] volume = weight / density without a volume tag
     initial_substrate: float | None = Field(default=None, ge=0)  # [g/L] S_0 without a lab value at start
     product_carbon_fraction: float = Field(default=0.5, gt=0, le=1)  # [g C / g product], carbon balance
-    gas_molar_volume: float = Field(default=22.414, gt=0)  # [L/mol] at the air flow meter's reference
+    # [L/mol] at the air flow meter's reference: 22.414 for NL/min and Nm3/h (0 °C, 1.01325 bar, DIN 1343)
+    gas_molar_volume: float = Field(default=units.NORMAL_MOLAR_VOLUME, gt=0)
     inlet_o2: float = Field(default=0.2095, gt=0, lt=1)  # [mol/mol] dry inlet gas
     inlet_co2: float = Field(default=0.0004, ge=0, lt=1)  # [mol/mol]
     inoculation_phase: str = "batch"  # phase whose start is inoculation (productivity time base)
@@ -576,6 +577,10 @@ class SiteConfig(_Model):
 
     def role_tags(self, equipment_id: str, role: Role) -> list[Tag]:
         return [t for t in self.tags if t.equipment == equipment_id and t.role == role]
+
+    def transforms(self) -> dict[str, units.Transform]:
+        """The tags whose raw values are transformed before they are stored (scale, offset), by name."""
+        return {t.name: t.transform for t in self.tags if not t.transform.identity}
 
 
 def read_text(path: str | Path) -> str:

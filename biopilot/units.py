@@ -279,10 +279,22 @@ def liquid_flow_l_per_h(unit: str, density_kg_per_l: float | None) -> Conversion
     raise UnitError(f"{unit!r} is neither a volume flow nor a mass flow")
 
 
+# How control systems label some units (OPC UA EUInformation display names) → BioPilot's spelling. Only
+# spellings: no factor. "C" next to a value is a temperature in a plant, not a coulomb.
+_PLANT_SPELLINGS = {"C": "degC", "°C": "degC", "bar(g)": "barg", "l/h": "L/h", "l/min": "L/min", "l": "L"}
+
+
+def normalize(text: str) -> str:
+    """A unit as a plant's control system labels it, in BioPilot's spelling ("°C" → "degC", "bar(g)" →
+    "barg"); other text unchanged (check() says whether pint can read it)."""
+    text = text.strip()
+    return _PLANT_SPELLINGS.get(text, text)
+
+
 def display(unit: str) -> str:
     """A unit as people write it (°C, m³/h, µg/mL) for labels; the unit string itself if pint cannot read
-    it. Litres keep their capital L."""
-    if unit == "":
+    it. Litres keep their capital L; pH, a scale, is written without a unit."""
+    if unit in ("", "pH"):
         return ""
     try:
         parsed = parse(unit)

@@ -122,7 +122,7 @@ def simulate_and_process(workdir: Path) -> Outcome:
     store = SqliteStore(workdir / "biopilot.db")
     catalog = Catalog(workdir / "biopilot.db")
     try:
-        hi.write_store(history, store, tag_map(config))
+        hi.write_store(history, store, tag_map(config), transforms=config.transforms())
         Processing(config, store, catalog).process_once()
         kpis = {eq: {k.name: k for k in catalog.kpis(f"{eq}:{batch}")} for eq in ("F-101", *UNITS)}
         n_lab = len(catalog.lab_results("F-101"))
