@@ -19,6 +19,8 @@ with usable data; a lab value counts 1 when present, 0 when missing) and flags:
                             max_yield_*, or processing.plausibility's elemental balances): null
   implausible:negative      a mass, volume, yield or other quantity that cannot be negative came out
                             negative (a sign convention, or a mis-mapped tag): null
+  implausible:<analyte>_above_broth_density   a titer, biomass or substrate value above the broth's
+                            density (a unit mistake: µg/mL declared as g/L): null, with every KPI using it
   negative_values:<tag>=<share>   that input tag has negative readings (share of its usable samples)
                             although its role cannot be negative; the value stands, flagged
   closure_out_of_range      this balance (volume, carbon, recovery mass) is outside 0.95–1.05
@@ -144,9 +146,12 @@ def _missing(k: Kpi) -> Kpi:
 
 
 def _implausible(k: Kpi, limits: Mapping[str, tuple[float, str]]) -> Kpi:
-    """A yield above its stoichiometric maximum, or a negative value that cannot be, is not a result."""
+    """A yield above its stoichiometric maximum, a negative value that cannot be, or a value a family marked
+    implausible (implausible:… flag) is not a result."""
     if k.value is None:
         return k
+    if any(f.startswith("implausible:") for f in k.flags):
+        return k.flagged(drop_value=True)
     if k.name in limits:
         maximum, _basis = limits[k.name]
         if k.value > maximum * (1 + 1e-9):

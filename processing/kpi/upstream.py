@@ -132,16 +132,15 @@ def compute(inp: UpstreamInputs) -> UpstreamResult:
     if not inp.accounts:
         return UpstreamResult(tuple(out), None, None, {}, {})
     t_inoc, t_harv, growth_h = times.inoculation, times.harvest, times.growth_h
-    refused = [
-        f"refused_lab_unit:{u or '(none)'}"
-        for s in (inp.titer, inp.substrate, inp.biomass)
-        for u in s.refused
-    ]
+    # what is wrong with a lab series rides on every KPI that uses it
+    p_flags = _series_flags(inp.titer, "titer", spec)
+    s_series_flags = _series_flags(inp.substrate, "substrate", spec)
+    x_series_flags = _series_flags(inp.biomass, "biomass", spec)
 
     p = inp.titer
     titer = yields.titer_g_per_l(p.t, p.v, times.harvest_end)
     titer_cov = {inp.titer_input: 1.0 if math.isfinite(titer) else 0.0}
-    out.append(kpi("titer", titer, titer_cov, refused))
+    out.append(kpi("titer", titer, titer_cov, p_flags))
 
     # volumes at inoculation and harvest [L]
     vol = inp.volume
@@ -175,8 +174,8 @@ def compute(inp: UpstreamInputs) -> UpstreamResult:
     m_p = yields.product_formed_g(v_end, titer, p.volume[in_growth_p], p.v[in_growth_p], out_p)
     unc = ["uncertain_inputs"] if out_unc or (vol is not None and vol.window(0, t_harv).any_uncertain) else []
     product_inputs = {**vol_cov, **titer_cov, **out_cov}
-    out.append(kpi("product_formed", m_p * _KG, product_inputs, unc + refused))
-    out.append(kpi("product_harvested", v_end * titer * _KG, {**vol_cov, **titer_cov}, unc + refused))
+    out.append(kpi("product_formed", m_p * _KG, product_inputs, unc + p_flags))
+    out.append(kpi("product_harvested", v_end * titer * _KG, {**vol_cov, **titer_cov}, unc + p_flags))
 
     # substrate fed per substrate, and carbon [g], over the whole run
     fed: dict[str, float] = {}
@@ -198,7 +197,7 @@ def compute(inp: UpstreamInputs) -> UpstreamResult:
 
     # substrate at inoculation and harvest [g/L]
     s0 = _lab_near(s.t, s.v, t_inoc, LAB_TOLERANCE_H)
-    s_flags: list[str] = []
+    s_flags: list[str] = list(s_series_flags)
     s0_cov = 1.0
     if not math.isfinite(s0):
         if spec.initial_substrate is not None:
@@ -222,7 +221,7 @@ def compute(inp: UpstreamInputs) -> UpstreamResult:
             "yield_product_substrate_consumed",
             yields.ratio(m_p, consumed),
             {**cons_inputs, **titer_cov, **out_cov},
-            s_flags + feed_flags + unc + refused,
+            s_flags + feed_flags + unc + p_flags,
         )
     )
     out.append(
@@ -230,7 +229,7 @@ def compute(inp: UpstreamInputs) -> UpstreamResult:
             "yield_product_substrate_fed",
             yields.ratio(m_p, fed_main),
             {**product_inputs, **main_cov},
-            feed_flags + unc + refused,
+            feed_flags + unc + p_flags,
         )
     )
     main_cf = next((f.carbon_fraction for f in inp.feeds if f.substrate == spec.main_substrate), 0.4)
@@ -245,7 +244,7 @@ def compute(inp: UpstreamInputs) -> UpstreamResult:
                 "yield_product_carbon",
                 yields.ratio(m_p, carbon_in_g - carbon_left_g),
                 {**cons_inputs, **feed_cov, **titer_cov},
-                s_flags + feed_flags + unc + refused,
+                s_flags + feed_flags + unc + p_flags,
             )
         )
 
@@ -253,9 +252,10 @@ def compute(inp: UpstreamInputs) -> UpstreamResult:
     x_end = yields.titer_g_per_l(x.t, x.v, times.harvest_end)
     x_cov = {"lab:biomass": 1.0 if math.isfinite(x_end) else 0.0}
     x0 = _lab_near(x.t, x.v, t_inoc, LAB_TOLERANCE_H)
-    x_flags = []
+    x_flags = list(x_series_flags)
     if not math.isfinite(x0):
-        x0, x_flags = 0.0, ["assumed:initial_biomass=0"]
+        x0 = 0.0
+        x_flags.append("assumed:initial_biomass=0")
     in_growth_x = x.between(t_inoc, t_harv)
     biomass_g = yields.biomass_formed_g(v_end, x_end, v0, x0, x.volume[in_growth_x], x.v[in_growth_x], out_x)
     if len(x) or vol is not None:
@@ -277,7 +277,12 @@ def compute(inp: UpstreamInputs) -> UpstreamResult:
             )
         )
         out.append(
-            kpi("yield_product_biomass", yields.ratio(m_p, biomass_g), {**x_cov, **titer_cov}, x_flags)
+            kpi(
+                "yield_product_biomass",
+                yields.ratio(m_p, biomass_g),
+                {**x_cov, **titer_cov},
+                x_flags + p_flags,
+            )
         )
         if vol is not None and len(x) >= 2:
             m_x = yields.total_mass_at(x.t[in_growth_x], x.v[in_growth_x], vol.t, vol.v, vol.status)
@@ -296,7 +301,7 @@ def compute(inp: UpstreamInputs) -> UpstreamResult:
                 "volumetric_productivity",
                 yields.volumetric_productivity_g_per_l_h(m_p, v_mean, growth_h),
                 {**v_cov, **titer_cov},
-                list(times.assumed) + unc,
+                list(times.assumed) + unc + p_flags,
             )
         )
         if inp.inflows:
@@ -307,6 +312,17 @@ def compute(inp: UpstreamInputs) -> UpstreamResult:
     if mass_carbon is not None:
         mass = MassAccount(m_p, biomass_g, mass_carbon[0], mass_carbon[1], {**x_cov, **titer_cov})
     return UpstreamResult(tuple(out), mass, m_p * _KG, limits, product_inputs)
+
+
+def _series_flags(series: LabSeries, name: str, spec: ProcessSpec) -> list[str]:
+    """refused_lab_unit:<unit> for results left out; implausible:<name>_above_broth_density when a value
+    exceeds the broth's own density (no solute can be more concentrated than the liquid it is in: a
+    titer in µg/mL declared as g/L reads 1000× too high)."""
+    flags = [f"refused_lab_unit:{u or '(none)'}" for u in series.refused]
+    limit = spec.broth_density * units.factor("kg/L", "g/L")
+    if len(series) and float(np.nanmax(series.v)) > limit:
+        flags.append(f"implausible:{name}_above_broth_density")
+    return flags
 
 
 def _volume_balance(inp: UpstreamInputs, v0: float, v_end: float, vol_cov: dict[str, float]) -> Kpi:
