@@ -507,7 +507,7 @@ def _check_kpi_inputs(config: SiteConfig) -> str | None:
             and units.MASS_FLOW.fits(tag.unit)
             and liquid_density(config, tag) is None
         ):
-            return f"{who}.density: required for a {tag.role.value} in {tag.unit} (kg of the liquid per L)"
+            return f"{who}.density: required for a flow measured in {tag.unit} (kg of the liquid per L)"
         if tag.counter_rollover is not None and tag.role not in (Role.ENERGY, Role.FLOW_TOTAL):
             return f"{who}.counter_rollover: only a totalizer rolls over, not a {tag.role.value!r} tag"
         if tag.lab is not None and tag.role != Role.CONCENTRATION:
