@@ -17,6 +17,7 @@ import numpy as np
 
 from biopilot import units
 from biopilot.config import (
+    TITER_ANALYTES,
     EquipmentKind,
     ProcessSpec,
     Role,
@@ -117,8 +118,8 @@ class RunData:
     """The stored data of one run: each tag read once, converted once (one factor per array).
 
     `read(tag, start, end)` returns stored samples (start ≤ ts < end). Lab results are the catalog's plus
-    the samples of tags with a `lab` table and of `titer` tags (an online product analyser: titer, no
-    sample volume)."""
+    the samples of tags with a `lab` table; titer series add the samples of `titer` tags (an online product
+    analyser: titer, no sample volume)."""
 
     def __init__(
         self,
@@ -194,29 +195,32 @@ class RunData:
 
     # -- lab results -----------------------------------------------------------------------------------
     def _lab_from_tags(self) -> list[LabResult]:
-        """Lab results carried by tags: a `lab` table (biopilot.config.LabTag) makes each usable sample one
-        result of its analyte at its source timestamp (the sampling time); a `titer` tag's samples are
-        titer results without sample volume."""
+        """Lab results carried by tags with a `lab` table (biopilot.config.LabTag): each usable sample is one
+        result of its analyte at its source timestamp (the sampling time)."""
         out: list[LabResult] = []
         for tag in self.config.tags_of(self.run.equipment):
-            if tag.lab is not None:
-                analyte, sample_l = tag.lab.analyte, tag.lab.sample_volume_l
-            elif tag.role == Role.TITER:
-                analyte, sample_l = "titer", 0.0
-            else:
+            if tag.lab is None:
                 continue
             ts, _, values, status = self._samples(tag)
             ok = usable(values, status)
             for us, value in zip(ts[ok].tolist(), values[ok].tolist(), strict=True):
                 out.append(
                     LabResult(
-                        self.run.equipment, from_us(us), analyte, value, tag.unit, sample_l, f"tag:{tag.name}"
+                        self.run.equipment,
+                        from_us(us),
+                        tag.lab.analyte,
+                        value,
+                        tag.unit,
+                        tag.lab.sample_volume_l,
+                        f"tag:{tag.name}",
                     )
                 )
         return out
 
     def lab_series(self, analytes: Sequence[str]) -> LabSeries:
-        """Lab results of these analytes (case-insensitive) in g/L, converted per unit with one factor."""
+        """Lab results of these analytes (case-insensitive) in g/L, converted per unit with one factor; for
+        titer also the usable samples of `titer` tags (an online analyser: no sample volume), except where a
+        lab result of the same time exists."""
         names = {a.lower() for a in analytes}
         rows = [r for r in self.lab if r.analyte.lower() in names]
         refused: list[str] = []
@@ -234,6 +238,15 @@ class RunData:
             at = unit_of == unit
             v[at] = units.convert(raw[at], unit, "g/L")
         vol = np.array([r.sample_volume_l for r in keep], dtype=np.float64)
+        if names & set(TITER_ANALYTES):
+            for tag in self.tags(Role.TITER):
+                online = self.quantity(tag, "g/L")
+                ok = usable(online.v, online.status) & ~np.isin(online.t, t)
+                t = np.concatenate([t, online.t[ok]])
+                v = np.concatenate([v, online.v[ok]])
+                vol = np.concatenate([vol, np.zeros(int(ok.sum()))])
+            order = np.argsort(t, kind="stable")
+            t, v, vol = t[order], v[order], vol[order]
         return LabSeries(t, v, vol, tuple(refused))
 
     def sample_volumes(self, t0: float, t1: float) -> float:

@@ -71,7 +71,7 @@ MASS_ACCOUNT = (
 RESTS_ON: dict[str, tuple[str, ...]] = {
     "volume_balance_closure": MASS_ACCOUNT,
     "carbon_balance_closure": MASS_ACCOUNT,
-    "mass_balance_closure": ("product_out", "step_yield", "overall_yield", "concentration_factor", *_PER_KG),
+    "mass_balance_closure": ("product_out", "step_yield", "overall_yield", *_PER_KG),
 }
 # KPIs that may be negative (every other one below zero is implausible)
 SIGNED: frozenset[str] = frozenset({"mu_max"})
