@@ -149,6 +149,10 @@ ENERGY = Kind("energy", ("kWh", "MWh", "MJ", "GJ"))
 CONCENTRATION = Kind("mass concentration", ("g/L", "mg/L", "ug/mL", "kg/m3"))
 TURBIDITY = Kind("turbidity", ("NTU", "FTU", "FNU"))
 CONDUCTIVITY = Kind("conductivity", ("mS/cm", "uS/cm", "S/m"))
+# named only to say what a refused unit is
+MOLAR_CONCENTRATION = Kind("molar concentration", ("mol/L", "mmol/L"))
+MOLAR_FLOW = Kind("molar flow", ("mol/h", "kmol/h"))
+TIME = Kind("time", ("h", "min", "s"))
 ALL_KINDS = (
     TEMPERATURE,
     ACIDITY,
@@ -165,6 +169,9 @@ ALL_KINDS = (
     CONCENTRATION,
     TURBIDITY,
     CONDUCTIVITY,
+    MOLAR_CONCENTRATION,
+    MOLAR_FLOW,
+    TIME,
 )
 
 

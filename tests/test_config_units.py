@@ -78,7 +78,7 @@ def test_a_unit_of_the_wrong_dimension_is_refused_naming_file_key_unit_role_and_
         "site.toml: tags[0].unit (tag 'F-1.air'): 'kg/h' (mass flow) is not a unit for role 'air_flow',"
         " which accepts gas volume flow (NL/min, Nm3/h, L/min, m3/h…)"
     )
-    assert "'mol/L' ([substance] / [length] ** 3) is not a unit for role 'titer'" in refused(
+    assert "'mol/L' (molar concentration) is not a unit for role 'titer'" in refused(
         tag("F-1.titer", "titer", "mol/L")
     )
     assert "'%' (fraction) is not a unit for role 'ph'" in refused(tag("F-1.ph", "ph", "%"))

@@ -214,7 +214,7 @@ def compute(inp: UpstreamInputs) -> UpstreamResult:
     in_growth_s = s.between(t_inoc, t_harv)
     removed_s = float(np.sum(s.volume[in_growth_s] * s.v[in_growth_s])) + out_s
     consumed = yields.substrate_consumed_g(v0, s0, fed_main, v_end, s_end, removed_s)
-    cons_inputs = {**vol_cov, **v0_cov, **main_cov, "initial_substrate": s0_cov}
+    cons_inputs = {**vol_cov, **v0_cov, **main_cov, "initial_substrate": s0_cov, **out_cov}
     out.append(kpi("substrate_consumed", consumed * _KG, cons_inputs, s_flags + feed_flags))
     out.append(
         kpi(
@@ -243,7 +243,7 @@ def compute(inp: UpstreamInputs) -> UpstreamResult:
             kpi(
                 "yield_product_carbon",
                 yields.ratio(m_p, carbon_in_g - carbon_left_g),
-                {**cons_inputs, **feed_cov, **titer_cov},
+                {**cons_inputs, **feed_cov, **product_inputs},
                 s_flags + feed_flags + unc + p_flags,
             )
         )
@@ -280,7 +280,7 @@ def compute(inp: UpstreamInputs) -> UpstreamResult:
             kpi(
                 "yield_product_biomass",
                 yields.ratio(m_p, biomass_g),
-                {**x_cov, **titer_cov},
+                {**x_cov, **product_inputs},
                 x_flags + p_flags,
             )
         )
@@ -300,7 +300,7 @@ def compute(inp: UpstreamInputs) -> UpstreamResult:
             kpi(
                 "volumetric_productivity",
                 yields.volumetric_productivity_g_per_l_h(m_p, v_mean, growth_h),
-                {**v_cov, **titer_cov},
+                {**v_cov, **product_inputs},
                 list(times.assumed) + unc + p_flags,
             )
         )
