@@ -42,7 +42,7 @@ baseline_runs = ["F-101:B1", "F-101:B2"]
 
 def test_example_charter_loads() -> None:
     c = load_charter(EXAMPLE, KPI_UNITS)
-    assert c.primary_kpi == "yield_product_substrate" and c.direction is Direction.HIGHER
+    assert c.primary_kpi == "yield_product_substrate_consumed" and c.direction is Direction.HIGHER
     assert c.hypothesis is Hypothesis.SUPERIORITY and c.relative and c.alpha == 0.05
     assert len(c.baseline_runs) == 8 and len(c.trial_runs) == 3 and c.baseline is None
     assert [(s.kpi, s.direction) for s in c.secondary_kpis] == [

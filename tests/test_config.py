@@ -114,8 +114,8 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
         edit('unit = "degC"', 'unit = "bar"'),
         [
             f"tags[{T}].unit (tag 'F-101.temperature')",
-            "'bar' is not a unit for role 'temperature'",
-            "expected one of: 'degC', 'K'",
+            "'bar' (pressure) is not a unit for role 'temperature'",
+            "which accepts temperature (degC, K, degF…)",
         ],
     ),
     "unknown_opcua_server": (

@@ -27,7 +27,7 @@ UNITS = {
     "water": "m3",
     "batch_duration": "h",
     "product_formed": "kg",
-    "yield_product_substrate": "g/g",
+    "yield_product_substrate_consumed": "g/g",
 }
 
 
@@ -45,7 +45,7 @@ def standard(run_id: str, day: int, product: float, hours: float = 48.0) -> RunR
     """100 kg glucose, 500 kWh, 2 t steam, 10 m³ water, `hours` h, `product` kg."""
     return run(
         run_id, day, substrate_fed=100.0, energy__total=500.0, steam=2000.0, water=10.0,
-        batch_duration=hours, product_formed=product, yield_product_substrate=product / 100,
+        batch_duration=hours, product_formed=product, yield_product_substrate_consumed=product / 100,
     )  # fmt: skip
 
 

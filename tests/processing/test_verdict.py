@@ -24,7 +24,7 @@ from processing.verdict import Exclusion, RunRecord, judge, verdict_to_json
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "trials" / "example-charter.toml"
-KPI = "yield_product_substrate"
+KPI = "yield_product_substrate_consumed"
 T0 = datetime(2025, 2, 3, 6, 0, tzinfo=UTC)
 
 BASELINE = [0.30, 0.32, 0.31, 0.29, 0.33]  # kpis.md worked check
@@ -236,7 +236,9 @@ def test_an_excluded_bad_run_makes_it_judgeable_and_without_exclusions_not() -> 
 
 def test_absolute_margin_in_another_unit_is_a_config_error() -> None:
     trial, baseline, c = worked(margin_unit="g/L", margin=0.01)
-    with pytest.raises(ConfigError, match="margin_unit 'g/L' is not the unit of yield_product_substrate"):
+    with pytest.raises(
+        ConfigError, match="margin_unit 'g/L' is not the unit of yield_product_substrate_consumed"
+    ):
         judge(c, trial, baseline)
 
 
