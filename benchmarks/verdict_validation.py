@@ -4,8 +4,8 @@ as often as its design promises?
   .venv/bin/python benchmarks/verdict_validation.py [--seeds 200] [--workers 2] [--check-seeds 1]
 
 Design: the example charter (config/trials/example-charter.toml): yield_product_substrate_consumed, higher
-is better, superiority by 0 %, α = 0.05, 3 trial runs against 8 baseline runs, judged by processing.verdict.judge
-exactly as `biopilot verdict` will. Campaigns: 8 baseline then 3 trial runs of
+is better, superiority by 0 %, α = 0.05, 3 trial runs against 8 baseline runs, judged by
+processing.verdict.judge exactly as `biopilot verdict` will. Campaigns: 8 baseline then 3 trial runs of
   config/scenarios/trial-yield.toml              the startup's strain makes 6 % more product (true +6 %)
   config/scenarios/trial-no-effect.toml          a change without effect (true 0)
   config/scenarios/trial-drifting-baseline.toml  no effect, but the host process's yield creeps up 1 % per
