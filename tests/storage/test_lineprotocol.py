@@ -55,7 +55,7 @@ def test_reference_examples_of_special_characters() -> None:
     assert escape_measurement("a,b=c d") == r"a\,b=c\ d"
     assert escape_key("a,b=c d") == r"a\,b\=c\ d"
     # Field values escape a double quote and a backslash; "You do not need to escape other characters".
-    assert escape_string("C:\\temp \"x\", y=1") == 'C:\\\\temp \\"x\\", y=1'
+    assert escape_string('C:\\temp "x", y=1') == 'C:\\\\temp \\"x\\", y=1'
     # Emojis and other characters pass unchanged (the reference's "Launch 🚀" example).
     assert escape_key("🍭") == "🍭" and escape_string("Launch 🚀") == "Launch 🚀"
 
@@ -177,7 +177,10 @@ def test_nan_and_infinity_are_written_without_a_value_and_counted() -> None:
 
 def test_bools_and_ints_stay_float_fields() -> None:
     lines = Encoder().encode([("T", T, True, GOOD, None), ("T", T + 1, 7, GOOD, None)]).lines
-    assert lines == [f"biopilot,series=T status=0i,value=1 {T}", f"biopilot,series=T status=0i,value=7 {T + 1}"]
+    assert lines == [
+        f"biopilot,series=T status=0i,value=1 {T}",
+        f"biopilot,series=T status=0i,value=7 {T + 1}",
+    ]
 
 
 def test_status_codes_up_to_32_bits_are_integers() -> None:
