@@ -106,7 +106,8 @@ def buckets_query(bucket: str, measurement: str, series: str, start_us: int, sto
         + f' and r.series == {flux_string(series)} and (r._field == "value" or r._field == "status"))\n'
         '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
         f"  |> filter(fn: (r) => exists r.value and exists r.status and r.status < {_BAD})\n"
-        "  |> map(fn: (r) => ({_start: r._start, _stop: r._stop, _time: r._time, _value: r.value}))\n"
+        "  |> map(fn: (r) => ({r with _value: r.value}))\n"
+        '  |> keep(columns: ["_start", "_stop", "_time", "_value"])\n'
         "times = data |> map(fn: (r) => ({r with _value: int(v: r._time)}))\n"
     )
     parts = [head]
