@@ -145,14 +145,77 @@ class Site(_Model):
         return value
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class InfluxConfig(_Model):
+    """[storage.influxdb]: the InfluxDB 2 server that holds the time series (storage.backend = "influxdb")."""
+
+    url: str  # http(s)://host:8086
+    org: str = Field(min_length=1)
+    bucket: str = Field(min_length=1)  # its retention decides how long raw samples are kept
+    token_env: str  # the environment variable that holds the API token (never the token itself)
+    measurement: str = "biopilot"  # every sample is a point of this measurement, tagged series=<tag name>
+    timeout_s: float = Field(default=10.0, gt=0)  # one HTTP request
+    batch_lines: int = Field(default=5000, ge=1, le=100_000)  # points per write request
+    retry_s: float = Field(default=10.0, ge=0)  # a write retries a slow or absent server this long, then
+    # the store writer keeps the samples in the spool and tries again later (nothing is dropped)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_token_here(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "token" in data:
+            raise ValueError(
+                "do not write the API token in this file: put it in an environment variable (in a "
+                "docker-compose deployment, INFLUXDB_TOKEN in the .env file) and name that variable in "
+                "storage.influxdb.token_env"
+            )
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"an InfluxDB URL looks like 'http://influxdb:8086', got {value!r}")
+        if parts.username is not None or parts.password is not None or parts.query:
+            raise ValueError(
+                "the InfluxDB URL carries credentials or a query; give only scheme, host and port, "
+                "and the token through storage.influxdb.token_env"
+            )
+        return value.rstrip("/")
+
+    @field_validator("token_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not _ENV_NAME.fullmatch(value):
+            raise ValueError(
+                "names the environment variable that holds the token (letters, digits and _, "
+                "e.g. INFLUXDB_TOKEN), not the token itself"
+            )
+        return value
+
+    @field_validator("measurement")
+    @classmethod
+    def _plain_measurement(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", value):
+            raise ValueError(
+                f"{value!r} is not a plain measurement name (a letter, then letters, digits, '_', '.', '-')"
+            )
+        return value
+
+
 class StorageConfig(_Model):
-    backend: Literal["sqlite"] = "sqlite"
+    backend: Literal["sqlite", "influxdb"] = "sqlite"
     path: str = "biopilot.db"  # relative paths are taken from the data directory
     # The catalog (runs, KPIs, trials, users, audit): None keeps it in the SQLite file above; a
     # "postgresql://user@host:5432/db" URL puts it on a PostgreSQL server, with the password taken from the
     # environment variable named by catalog_password_env (never written in this file).
     catalog: str | None = None
     catalog_password_env: str | None = None
+    # backend = "influxdb": the time series go to this InfluxDB 2 server; health (and the catalog, unless
+    # it is on PostgreSQL) stay in the SQLite file above.
+    influxdb: InfluxConfig | None = None
 
     @field_validator("catalog")
     @classmethod
@@ -175,6 +238,12 @@ class StorageConfig(_Model):
     def _password_needs_catalog(self) -> StorageConfig:
         if self.catalog_password_env is not None and self.catalog is None:
             raise ValueError("catalog_password_env needs a postgresql:// catalog URL in storage.catalog")
+        if self.backend == "influxdb" and self.influxdb is None:
+            raise ValueError(
+                "backend 'influxdb' needs a [storage.influxdb] section with url, org, bucket and token_env"
+            )
+        if self.backend != "influxdb" and self.influxdb is not None:
+            raise ValueError("a [storage.influxdb] section is used only with backend = 'influxdb'")
         return self
 
 

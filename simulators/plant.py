@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Coroutine
@@ -169,7 +170,11 @@ class PlantSimulator:
             self.opcua = await self._opcua_up(self.model.now())
         if broker is not None:
             self.mqtt = MqttPlantPublisher(
-                broker.host, broker.port, f"biopilot-simulator-{self.sim.mqtt_topic_prefix}"
+                broker.host,
+                broker.port,
+                f"biopilot-simulator-{self.sim.mqtt_topic_prefix}",
+                broker.username,
+                os.environ.get(broker.password_env) if broker.password_env else None,
             )
         try:
             async with contextlib.AsyncExitStack() as stack:

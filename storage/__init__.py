@@ -28,6 +28,12 @@ def database_path(config: SiteConfig, data_dir: Path) -> Path:
 
 
 def open_store(config: SiteConfig, data_dir: Path, *, read_only: bool = False) -> TimeSeriesStore:
+    """The site's time-series store: the InfluxDB 2 server of [storage.influxdb] with backend "influxdb",
+    else the embedded SQLite file in data_dir."""
+    if config.storage.backend == "influxdb" and config.storage.influxdb is not None:
+        from storage.influx import InfluxStore
+
+        return InfluxStore.from_config(config.storage.influxdb, read_only=read_only)
     return SqliteStore(database_path(config, data_dir), read_only=read_only)
 
 
@@ -39,4 +45,5 @@ def open_catalog(config: SiteConfig, data_dir: Path) -> Catalog:
 
 
 def open_health(config: SiteConfig, data_dir: Path, *, read_only: bool = False) -> HealthStore:
+    """Collection health: in the SQLite file in data_dir, whatever the time-series backend."""
     return HealthStore(database_path(config, data_dir), read_only=read_only)
