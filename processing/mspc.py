@@ -7,10 +7,13 @@ Method (Nomikos & MacGregor 1995, "Multivariate SPC charts for monitoring batch 
 
 - Unfolding: each run's aligned data on a common grid (K points × J variables) is one row of the
   batch-wise unfolded matrix X (runs × K·J), time-major: columns k·J + j.
-- Autoscaling per column: the baseline mean and SD (n − 1) of each column; an SD below FLOOR_FRACTION of the
-  variable's median column SD is raised to it (a column where every baseline run is exactly equal, a
-  stopped pump, would otherwise divide by zero). A column with fewer than 3 baseline values is not used; a
-  missing baseline value is set to the column mean (0 after scaling).
+- Autoscaling per column: the baseline mean and SD (n − 1) of each column. An SD is floored at the larger of
+  FLOOR_FRACTION (10 %) of the variable's median column SD and SPREAD_FRACTION (2 %) of the variable's SD
+  over all runs and grid points: where every baseline run shows exactly the same value (a pump or a
+  controller still off), a column SD of 0 would turn a new run's ordinary difference in the onset into
+  hundreds of SDs (measured: one normal simulated run with base dosing 40 min early had SPE 22 × its
+  limit, all from that column). A column with fewer than 3 baseline values is not used; a missing baseline
+  value is set to the column mean (0 after scaling).
 - PCA by the SVD of the scaled X (numpy). The number of components A is stated, or chosen by
   cross-validation: leave one baseline batch out, fit the rest, and predict each element of the left-out
   batch from the rest of its row with the model (the PRESS residual e_c / (1 − h_c), h_c = Σ_a p_ca², the
@@ -27,7 +30,12 @@ Method (Nomikos & MacGregor 1995, "Multivariate SPC charts for monitoring batch 
   model fitted without it (leave-one-out): the SPE a run has in the model it was fitted with is smaller by
   the degrees of freedom the fit took, and limits from it give new normal batches too many alarms (van
   Sprang, Ramaker, Westerhuis, Gurden & Smilde 2002, "Critical evaluation of approaches for on-line batch
-  process monitoring", Chem Eng Sci 57:3979–3991).
+  process monitoring", Chem Eng Sci 57:3979–3991). With m and v from only n ≈ 10 runs the limit is itself
+  uncertain: in a Monte Carlo with exactly χ²(18)-distributed SPE and n = 10, g·χ²(0.99; h) lets 2.9 % of
+  new normal batches out instead of 1 %. The model's limits therefore take the prediction form
+  m·F(1 − α; h, n·h) (a new SPE over the mean of n others is F(h, n·h) under the same approximation), 2.2 %
+  in that Monte Carlo; the rest is the estimated v, which no closed form covers (spe_limit without n gives
+  the plain g·χ²(h)).
 - Missing data (a gap, or the future of a live run): scores by projection to the model plane over the
   known columns, t = (P_oᵀP_o)⁻¹ P_oᵀ x_o (Nomikos & MacGregor 1995, method 3; Nelson, Taylor & MacGregor
   1996, "Missing data methods in PCA and PLS: score calculations with incomplete observations", Chemom
@@ -71,6 +79,7 @@ MSPC_FORMAT = "biopilot-mspc-1"
 LEVELS = (0.95, 0.99)
 MIN_RUNS = 5  # fewer baseline runs than this: no model (with n − 2 components at most, 5 gives A ≤ 3)
 FLOOR_FRACTION = 0.1
+SPREAD_FRACTION = 0.02
 WOLD_R = 0.95
 MAX_COMPONENTS = 10
 ONLINE_WINDOW = 2
@@ -120,10 +129,13 @@ def _scaling(x: np.ndarray, n_vars: int) -> tuple[np.ndarray, np.ndarray, np.nda
     sd = np.sqrt(var)
     sd_kj = sd.reshape(-1, n_vars)
     act_kj = active.reshape(-1, n_vars)
+    x3 = x.reshape(x.shape[0], -1, n_vars)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a variable without a positive SD: floor 1
         med = np.nanmedian(np.where(act_kj & (sd_kj > 0), sd_kj, np.nan), axis=0)
-    floor = np.where(np.isfinite(med), FLOOR_FRACTION * med, 1.0)
+        spread = np.nanstd(np.where(np.isfinite(x3), x3, np.nan), axis=(0, 1), ddof=1)
+    floor = np.fmax(FLOOR_FRACTION * med, SPREAD_FRACTION * spread)
+    floor = np.where(np.isfinite(floor) & (floor > 0), floor, 1.0)
     scale = np.maximum(sd_kj, floor).reshape(-1)
     return np.where(active, mean, 0.0), np.where(active, scale, 1.0), active
 
@@ -189,26 +201,34 @@ def t2_limit(n: int, a: int, level: float) -> float:
     return a * (n * n - 1) / (n * (n - a)) * float(stats.f.ppf(level, a, n - a))
 
 
-def spe_limit(m: float, v: float, level: float) -> float:
+def spe_limit(m: float, v: float, level: float, n: int | None = None) -> float:
     """SPE limit g·χ²(level; h), g = v/(2m), h = 2m²/v from the mean m and variance v of the baseline SPE
-    (Box 1954; Nomikos & MacGregor 1995). NaN when m or v is not positive."""
+    (Box 1954; Nomikos & MacGregor 1995). NaN when m or v is not positive.
+
+    With n (the number of baseline runs m and v come from), the limit for one new batch accounts for m being
+    estimated: if SPE ~ g·χ²(h), the ratio of a new batch's SPE to the mean of n others is F(h, n·h)
+    distributed, so the limit is m·F(level; h, n·h) (it tends to g·χ²(level; h) as n grows)."""
     if not (m > 0 and v > 0):
         return math.nan
     g, h = v / (2 * m), 2 * m * m / v
+    if n is not None:
+        return m * float(stats.f.ppf(level, h, n * h))
     return g * float(stats.chi2.ppf(level, h))
 
 
-def spe_limits(samples: np.ndarray, level: float) -> np.ndarray:
+def spe_limits(samples: np.ndarray, level: float, n: int | None = None) -> np.ndarray:
     """spe_limit for each row of SPE samples (NaN: none), from its mean and variance; NaN for rows with
-    fewer than 3 values or without spread."""
+    fewer than 3 values or without spread. n: as in spe_limit."""
     ok = np.isfinite(samples)
     cnt = ok.sum(axis=1)
     x = np.where(ok, samples, 0.0)
     m = x.sum(axis=1) / np.maximum(cnt, 1)
     v = np.where(ok, (samples - m[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(cnt - 1, 1)
     good = (cnt >= 3) & (m > 0) & (v > 0)
-    g = np.where(good, v / np.where(good, 2 * m, 1.0), np.nan)
     h = np.where(good, 2 * m * m / np.where(good, v, 1.0), 1.0)
+    if n is not None:
+        return np.where(good, m * stats.f.ppf(level, h, n * h), np.nan)
+    g = np.where(good, v / np.where(good, 2 * m, 1.0), np.nan)
     return np.where(good, g * stats.chi2.ppf(level, h), np.nan)
 
 
@@ -428,7 +448,7 @@ def fit_mspc(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             ref_spe[kk] = np.nanmean(e2[:, lo:hi, :].reshape(-1, j), axis=0)
-    online_limits = {lvl: spe_limits(pooled, lvl) for lvl in LEVELS}
+    online_limits = {lvl: spe_limits(pooled, lvl, n) for lvl in LEVELS}
     return MspcModel(
         equipment=equipment,
         product=product,
@@ -446,7 +466,7 @@ def fit_mspc(
         press=tuple(float(x) for x in press),
         rss=tuple(float(x) for x in rss),
         t2_limits={lvl: t2_limit(n, a, lvl) for lvl in LEVELS},
-        spe_limits={lvl: spe_limit(m, v, lvl) for lvl in LEVELS},
+        spe_limits={lvl: spe_limit(m, v, lvl, n) for lvl in LEVELS},
         spe_moments=(m, v),
         spe_online_limits=online_limits,
         ref_spe=ref_spe,

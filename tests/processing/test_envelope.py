@@ -69,7 +69,8 @@ def test_envelope_json_round_trip() -> None:
 
 def test_expected_false_alarms_by_hand() -> None:
     """N = 177 points (44 h on a 15 min grid), 95 % band, k = 3: 2 · 0.025³ · (1 + 174 · 0.975) = 5.333e-3;
-    k = 2: 2 · 0.025² · (1 + 175 · 0.975) = 0.2145; 99 % band, k = 3: 2 · 0.005³ · (1 + 174 · 0.995) = 4.35e-5."""
+    k = 2: 2 · 0.025² · (1 + 175 · 0.975) = 0.2145;
+    99 % band, k = 3: 2 · 0.005³ · (1 + 174 · 0.995) = 4.35e-5."""
     assert expected_false_alarms(177, 0.05, 3) == pytest.approx(5.333e-3, rel=1e-3)
     assert expected_false_alarms(177, 0.05, 2) == pytest.approx(0.2145, rel=1e-3)
     assert expected_false_alarms(177, 0.01, 3) == pytest.approx(4.35e-5, rel=1e-3)
