@@ -20,6 +20,7 @@ from processing.alignment import (
     landmark_times_h,
     maturity_from_rate,
     maturity_from_total,
+    o2_uptake_rate,
     reference_landmarks,
     resample,
 )
@@ -190,3 +191,22 @@ def test_simulated_runs_meet_at_their_landmarks() -> None:
             out.append(float(g[np.argmax(x > 0.01)]))
     assert max(by_landmark) - min(by_landmark) <= sb.GRID_STEP_H + 1e-9
     assert max(by_time) - min(by_time) > sb.GRID_STEP_H
+
+
+def test_cumulative_o2_of_a_simulated_run_matches_its_truth() -> None:
+    """The maturity axis 'cumulative O2 consumed' of a simulated run: OUR·V from its air flow and off-gas
+    (o2_uptake_rate) integrated from inoculation (maturity_from_rate) reaches, at harvest start, the O2 the
+    model consumed (truth o2_consumed_mol, summed at every model step) within 2 % (the off-gas KPIs'
+    tolerance, tests/processing/test_simulator_truth.py); it is monotone, so every run can be put on it."""
+    (run,) = sb.simulate(7, 1)
+    inoc = next(p for p in run.phases if p.name == "batch")
+    harvest = next(p for p in run.phases if p.name == "harvest")
+    rate = o2_uptake_rate(run.series["air_flow"], run.series["offgas_o2"], run.series["offgas_co2"])
+    m = maturity_from_rate(rate, start_us=to_us(inoc.start), name="o2_consumed", unit="mol")
+    assert np.all(np.diff(m.cumulative) >= 0) and not m.uncertain.any()
+    at_harvest = float(np.interp(to_us(harvest.start), m.ts_us, m.cumulative))
+    truth = run.truth["fermentation"]["kpis"]["o2_consumed_mol"]
+    assert at_harvest == pytest.approx(truth, rel=0.02)
+    mat = Alignment(axis=Axis.MATURITY.value, maturity="o2_consumed", unit="mol")
+    aligned = align_series(run.series["dissolved_oxygen"], run.phases, mat, maturity=m)
+    assert np.nanmax(aligned.t) == pytest.approx(float(m.cumulative[-1]))
