@@ -14,15 +14,27 @@ from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from biopilot import units
 from biopilot.errors import ConfigError
 
 
 class Role(StrEnum):
-    """What a tag measures. KPI code asks for roles, never for a plant's tag names."""
+    """What a tag measures. KPI code asks for roles, never for a plant's tag names. ROLE_KINDS says which
+    kinds of quantity (and so which units) each role accepts; README "Roles and the KPIs they feed" says
+    which KPIs read it."""
 
     TEMPERATURE = "temperature"
     PH = "ph"
@@ -32,19 +44,25 @@ class Role(StrEnum):
     PRESSURE = "pressure"
     OFFGAS_O2 = "offgas_o2"
     OFFGAS_CO2 = "offgas_co2"
-    FEED_RATE = "feed_rate"
-    BASE_FLOW = "base_flow"
+    FEED_RATE = "feed_rate"  # substrate feed into a fermenter (with `feed`: what it carries)
+    BASE_FLOW = "base_flow"  # pH control, into the broth
+    ACID_FLOW = "acid_flow"  # pH control, into the broth
+    ANTIFOAM_FLOW = "antifoam_flow"  # into the broth
+    WATER_FLOW = "water_flow"  # dilution water into the broth
+    DISCHARGE_FLOW = "discharge_flow"  # broth leaving a fermenter: bleeds, draw-offs, harvest pumping
     VOLUME = "volume"
     WEIGHT = "weight"
     LEVEL = "level"
     POWER = "power"
     ENERGY = "energy"
     COOLING_WATER_FLOW = "cooling_water_flow"
+    HEATING_WATER_FLOW = "heating_water_flow"
     STEAM_FLOW = "steam_flow"
-    FLOW = "flow"
+    FLOW = "flow"  # recovery units: a stream (`stream`); on a fermenter: shown, never counted as broth out
     FLOW_TOTAL = "flow_total"  # a flow totalizer: the volume that has passed [L]
     SPEED = "speed"
     CONCENTRATION = "concentration"
+    TITER = "titer"  # an online product concentration in the broth, counted as titer (no lab table)
     TURBIDITY = "turbidity"
     CONDUCTIVITY = "conductivity"
     BATCH_ID = "batch_id"
@@ -53,34 +71,55 @@ class Role(StrEnum):
 
 TEXT_ROLES = frozenset({Role.BATCH_ID, Role.PHASE})
 
-# Units each role may carry. KPI code converts from these; anything else is refused at load time.
-ROLE_UNITS: dict[Role, tuple[str, ...]] = {
-    Role.TEMPERATURE: ("degC", "K"),
-    Role.PH: ("pH",),
-    Role.DISSOLVED_OXYGEN: ("%", "mg/L"),
-    Role.AGITATION_SPEED: ("rpm",),
-    Role.AIR_FLOW: ("NL/min", "L/min", "Nm3/h", "m3/h"),
-    Role.PRESSURE: ("bar", "barg", "mbar", "kPa"),
-    Role.OFFGAS_O2: ("%", "mol/mol"),
-    Role.OFFGAS_CO2: ("%", "mol/mol"),
-    Role.FEED_RATE: ("L/h", "mL/min", "kg/h", "g/h"),
-    Role.BASE_FLOW: ("L/h", "mL/min", "kg/h", "g/h"),
-    Role.VOLUME: ("L", "m3"),
-    Role.WEIGHT: ("kg", "t"),
-    Role.LEVEL: ("%", "m"),
-    Role.POWER: ("kW", "W"),
-    Role.ENERGY: ("kWh", "MWh"),
-    Role.COOLING_WATER_FLOW: ("L/min", "m3/h", "kg/h"),
-    Role.STEAM_FLOW: ("kg/h",),
-    Role.FLOW: ("L/h", "L/min", "m3/h"),
-    Role.FLOW_TOTAL: ("L", "m3"),
-    Role.SPEED: ("rpm",),
-    Role.CONCENTRATION: ("g/L", "mg/L"),
-    Role.TURBIDITY: ("NTU", "FTU"),
-    Role.CONDUCTIVITY: ("mS/cm", "uS/cm"),
-    Role.BATCH_ID: ("",),
-    Role.PHASE: ("",),
+# The kinds of quantity each role accepts (biopilot.units): a tag's unit is parsed by pint when the config
+# loads and refused if it is of none of them. Text roles take no unit.
+_LIQUID = (units.VOLUME_FLOW, units.MASS_FLOW)  # a mass flow needs a density (liquid_density)
+ROLE_KINDS: dict[Role, tuple[units.Kind, ...]] = {
+    Role.TEMPERATURE: (units.TEMPERATURE,),
+    Role.PH: (units.ACIDITY,),
+    Role.DISSOLVED_OXYGEN: (units.FRACTION, units.CONCENTRATION),
+    Role.AGITATION_SPEED: (units.ROTATION,),
+    Role.AIR_FLOW: (units.GAS_FLOW,),
+    Role.PRESSURE: (units.PRESSURE,),
+    Role.OFFGAS_O2: (units.FRACTION,),
+    Role.OFFGAS_CO2: (units.FRACTION,),
+    Role.FEED_RATE: _LIQUID,
+    Role.BASE_FLOW: _LIQUID,
+    Role.ACID_FLOW: _LIQUID,
+    Role.ANTIFOAM_FLOW: _LIQUID,
+    Role.WATER_FLOW: _LIQUID,
+    Role.DISCHARGE_FLOW: _LIQUID,
+    Role.VOLUME: (units.VOLUME,),
+    Role.WEIGHT: (units.MASS,),
+    Role.LEVEL: (units.FRACTION, units.LENGTH),
+    Role.POWER: (units.POWER,),
+    Role.ENERGY: (units.ENERGY,),
+    Role.COOLING_WATER_FLOW: _LIQUID,
+    Role.HEATING_WATER_FLOW: _LIQUID,
+    Role.STEAM_FLOW: (units.MASS_FLOW,),
+    Role.FLOW: _LIQUID,
+    Role.FLOW_TOTAL: (units.VOLUME,),
+    Role.SPEED: (units.ROTATION,),
+    Role.CONCENTRATION: (units.CONCENTRATION,),
+    Role.TITER: (units.CONCENTRATION,),
+    Role.TURBIDITY: (units.TURBIDITY,),
+    Role.CONDUCTIVITY: (units.CONDUCTIVITY,),
+    Role.BATCH_ID: (),
+    Role.PHASE: (),
 }
+# Liquid flows: in a mass unit (kg/h) they need a density to become L/h (liquid_density).
+LIQUID_FLOW_ROLES = frozenset(r for r, kinds in ROLE_KINDS.items() if kinds == _LIQUID)
+WATER_ROLES = frozenset({Role.WATER_FLOW, Role.COOLING_WATER_FLOW, Role.HEATING_WATER_FLOW})
+# Roles whose values cannot be negative: a negative value is flagged on every KPI that reads the tag
+# (negative_values:<tag>=<share of its samples>). Temperature, pressure (gauge) and pH may be.
+NON_NEGATIVE_ROLES = frozenset(set(Role) - TEXT_ROLES - {Role.TEMPERATURE, Role.PRESSURE, Role.PH})
+
+# Lab analytes the KPIs read as concentrations (their unit must be a mass concentration): titer, biomass,
+# substrate (and the main substrate and feed substrates by name, concentration_analytes), total protein.
+TITER_ANALYTES = ("titer", "product")
+BIOMASS_ANALYTES = ("biomass", "dcw", "x")
+SUBSTRATE_ANALYTES = ("substrate",)
+PROTEIN_ANALYTES = ("total_protein",)
 
 
 class EquipmentKind(StrEnum):
@@ -106,9 +145,106 @@ class Site(_Model):
         return value
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class InfluxConfig(_Model):
+    """[storage.influxdb]: the InfluxDB 2 server that holds the time series (storage.backend = "influxdb")."""
+
+    url: str  # http(s)://host:8086
+    org: str = Field(min_length=1)
+    bucket: str = Field(min_length=1)  # its retention decides how long raw samples are kept
+    token_env: str  # the environment variable that holds the API token (never the token itself)
+    measurement: str = "biopilot"  # every sample is a point of this measurement, tagged series=<tag name>
+    timeout_s: float = Field(default=10.0, gt=0)  # one HTTP request
+    batch_lines: int = Field(default=5000, ge=1, le=100_000)  # points per write request
+    retry_s: float = Field(default=10.0, ge=0)  # a write retries a slow or absent server this long, then
+    # the store writer keeps the samples in the spool and tries again later (nothing is dropped)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_token_here(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "token" in data:
+            raise ValueError(
+                "do not write the API token in this file: put it in an environment variable (in a "
+                "docker-compose deployment, INFLUXDB_TOKEN in the .env file) and name that variable in "
+                "storage.influxdb.token_env"
+            )
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"an InfluxDB URL looks like 'http://influxdb:8086', got {value!r}")
+        if parts.username is not None or parts.password is not None or parts.query:
+            raise ValueError(
+                "the InfluxDB URL carries credentials or a query; give only scheme, host and port, "
+                "and the token through storage.influxdb.token_env"
+            )
+        return value.rstrip("/")
+
+    @field_validator("token_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not _ENV_NAME.fullmatch(value):
+            raise ValueError(
+                "names the environment variable that holds the token (letters, digits and _, "
+                "e.g. INFLUXDB_TOKEN), not the token itself"
+            )
+        return value
+
+    @field_validator("measurement")
+    @classmethod
+    def _plain_measurement(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", value):
+            raise ValueError(
+                f"{value!r} is not a plain measurement name (a letter, then letters, digits, '_', '.', '-')"
+            )
+        return value
+
+
 class StorageConfig(_Model):
-    backend: Literal["sqlite"] = "sqlite"
+    backend: Literal["sqlite", "influxdb"] = "sqlite"
     path: str = "biopilot.db"  # relative paths are taken from the data directory
+    # The catalog (runs, KPIs, trials, users, audit): None keeps it in the SQLite file above; a
+    # "postgresql://user@host:5432/db" URL puts it on a PostgreSQL server, with the password taken from the
+    # environment variable named by catalog_password_env (never written in this file).
+    catalog: str | None = None
+    catalog_password_env: str | None = None
+    # backend = "influxdb": the time series go to this InfluxDB 2 server; health (and the catalog, unless
+    # it is on PostgreSQL) stay in the SQLite file above.
+    influxdb: InfluxConfig | None = None
+
+    @field_validator("catalog")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+            raise ValueError(
+                f"a catalog URL looks like 'postgresql://user@host:5432/biopilot', got {value!r}"
+            )
+        if parts.password is not None:
+            raise ValueError(
+                "the catalog URL carries a password; remove it and name the environment variable that "
+                "holds it in storage.catalog_password_env"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _password_needs_catalog(self) -> StorageConfig:
+        if self.catalog_password_env is not None and self.catalog is None:
+            raise ValueError("catalog_password_env needs a postgresql:// catalog URL in storage.catalog")
+        if self.backend == "influxdb" and self.influxdb is None:
+            raise ValueError(
+                "backend 'influxdb' needs a [storage.influxdb] section with url, org, bucket and token_env"
+            )
+        if self.backend != "influxdb" and self.influxdb is not None:
+            raise ValueError("a [storage.influxdb] section is used only with backend = 'influxdb'")
+        return self
 
 
 class OpcUaServer(_Model):
@@ -261,10 +397,45 @@ class Tag(_Model):
     # Report-by-exception tags stay silent while unchanged: a silence longer than this (with the source
     # alive) makes the tag stale. None: the tag is stale only when its source is gone.
     max_age_s: float | None = Field(default=None, gt=0)
+    # An export or source whose convention differs from the plant's: stored value = raw × scale + offset,
+    # in `unit` (a historian writing broth discharges as negative L/h: scale = -1). biopilot.units.Transform
+    scale: float = Field(default=1.0, allow_inf_nan=False)
+    offset: float = Field(default=0.0, allow_inf_nan=False)
+    # [kg/L] of the liquid, for a liquid flow given as mass (kg/h); default: water 1.0 for the water roles,
+    # [[process]] broth_density for discharge_flow; feed_rate tags give it in feed.density
+    density: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+    @field_validator("unit")
+    @classmethod
+    def _unit_fits_role(cls, value: str, info: ValidationInfo) -> str:
+        role = info.data.get("role")
+        if role is not None:
+            problem = units.check(value, ROLE_KINDS[role], f"role {role.value!r}")
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("scale")
+    @classmethod
+    def _nonzero_scale(cls, value: float) -> float:
+        if value == 0:
+            raise ValueError("0 would store every value as the offset; the default is 1")
+        return value
+
+    @model_validator(mode="after")
+    def _numeric_transform(self) -> Tag:
+        if self.is_text and not self.transform.identity:
+            raise ValueError(f"scale and offset apply to numbers, not to a {self.role.value!r} tag")
+        return self
 
     @property
     def is_text(self) -> bool:
         return self.role in TEXT_ROLES
+
+    @property
+    def transform(self) -> units.Transform:
+        """raw → stored value (identity unless the tag sets scale or offset)."""
+        return units.Transform(self.scale, self.offset)
 
 
 class SimulatedUnit(_Model):
@@ -321,11 +492,17 @@ class ProcessSpec(_Model):
     broth_density: float = Field(default=1.0, gt=0)  # [kg/L] volume = weight / density without a volume tag
     initial_substrate: float | None = Field(default=None, ge=0)  # [g/L] S_0 without a lab value at start
     product_carbon_fraction: float = Field(default=0.5, gt=0, le=1)  # [g C / g product], carbon balance
-    gas_molar_volume: float = Field(default=22.414, gt=0)  # [L/mol] at the air flow meter's reference
+    # [L/mol] at the air flow meter's reference: 22.414 for NL/min and Nm3/h (0 °C, 1.01325 bar, DIN 1343)
+    gas_molar_volume: float = Field(default=units.NORMAL_MOLAR_VOLUME, gt=0)
     inlet_o2: float = Field(default=0.2095, gt=0, lt=1)  # [mol/mol] dry inlet gas
     inlet_co2: float = Field(default=0.0004, ge=0, lt=1)  # [mol/mol]
     inoculation_phase: str = "batch"  # phase whose start is inoculation (productivity time base)
     harvest_phase: str = "harvest"  # phase whose start ends growth
+    # Stoichiometric maxima of the yields on the main substrate [g/g]: a yield above one is not a result
+    # (value null, flag implausible:…). None: processing.plausibility's defaults, from the carbon and
+    # degree-of-reduction balances (glucose → biomass 0.78 g/g; → product: its carbon, 0.4 / 0.5 = 0.8).
+    max_yield_biomass: float | None = Field(default=None, gt=0)
+    max_yield_product: float | None = Field(default=None, gt=0)
     # recovery units: the equipment whose product this unit processes (the recovery unit before it); None:
     # the fermenter that ran the same batch id. Overall yields multiply along these links.
     upstream: str | None = None
@@ -370,6 +547,42 @@ def process_spec(config: SiteConfig, equipment: str) -> ProcessSpec:
     return ProcessSpec(equipment=equipment)
 
 
+def liquid_density(config: SiteConfig, tag: Tag) -> float | None:
+    """[kg/L] that turns a liquid flow tag given as mass (kg/h) into L/h: the tag's `density`, else for a
+    feed its feed.density, for water roles water (biopilot.units.WATER_DENSITY), for a discharge the broth
+    ([[process]] broth_density); None when nothing says."""
+    if tag.density is not None:
+        return tag.density
+    if tag.role == Role.FEED_RATE:
+        return tag.feed.density if tag.feed is not None else None
+    if tag.role in WATER_ROLES:
+        return units.WATER_DENSITY
+    if tag.role == Role.DISCHARGE_FLOW:
+        return process_spec(config, tag.equipment).broth_density
+    return None
+
+
+def concentration_analytes(config: SiteConfig) -> frozenset[str]:
+    """Lab analytes (lower case) the KPIs read as mass concentrations: titer, biomass, substrate, total
+    protein, and every main substrate and feed substrate the config names."""
+    names = {*TITER_ANALYTES, *BIOMASS_ANALYTES, *SUBSTRATE_ANALYTES, *PROTEIN_ANALYTES, "glucose"}
+    names |= {spec.main_substrate.lower() for spec in config.process}
+    names |= {t.feed.substrate.lower() for t in config.tags if t.feed is not None}
+    return frozenset(names)
+
+
+def lab_unit_problem(config: SiteConfig, analyte: str, unit: str) -> str | None:
+    """Why a lab result's unit is refused (one clause), or None: pint must read it, and an analyte the KPIs
+    read as a concentration (concentration_analytes) must be a mass concentration (5000 ug/mL is 5 g/L)."""
+    if analyte.strip().lower() in concentration_analytes(config):
+        return units.check(unit, (units.CONCENTRATION,), f"analyte {analyte!r}")
+    try:
+        units.parse(unit)
+    except units.UnitError as exc:
+        return str(exc)
+    return None
+
+
 def emission_factor(config: SiteConfig, utility: str) -> EmissionFactor | None:
     return next((f for f in config.emission_factors if f.utility == utility), None)
 
@@ -382,8 +595,17 @@ def _check_kpi_inputs(config: SiteConfig) -> str | None:
         if tag.feed is not None:
             if tag.role != Role.FEED_RATE:
                 return f"{who}.feed: only a feed_rate tag has a feed, not a {tag.role.value!r} tag"
-            if tag.unit in ("kg/h", "g/h") and tag.feed.density is None:
+            if units.MASS_FLOW.fits(tag.unit) and tag.feed.density is None:
                 return f"{who}.feed.density: required for a feed measured in {tag.unit} (kg feed per L)"
+        if tag.density is not None and tag.role not in LIQUID_FLOW_ROLES - {Role.FEED_RATE}:
+            where = "feed.density" if tag.role == Role.FEED_RATE else "a liquid flow tag"
+            return f"{who}.density: only for {where}, not on a {tag.role.value!r} tag"
+        if (
+            tag.role in LIQUID_FLOW_ROLES - {Role.FEED_RATE}
+            and units.MASS_FLOW.fits(tag.unit)
+            and liquid_density(config, tag) is None
+        ):
+            return f"{who}.density: required for a flow measured in {tag.unit} (kg of the liquid per L)"
         if tag.counter_rollover is not None and tag.role not in (Role.ENERGY, Role.FLOW_TOTAL):
             return f"{who}.counter_rollover: only a totalizer rolls over, not a {tag.role.value!r} tag"
         if tag.lab is not None and tag.role != Role.CONCENTRATION:
@@ -453,6 +675,10 @@ class SiteConfig(_Model):
 
     def role_tags(self, equipment_id: str, role: Role) -> list[Tag]:
         return [t for t in self.tags if t.equipment == equipment_id and t.role == role]
+
+    def transforms(self) -> dict[str, units.Transform]:
+        """The tags whose raw values are transformed before they are stored (scale, offset), by name."""
+        return {t.name: t.transform for t in self.tags if not t.transform.identity}
 
 
 def read_text(path: str | Path) -> str:
@@ -575,10 +801,6 @@ def _cross_check(config: SiteConfig) -> str | None:
         if tag.equipment not in equipment_ids:
             known = _one_of(equipment_ids)
             return f"{key}.equipment{who}: {tag.equipment!r} is not a configured equipment id ({known})"
-        allowed = ROLE_UNITS[tag.role]
-        if tag.unit not in allowed:
-            expected = "no unit" if allowed == ("",) else _one_of(list(allowed))
-            return f"{key}.unit{who}: {tag.unit!r} is not a unit for role {tag.role.value!r} ({expected})"
         src = tag.source
         if isinstance(src, OpcUaSource):
             if src.server not in config.opcua.servers:

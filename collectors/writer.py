@@ -110,7 +110,7 @@ class StoreWriter:
         return max(self.reader.end() - self.position, 0)
 
     def doc(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "kind": "writer",
             "state": "ok" if self.store_ok else "store refusing writes",
             "stored": self.stored,
@@ -118,6 +118,10 @@ class StoreWriter:
             "write_failures": self.write_failures,
             "lag_bytes": self.lag_bytes,
         }
+        stats = getattr(self.store, "stats", None)  # the InfluxDB store counts retries and rejected points
+        if callable(stats):
+            doc["store"] = stats()
+        return doc
 
     def publish_health(self) -> None:
         if self.health is None:

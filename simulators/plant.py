@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Coroutine
@@ -169,7 +170,11 @@ class PlantSimulator:
             self.opcua = await self._opcua_up(self.model.now())
         if broker is not None:
             self.mqtt = MqttPlantPublisher(
-                broker.host, broker.port, f"biopilot-simulator-{self.sim.mqtt_topic_prefix}"
+                broker.host,
+                broker.port,
+                f"biopilot-simulator-{self.sim.mqtt_topic_prefix}",
+                broker.username,
+                os.environ.get(broker.password_env) if broker.password_env else None,
             )
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -221,7 +226,9 @@ class PlantSimulator:
         rng = np.random.default_rng([self.scenario.seed, 2])
         self.recorder.lab_until_h = self.model.t_h
         history = self.recorder.history(0, rng)
-        n = write_store(history, self.history_store, tag_map(self.config), batch=None)
+        n = write_store(
+            history, self.history_store, tag_map(self.config), batch=None, transforms=self.config.transforms()
+        )
         reported = [s for s in self.recorder.lab if s.report_t_h <= self.model.t_h]
         self._lab_sent = len(reported)
         if self.scenario.lab.delivery == "csv":  # (MQTT-delivered results went into the store above)

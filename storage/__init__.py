@@ -28,12 +28,22 @@ def database_path(config: SiteConfig, data_dir: Path) -> Path:
 
 
 def open_store(config: SiteConfig, data_dir: Path, *, read_only: bool = False) -> TimeSeriesStore:
+    """The site's time-series store: the InfluxDB 2 server of [storage.influxdb] with backend "influxdb",
+    else the embedded SQLite file in data_dir."""
+    if config.storage.backend == "influxdb" and config.storage.influxdb is not None:
+        from storage.influx import InfluxStore
+
+        return InfluxStore.from_config(config.storage.influxdb, read_only=read_only)
     return SqliteStore(database_path(config, data_dir), read_only=read_only)
 
 
 def open_catalog(config: SiteConfig, data_dir: Path) -> Catalog:
+    """The site's catalog: on PostgreSQL when [storage] catalog names a server, else in the SQLite file."""
+    if config.storage.catalog is not None:
+        return Catalog(config.storage.catalog, password_env=config.storage.catalog_password_env)
     return Catalog(database_path(config, data_dir))
 
 
 def open_health(config: SiteConfig, data_dir: Path, *, read_only: bool = False) -> HealthStore:
+    """Collection health: in the SQLite file in data_dir, whatever the time-series backend."""
     return HealthStore(database_path(config, data_dir), read_only=read_only)

@@ -1,5 +1,5 @@
-"""The catalog: runs, their phases, lab results, imports and KPIs, in the embedded database beside the
-time series.
+"""The catalog: runs, their phases, lab results, imports and KPIs — in the embedded SQLite file beside the
+time series, or in PostgreSQL (`[storage] catalog = "postgresql://…"`), through storage/db.py.
 
 A run is one batch on one piece of equipment. Its id is "<equipment>:<batch id>", so the fermentation and
 the recovery run that processed its harvest share the batch id; the downstream run also names the upstream
@@ -9,164 +9,87 @@ Live runs are detected from batch-id samples (origin "live"); imported historian
 runs created by hand (origin "manual") come from the CLI. A run's kind says what a trial verdict may use it
 for: "baseline", "trial" or "other".
 
-Schema versions (table catalog_meta, key "schema_version"); migrations are idempotent, so any number of
-processes may open an old file at once and the newest schema results:
-  1  runs (id, equipment, batch_id, start_us, end_us), run_kpis, cursors  (the first release; no version row)
-  2  runs gain kind, trial_id, product, upstream_id, origin, note; run_kpis gains inputs (per-input coverage);
-     new tables phases, lab_results, imports
+The schema is the ordered list in storage/migrations.py, applied when a Catalog opens its database.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from biopilot.errors import StoreError
 from biopilot.records import ImportRecord, KpiRecord, LabResult, Phase, Run, RunKind, RunOrigin, run_id_for
 from biopilot.samples import from_us, to_us
-from storage.sqlite import connect
+from storage.db import Database, SqliteDatabase, migrate, open_database, schema_version
+from storage.migrations import MIGRATIONS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = MIGRATIONS[-1].version
 
-_SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    equipment TEXT NOT NULL,
-    batch_id TEXT NOT NULL,
-    start_us INTEGER NOT NULL,
-    end_us INTEGER
-);
-CREATE INDEX IF NOT EXISTS runs_by_equipment ON runs (equipment, start_us);
-CREATE TABLE IF NOT EXISTS run_kpis (
-    run_id TEXT NOT NULL REFERENCES runs (id),
-    name TEXT NOT NULL,
-    value REAL,
-    unit TEXT NOT NULL,
-    coverage REAL NOT NULL,
-    flags TEXT NOT NULL,
-    final INTEGER NOT NULL,
-    computed_us INTEGER NOT NULL,
-    version TEXT NOT NULL,
-    PRIMARY KEY (run_id, name)
-);
-CREATE TABLE IF NOT EXISTS cursors (
-    name TEXT PRIMARY KEY,
-    ts_us INTEGER NOT NULL
-);
-"""
-
-_SCHEMA_V2_TABLES = """
-CREATE TABLE IF NOT EXISTS catalog_meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS phases (
-    run_id TEXT NOT NULL REFERENCES runs (id),
-    start_us INTEGER NOT NULL,
-    end_us INTEGER,
-    name TEXT NOT NULL,
-    PRIMARY KEY (run_id, start_us)
-);
-CREATE TABLE IF NOT EXISTS lab_results (
-    equipment TEXT NOT NULL,
-    ts_us INTEGER NOT NULL,
-    analyte TEXT NOT NULL,
-    value REAL NOT NULL,
-    unit TEXT NOT NULL,
-    sample_volume_l REAL NOT NULL DEFAULT 0,
-    source TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (equipment, ts_us, analyte)
-);
-CREATE TABLE IF NOT EXISTS imports (
-    sha256 TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    file TEXT NOT NULL,
-    rows INTEGER NOT NULL,
-    samples INTEGER NOT NULL,
-    imported_us INTEGER NOT NULL,
-    PRIMARY KEY (sha256, run_id)
-);
-"""
-
-_V2_COLUMNS = {
-    "runs": [
-        ("kind", "TEXT NOT NULL DEFAULT 'other'"),
-        ("trial_id", "TEXT"),
-        ("product", "TEXT"),
-        ("upstream_id", "TEXT"),
-        ("origin", "TEXT NOT NULL DEFAULT 'live'"),
-        ("note", "TEXT NOT NULL DEFAULT ''"),
-    ],
-    "run_kpis": [("inputs", "TEXT NOT NULL DEFAULT '{}'")],
-}
-
+_UPSERT_PHASE = (
+    "INSERT INTO phases (run_id, start_us, end_us, name) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (run_id, start_us) DO UPDATE SET end_us = excluded.end_us, name = excluded.name"
+)
+_UPSERT_LAB = (
+    "INSERT INTO lab_results (equipment, ts_us, analyte, value, unit, sample_volume_l, source)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (equipment, ts_us, analyte) DO UPDATE SET"
+    " value = excluded.value, unit = excluded.unit, sample_volume_l = excluded.sample_volume_l,"
+    " source = excluded.source"
+)
+_UPSERT_IMPORT = (
+    "INSERT INTO imports (sha256, run_id, file, rows, samples, imported_us) VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (sha256, run_id) DO UPDATE SET file = excluded.file, rows = excluded.rows,"
+    " samples = excluded.samples, imported_us = excluded.imported_us"
+)
+_UPSERT_KPI = (
+    "INSERT INTO run_kpis (run_id, name, value, unit, coverage, flags, final, computed_us, version, inputs)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, name) DO UPDATE SET value = excluded.value,"
+    " unit = excluded.unit, coverage = excluded.coverage, flags = excluded.flags, final = excluded.final,"
+    " computed_us = excluded.computed_us, version = excluded.version, inputs = excluded.inputs"
+)
 _RUN_COLUMNS = "id, equipment, batch_id, start_us, end_us, kind, trial_id, product, upstream_id, origin, note"
 
 
 class Catalog:
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._conn = connect(self.path)
-        self._lock = threading.Lock()
-        self._migrate()
+    """Runs, phases, lab results, imports, KPIs and processing cursors. `target`: the SQLite file, a
+    postgresql:// URL (password from `password_env`), or an open Database."""
+
+    def __init__(self, target: str | Path | Database, *, password_env: str | None = None) -> None:
+        self.db = (
+            target if not isinstance(target, str | Path) else open_database(target, password_env=password_env)
+        )
+        self.path = self.db.path if isinstance(self.db, SqliteDatabase) else None
+        try:
+            migrate(self.db, MIGRATIONS)
+        except StoreError:
+            self.db.close()
+            raise
 
     # -- schema ----------------------------------------------------------------------------------------
-    def _migrate(self) -> None:
-        """Bring the file to SCHEMA_VERSION. Idempotent, in one transaction, safe with concurrent openers."""
-        try:
-            self._conn.executescript(_SCHEMA_V1 + _SCHEMA_V2_TABLES)
-            if self.schema_version() >= SCHEMA_VERSION:
-                return
-            with self._conn:
-                self._conn.execute("BEGIN IMMEDIATE")
-                for table, columns in _V2_COLUMNS.items():
-                    have = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
-                    for name, decl in columns:
-                        if name not in have:
-                            self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
-                self._conn.execute("CREATE INDEX IF NOT EXISTS runs_by_upstream ON runs (upstream_id)")
-                self._conn.execute(
-                    "INSERT OR REPLACE INTO catalog_meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot create or migrate the catalog schema ({exc})") from None
-
     def schema_version(self) -> int:
-        row = self._conn.execute("SELECT value FROM catalog_meta WHERE key = 'schema_version'").fetchone()
-        return int(row[0]) if row else 1
+        return schema_version(self.db)
 
-    def _execute(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        with self._lock:
-            try:
-                return self._conn.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: catalog query failed ({exc})") from None
+    def _execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return self.db.query(sql, params)
 
     def _transaction(self, what: str, statements: Iterable[tuple[str, object]]) -> None:
         """Run (sql, params) or (sql, [params…]) statements in one write transaction."""
-        with self._lock:
-            try:
-                with self._conn:
-                    self._conn.execute("BEGIN IMMEDIATE")
-                    for sql, params in statements:
-                        if isinstance(params, list):
-                            self._conn.executemany(sql, params)
-                        else:
-                            self._conn.execute(sql, params)  # type: ignore[arg-type]
-            except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: cannot {what} ({exc})") from None
+        with self.db.transaction(what) as cur:
+            for sql, params in statements:
+                if isinstance(params, list):
+                    cur.executemany(sql, params)
+                else:
+                    cur.execute(sql, params)  # type: ignore[arg-type]
 
     # -- runs ------------------------------------------------------------------------------------------
     def open_run(self, equipment: str, batch_id: str, start: datetime) -> Run:
         """Record that a live run started; a run that exists already is left as it is and returned."""
         run_id = run_id_for(equipment, batch_id)
         self._execute(
-            "INSERT OR IGNORE INTO runs (id, equipment, batch_id, start_us) VALUES (?, ?, ?, ?)",
+            "INSERT INTO runs (id, equipment, batch_id, start_us) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
             (run_id, equipment, batch_id, to_us(start)),
         )
         run = self.run(run_id)
@@ -193,28 +116,23 @@ class Catalog:
         origin = RunOrigin(origin).value
         if end is not None and end < start:
             raise StoreError(f"run {run_id}: end {end.isoformat()} is before start {start.isoformat()}")
-        try:
-            with self._lock, self._conn:
-                self._conn.execute(
-                    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        run_id,
-                        equipment,
-                        batch_id,
-                        to_us(start),
-                        to_us(end) if end is not None else None,
-                        kind,
-                        trial_id,
-                        product,
-                        upstream_id,
-                        origin,
-                        note,
-                    ),
-                )
-        except sqlite3.IntegrityError:
-            raise StoreError(f"run {run_id} exists already") from None
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot create run {run_id} ({exc})") from None
+        row = (
+            run_id,
+            equipment,
+            batch_id,
+            to_us(start),
+            to_us(end) if end is not None else None,
+            kind,
+            trial_id,
+            product,
+            upstream_id,
+            origin,
+            note,
+        )
+        with self.db.transaction(f"create run {run_id}") as cur:
+            if cur.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)):
+                raise StoreError(f"run {run_id} exists already")
+            cur.execute(f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
         run = self.run(run_id)
         assert run is not None
         return run
@@ -300,13 +218,13 @@ class Catalog:
             f"store the phases of {run_id}",
             [
                 ("DELETE FROM phases WHERE run_id = ?", (run_id,)),
-                ("INSERT OR REPLACE INTO phases (run_id, start_us, end_us, name) VALUES (?, ?, ?, ?)", rows),
+                (_UPSERT_PHASE, rows),
             ],
         )
 
     def add_phase(self, run_id: str, phase: Phase) -> None:
         self._execute(
-            "INSERT OR REPLACE INTO phases (run_id, start_us, end_us, name) VALUES (?, ?, ?, ?)",
+            _UPSERT_PHASE,
             (run_id, to_us(phase.start), to_us(phase.end) if phase.end is not None else None, phase.name),
         )
 
@@ -328,7 +246,7 @@ class Catalog:
         ]
         self._transaction(
             "store lab results",
-            [("INSERT OR REPLACE INTO lab_results VALUES (?, ?, ?, ?, ?, ?, ?)", rows)],
+            [(_UPSERT_LAB, rows)],
         )
         return len(rows)
 
@@ -355,7 +273,7 @@ class Catalog:
     # -- imports ---------------------------------------------------------------------------------------
     def record_import(self, record: ImportRecord) -> None:
         self._execute(
-            "INSERT OR REPLACE INTO imports VALUES (?, ?, ?, ?, ?, ?)",
+            _UPSERT_IMPORT,
             (
                 record.sha256,
                 record.run_id,
@@ -405,8 +323,7 @@ class Catalog:
             statements.append(("DELETE FROM run_kpis WHERE run_id = ?", (run_id,)))
         statements.append(
             (
-                "INSERT OR REPLACE INTO run_kpis (run_id, name, value, unit, coverage, flags, final,"
-                " computed_us, version, inputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _UPSERT_KPI,
                 rows,
             )
         )
@@ -439,11 +356,14 @@ class Catalog:
         return int(rows[0][0]) if rows else None  # type: ignore[call-overload]
 
     def set_cursor(self, name: str, ts_us: int) -> None:
-        self._execute("INSERT OR REPLACE INTO cursors (name, ts_us) VALUES (?, ?)", (name, ts_us))
+        self._execute(
+            "INSERT INTO cursors (name, ts_us) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET ts_us = excluded.ts_us",
+            (name, ts_us),
+        )
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self.db.close()
 
 
 def _kind(value: str) -> str:

@@ -10,8 +10,9 @@ Formats (detected by suffix and header):
 - long CSV: time, tag, value[, status] (status: OPC UA code, decimal or 0x…, or good/uncertain/bad);
 - Parquet, wide or long like the CSVs.
 Times are ISO-8601 with or without a zone (a naive time is read in the site's zone, or the mapping's), or
-elapsed hours from a given start. Re-importing a file replaces its samples (the store keys samples by series
-and source time), so nothing is duplicated.
+elapsed hours from a given start. A tag's `scale` and `offset` turn the file's values into stored ones
+(stored = raw × scale + offset: biopilot.units.Transform). Re-importing a file replaces its samples (the
+store keys samples by series and source time), so nothing is duplicated.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from biopilot.config import HistorianMapping, SiteConfig, Tag, process_spec
+from biopilot import units
+from biopilot.config import HistorianMapping, SiteConfig, Tag, lab_unit_problem, process_spec
 from biopilot.errors import BioPilotError
 from biopilot.records import ImportRecord, LabResult, Run, RunKind, RunOrigin, run_id_for
 from biopilot.samples import Sample, from_us, utcnow
@@ -310,7 +312,7 @@ def parse_historian(
                 for b in bad_v:  # row numbers of the sub-frame → of the file
                     bad.append(BadRow(int(rows[b.row - first_row]) + first_row, name, b.text, b.problem))
             keep = present & good_time[rows]
-            _add(out, tag.name, ts[rows][keep], values[keep], status[rows][keep])
+            _add(out, tag.name, ts[rows][keep], tag.transform(values[keep]), status[rows][keep])
     else:
         for col in frame.columns:
             if str(col) == tcol:
@@ -327,7 +329,7 @@ def parse_historian(
                 values, present, bad_v = _numbers(raw, str(col), first_row)
                 bad += bad_v
             keep = present & good_time
-            _add(out, tag.name, ts[keep], values[keep], np.zeros(int(keep.sum()), np.int64))
+            _add(out, tag.name, ts[keep], tag.transform(values[keep]), np.zeros(int(keep.sum()), np.int64))
     bad.sort(key=lambda b: (b.row, b.column))
     return out, bad, ignored
 
@@ -464,7 +466,7 @@ def parse_lab(
     good_time = np.ones(len(frame), dtype=bool)
     good_time[[b.row - first_row for b in bad]] = False
     vol_col = cols.get("sample_volume_ml") or cols.get("sample_volume_l")
-    vol_scale = 0.001 if "sample_volume_ml" in cols else 1.0
+    vol_scale = units.factor("mL" if "sample_volume_ml" in cols else "L", "L")
     volumes = np.zeros(len(frame))
     if vol_col is not None:
         v, present, bad_v = _numbers(frame[vol_col], str(vol_col), first_row)
@@ -475,18 +477,23 @@ def parse_lab(
     if "analyte" in cols and "value" in cols:
         values, present, bad_v = _numbers(frame[cols["value"]], "value", first_row)
         bad += bad_v
-        units = (
+        unit_col = (
             frame[cols["unit"]].astype(str).str.strip() if "unit" in cols else pd.Series([""] * len(frame))
         )
         analytes = frame[cols["analyte"]].astype(str).str.strip()
+        refused = _refused_lab_units(config, analytes, unit_col)
         for i in np.flatnonzero(present & good_time):
+            problem = refused.get((analytes.iloc[i], unit_col.iloc[i]))
+            if problem is not None:
+                bad.append(BadRow(first_row + int(i), "unit", unit_col.iloc[i], problem))
+                continue
             results.append(
                 LabResult(
                     equipment,
                     from_us(int(ts[i])),
                     analytes.iloc[i],
                     float(values[i]),
-                    units.iloc[i],
+                    unit_col.iloc[i],
                     float(volumes[i]),
                     source,
                 )
@@ -499,6 +506,14 @@ def parse_lab(
             name, unit = (m.group("name"), m.group("unit")) if m else (str(col).strip(), "")
             values, present, bad_v = _numbers(frame[col], str(col), first_row)
             bad += bad_v
+            problem = lab_unit_problem(config, name, unit)
+            if problem is not None:  # the header says the unit: one bad "row" (the header, line 1)
+                bad.append(
+                    BadRow(
+                        1, str(col), unit, f"is refused: {problem} (write it in the header: 'titer [g/L]')"
+                    )
+                )
+                continue
             for i in np.flatnonzero(present & good_time):
                 results.append(
                     LabResult(
@@ -514,6 +529,18 @@ def parse_lab(
     results.sort(key=lambda r: (r.ts, r.analyte))
     bad.sort(key=lambda b: (b.row, b.column))
     return results, bad
+
+
+def _refused_lab_units(
+    config: SiteConfig, analytes: pd.Series, unit_col: pd.Series
+) -> dict[tuple[str, str], str]:
+    """(analyte, unit) pairs of a long lab file whose unit is refused, with why (config.lab_unit_problem)."""
+    out = {}
+    for analyte, unit in set(zip(analytes.tolist(), unit_col.tolist(), strict=True)):
+        problem = lab_unit_problem(config, analyte, unit)
+        if problem is not None:
+            out[(analyte, unit)] = f"is refused: {problem}"
+    return out
 
 
 def import_lab(

@@ -114,8 +114,8 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
         edit('unit = "degC"', 'unit = "bar"'),
         [
             f"tags[{T}].unit (tag 'F-101.temperature')",
-            "'bar' is not a unit for role 'temperature'",
-            "expected one of: 'degC', 'K'",
+            "'bar' (pressure) is not a unit for role 'temperature'",
+            "which accepts temperature (degC, K, degF…)",
         ],
     ),
     "unknown_opcua_server": (
@@ -221,3 +221,28 @@ def test_parse_config_raises_config_error_naming_the_file(case: str) -> None:
 def test_broken_cases_differ_from_a_loading_file_only_by_their_defect() -> None:
     # Guards the cases above: the unedited text loads, so each failure is caused by its edit alone.
     assert parse_config(DEMO_TEXT, "demo.toml").site.name == "Pilot Hall (simulated)"
+
+
+_ONE_FERMENTER = '[[equipment]]\nid = "F"\nkind = "fermenter"\n'
+
+
+@pytest.mark.parametrize(
+    ("catalog", "message"),
+    [
+        ('"postgresql://biopilot:secret@db:5432/bp"', "carries a password"),
+        ('"mysql://db/bp"', "postgresql://"),
+        ('"biopilot.db"', "postgresql://"),
+    ],
+)
+def test_a_catalog_url_is_postgresql_and_carries_no_password(catalog: str, message: str) -> None:
+    text = (
+        f'[site]\nname = "t"\n[storage]\ncatalog = {catalog}\n[[equipment]]\nid = "F"\nkind = "fermenter"\n'
+    )
+    with pytest.raises(ConfigError, match=message):
+        parse_config(text)
+
+
+def test_a_catalog_password_variable_needs_a_catalog_url() -> None:
+    text = f'[site]\nname = "t"\n[storage]\ncatalog_password_env = "PW"\n{_ONE_FERMENTER}'
+    with pytest.raises(ConfigError, match="needs a postgresql:// catalog URL"):
+        parse_config(text)

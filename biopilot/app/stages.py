@@ -121,10 +121,16 @@ def simulate_historical(
     else:
         store = open_store(config, data_dir)
         try:
-            n = historical.write_store(history, store, tags)
+            n = historical.write_store(history, store, tags, transforms=config.transforms())
         finally:
             store.close()
-        written = f"{n} samples into {database_path(config, data_dir)}"
+        influx = config.storage.influxdb
+        where = (
+            f"InfluxDB at {influx.url} (bucket {influx.bucket!r})"
+            if config.storage.backend == "influxdb" and influx is not None
+            else str(database_path(config, data_dir))
+        )
+        written = f"{n} samples into {where}"
     plant_h = (history.end - history.start).total_seconds() / 3600
     print(
         f"simulated {runs} run{'s' if runs != 1 else ''} ({plant_h:.0f} h of plant time,"
