@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from biopilot import units
 from biopilot.errors import BioPilotError
 from biopilot.records import Phase, SeriesData
 from biopilot.samples import GOOD, Severity, to_us
@@ -437,7 +438,8 @@ def o2_uptake_rate(
     o2_out: SeriesData,
     co2_out: SeriesData,
     *,
-    fraction_per_unit: float = 0.01,
+    air_unit: str = "NL/min",
+    fraction_unit: str = "%",
     molar_volume_l_per_mol: float = offgas.MOLAR_VOLUME_STP,
     y_o2_in: float = offgas.Y_O2_AIR,
     y_co2_in: float = offgas.Y_CO2_AIR,
@@ -446,11 +448,11 @@ def o2_uptake_rate(
     """The culture's O2 uptake OUR·V [mol/h] at the outlet O2 readings' times, by the inert balance
     (processing.offgas.our_cer; the volume cancels): n_in·(y_O2,in − y_O2,out·y_inert,in/y_inert,out).
 
-    air_flow: inlet gas [NL/min at the meter's reference, molar volume molar_volume_l_per_mol]; o2_out,
-    co2_out: dry outlet fractions in a unit that × fraction_per_unit is mol/mol (0.01 for %). Air flow and
-    CO2 are interpolated at the O2 times without bridging gaps; where an input is missing the result is NaN
-    (not usable), where an uncertain sample entered it has an uncertain status. Integrate it with
-    maturity_from_rate for the cumulative O2 consumed [mol]."""
+    air_flow: inlet gas in air_unit (a volume flow at the meter's reference, whose molar volume is
+    molar_volume_l_per_mol: 22.414 L/mol for NL/min); o2_out, co2_out: dry outlet fractions in fraction_unit
+    (converted by biopilot.units). Air flow and CO2 are interpolated at the O2 times without bridging gaps;
+    where an input is missing the result is NaN (not usable), where an uncertain sample entered it has an
+    uncertain status. Integrate it with maturity_from_rate for the cumulative O2 consumed [mol]."""
     ts = np.asarray(o2_out.ts, dtype=np.int64)
     if len(ts) == 0:
         return SeriesData("o2_uptake", ts, np.empty(0), np.empty(0, dtype=np.int64))
@@ -464,10 +466,10 @@ def o2_uptake_rate(
     o2_unc = ((np.asarray(o2_out.status, dtype=np.int64) & 0xC0000000) == 0x40000000) & np.isfinite(o2)
     air, air_unc = at_o2(air_flow)
     co2, co2_unc = at_o2(co2_out)
-    n_in = offgas.gas_flow_mol_per_h(air, molar_volume_l_per_mol)
-    our, _ = offgas.our_cer(
-        n_in, o2 * fraction_per_unit, co2 * fraction_per_unit, np.ones(len(ts)), y_o2_in, y_co2_in
-    )
+    n_in = offgas.gas_flow_mol_per_h(units.convert(air, air_unit, "L/min"), molar_volume_l_per_mol)
+    y_o2 = units.convert(o2, fraction_unit, "mol/mol")
+    y_co2 = units.convert(co2, fraction_unit, "mol/mol")
+    our, _ = offgas.our_cer(n_in, y_o2, y_co2, np.ones(len(ts)), y_o2_in, y_co2_in)
     status = np.where(np.isfinite(our) & (o2_unc | air_unc | co2_unc), UNCERTAIN, GOOD)
     return SeriesData("o2_uptake", ts, our, status.astype(np.int64))
 
