@@ -163,9 +163,16 @@ class FaultKind(StrEnum):
     MQTT_DISCONNECT = "mqtt_disconnect"
     CLOCK_SKEW = "clock_skew"
     MALFORMED = "malformed"
+    FEED_PUMP = "feed_pump"
+    OXYGEN_TRANSFER = "oxygen_transfer"
 
 
 SIGNAL_FAULTS = frozenset({FaultKind.DROPOUT, FaultKind.FLATLINE, FaultKind.DRIFT, FaultKind.SPIKES})
+# process faults change the fermenter model itself in their window: the FermenterParams multiplier they set
+PROCESS_FAULTS: dict[FaultKind, str] = {
+    FaultKind.FEED_PUMP: "feed_pump_factor",
+    FaultKind.OXYGEN_TRANSFER: "kla_factor",
+}
 
 
 class Fault(_Model):
@@ -184,6 +191,8 @@ class Fault(_Model):
     count: int = Field(default=1, ge=1)  # spikes, malformed
     skew_s: float = 0.0  # clock_skew: the source's clock runs this far ahead (negative: behind)
     buffer: bool = False  # mqtt_disconnect: keep messages and publish them on reconnect
+    equipment: str | None = None  # process faults: the fermenter
+    factor: float = Field(default=0.0, ge=0)  # feed_pump: delivered / set flow; oxygen_transfer: kLa factor
 
     @model_validator(mode="after")
     def _fields(self) -> Fault:
@@ -208,6 +217,15 @@ class Fault(_Model):
         elif k == FaultKind.MALFORMED:
             if not self.source or self.source == "opcua":
                 raise ValueError("a malformed fault needs source = '<equipment>/<channel>' (an MQTT topic)")
+        elif k in PROCESS_FAULTS:
+            if not self.equipment:
+                raise ValueError(f"a {k.value} fault needs equipment = '<fermenter>'")
+            if self.duration_h <= 0:
+                raise ValueError(f"a {k.value} fault needs duration_h > 0")
+            if k == FaultKind.FEED_PUMP and not self.factor < 1:
+                raise ValueError("a feed_pump fault needs factor in [0, 1) (0: the pump stopped)")
+            if k == FaultKind.OXYGEN_TRANSFER and not 0 < self.factor < 1:
+                raise ValueError("an oxygen_transfer fault needs factor in (0, 1) (the share of kLa left)")
         elif k == FaultKind.CLOCK_SKEW:
             if not self.source:
                 raise ValueError("a clock_skew fault needs source ('opcua' or '<equipment>/<channel>')")

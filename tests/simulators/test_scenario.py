@@ -113,6 +113,12 @@ def test_a_broken_scenario_fails_with_one_line_naming_the_key(
             "faults[0].source: 'F-101/gas': expected 'opcua' or '<equipment>/<channel>'",
         ),
         ('kind = "restart"', "faults[0].kind: 'restart' is not allowed"),
+        ('kind = "feed_pump"\nduration_h = 1.0', "a feed_pump fault needs equipment = '<fermenter>'"),
+        (
+            'kind = "oxygen_transfer"\nequipment = "F-101"\nduration_h = 1.0',
+            "an oxygen_transfer fault needs factor in (0, 1)",
+        ),
+        ('kind = "feed_pump"\nequipment = "F-101"', "a feed_pump fault needs duration_h > 0"),
     ],
 )
 def test_a_broken_fault_fails_with_one_line(fault: str, expected: str, tmp_path: Path) -> None:
