@@ -132,7 +132,7 @@ class OpcUaCollector:
                 delay = min(max(delay * 2, 5.0), 30.0)
                 continue
             except ua.UaStatusCodeError as exc:
-                why = _explain(exc, self.server, self.pki)
+                why = explain(exc, self.server, self.pki)
                 self.last_error = why
             except AssertionError as exc:
                 # asyncua asserts when the server answers OpenSecureChannel with a bad status (a peer that
@@ -546,7 +546,7 @@ _REFUSALS = {
 }
 
 
-def _explain(exc: ua.UaStatusCodeError, server: OpcUaServer, pki: Pki | None) -> str:
+def explain(exc: ua.UaStatusCodeError, server: OpcUaServer, pki: Pki | None) -> str:
     """A refusal by the server in words that name the certificate or the user and the fix."""
     name = type(exc).__name__
     template = _REFUSALS.get(name)
