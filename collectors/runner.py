@@ -278,6 +278,15 @@ class Collectors:
         except StoreError as exc:
             log.warning("cannot write health: %s", exc)
 
+    async def wait_subscribed(self, timeout: float) -> bool:
+        """Connected, and every broker confirmed the subscriptions (SUBACK): messages published now arrive."""
+        events = [c.connected.wait() for c in self.opcua] + [m.subscribed.wait() for m in self.mqtt]
+        try:
+            await asyncio.wait_for(asyncio.gather(*events), timeout)
+        except TimeoutError:
+            return False
+        return True
+
     async def wait_connected(self, timeout: float) -> bool:
         events = [c.connected.wait() for c in (*self.opcua, *self.mqtt)]
         try:
