@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +27,7 @@ from collectors.spool import Spool
 from collectors.writer import StoreWriter
 from simulators.opcua_server import OpcUaPlantServer
 from storage import HealthStore, SqliteStore
-from tests.conftest import free_port, wait_until
+from tests.conftest import REPO, free_port, wait_until
 
 NS = "urn:biopilot:test"
 SIGNALS = {"Temperature": ("float", "degC"), "BatchId": ("text", "")}
@@ -243,3 +246,64 @@ def test_without_server_history_the_hole_is_marked_bad_at_the_loss(tmp_path: Pat
     gaps = health.gaps("opcua:s")
     assert len(gaps) == 1 and gaps[0].last_ts_before == T0 and before_loss <= gaps[0].lost <= noticed
     assert gaps[0].first_ts_after == t_again
+
+
+def test_status_names_unresolved_tags_as_failed_with_the_reason(tmp_path: Path) -> None:
+    port = free_port()
+    text = _config(port)
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(text)
+    config = parse_config(text)
+    store = SqliteStore(tmp_path / "biopilot.db")
+    health = HealthStore(tmp_path / "biopilot.db")
+    where = ["--config", str(cfg), "--data-dir", str(tmp_path)]
+
+    async def main() -> dict:
+        server = await _server(config.opcua.servers["s"].endpoint)
+        collectors = Collectors.from_config(config, store, health=health)
+        stop = asyncio.Event()
+        task = asyncio.create_task(collectors.run(stop))
+        try:
+            assert await collectors.wait_subscribed(15)
+            await server.publish("E-1", {"Temperature": 30.0}, T0)
+            assert await wait_until(lambda: store.count("E-1.temperature", T0) == 1)
+            await asyncio.to_thread(collectors.publish_health)
+            out = await asyncio.to_thread(
+                subprocess.run,
+                [
+                    sys.executable,
+                    "-m",
+                    "biopilot",
+                    "status",
+                    "--config",
+                    str(cfg),
+                    "--data-dir",
+                    str(tmp_path),
+                ],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                check=True,
+            )
+            as_json = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "biopilot", "status", "--json", *where],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                check=True,
+            )
+        finally:
+            stop.set()
+            await task
+            await server.__aexit__(None, None, None)
+        return {"text": out.stdout, "json": json.loads(as_json.stdout)}
+
+    result = asyncio.run(main())
+    rows = {r["tag"]: r for r in result["json"]["tags"]}
+    print(f"\nstatus: {rows['E-1.missing']['state']}: {rows['E-1.missing']['reason']}")
+    assert rows["E-1.missing"]["state"] == "failed"
+    assert "browse path 'E-1/NoSuchSignal' not found" in rows["E-1.missing"]["reason"]
+    assert rows["E-1.temperature"]["state"] == "live"
+    line = next(x for x in result["text"].splitlines() if "E-1.missing" in x)
+    assert "failed" in line and "NoSuchSignal" in line, result["text"]
