@@ -297,7 +297,10 @@ class MqttCollector:
     def _drain(self) -> None:
         """Decode queued messages, spool their samples as one frame (and keep what Sparkplug must remember),
         then acknowledge them. If any of it fails, nothing is acknowledged and the collector pauses."""
-        if not self._inbox or self.paused_for_spool:
+        if self.paused_for_spool:
+            self._inbox.clear()  # not acknowledged: sent again later (never acknowledged on a new connection)
+            return
+        if not self._inbox:
             return
         batch = list(self._inbox)
         self._inbox.clear()

@@ -78,8 +78,8 @@ class HostState:
     parked_bytes: int = 0
     _dirty: bool = False
     _seq: dict[Key, int] = field(default_factory=dict)  # edge node -> the last seq seen
-    _parked_memory: dict[Key, list[tuple[str, bytes]]] = field(default_factory=dict)
-    _replayed: set[Key] = field(default_factory=set)  # parked logs to delete once their samples are spooled
+    _parked_memory: dict[Key, list[tuple[str, bytes, int]]] = field(default_factory=dict)  # with frame sizes
+    _replayed: dict[Key, int] = field(default_factory=dict)  # parked bytes (or messages) replayed, to delete
     _rebirth_asked: dict[Key, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -152,7 +152,7 @@ class HostState:
         data = record.encode()
         frame = _HEADER.pack(len(data), zlib.crc32(data)) + data
         if self.directory is None:
-            self._parked_memory.setdefault(key, []).append((topic, payload))
+            self._parked_memory.setdefault(key, []).append((topic, payload, len(frame)))
         else:
             path = self._parked_path(key)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,15 +161,18 @@ class HostState:
         self.parked_bytes += len(frame)
 
     def parked(self, key: Key) -> list[tuple[str, bytes]]:
-        """The parked messages of a node or device, oldest first; deleted by `commit` once replayed."""
-        self._replayed.add(key)
+        """The parked messages of a node or device, oldest first; deleted by `commit` once replayed (what is
+        parked after this call stays)."""
         if self.directory is None:
-            return list(self._parked_memory.get(key, []))
+            kept = self._parked_memory.get(key, [])
+            self._replayed[key] = len(kept)
+            return [(topic, payload) for topic, payload, _ in kept]
         path = self._parked_path(key)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             return []
+        self._replayed[key] = len(data)
         out, i = [], 0
         while i + _HEADER.size <= len(data):
             length, crc = _HEADER.unpack_from(data, i)
@@ -191,14 +194,26 @@ class HostState:
         """After the samples of a batch are spooled: save changed births, delete replayed parked messages,
         make parked messages durable. OSError: call again (nothing is lost, some work is redone)."""
         self.save()
-        for key in self._replayed:
+        for key, done in self._replayed.items():
             if self.directory is None:
-                self._parked_memory.pop(key, None)
+                entries = self._parked_memory.get(key, [])
+                self.parked_bytes -= sum(size for _, _, size in entries[:done])
+                kept = entries[done:]
+                if kept:
+                    self._parked_memory[key] = kept
+                else:
+                    self._parked_memory.pop(key, None)
                 continue
             path = self._parked_path(key)
             with contextlib.suppress(FileNotFoundError):
-                self.parked_bytes -= path.stat().st_size
-                path.unlink()
+                data = path.read_bytes()
+                if len(data) > done:  # parked after the replay (in the same batch): keep those
+                    tmp = path.with_suffix(".tmp")
+                    tmp.write_bytes(data[done:])
+                    tmp.replace(path)
+                else:
+                    path.unlink()
+                self.parked_bytes -= min(done, len(data))
         self._replayed.clear()
         self.parked_bytes = max(self.parked_bytes, 0)
 

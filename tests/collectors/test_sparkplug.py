@@ -401,3 +401,25 @@ metric = "Pump/Running"
         print(f"\nbooleans {tag}: sent {n}, stored {len(data)}, {int(sum(data.values))} true")
         assert data.values.tolist() == expected, tag
         assert list(data.ts) == [to_us(T0 + timedelta(seconds=i)) for i in range(n)]
+
+
+@pytest.mark.parametrize("on_disk", [True, False], ids=["on_disk", "in_memory"])
+def test_a_message_parked_after_a_replay_in_the_same_batch_is_kept(tmp_path: Path, on_disk: bool) -> None:
+    from collectors.sparkplug import HostState
+
+    state = HostState(tmp_path / "state" if on_disk else None)
+    key = ("g", "edge", "F-1")
+    state.park(key, "t/1", b"one")
+    state.park(key, "t/2", b"two")
+    assert [t for t, _ in state.parked(key)] == ["t/1", "t/2"]  # replayed by a BIRTH ...
+    state.park(key, "t/3", b"three")  # ... and, in the same batch, DATA with an alias that BIRTH lacks
+    state.commit()
+    assert state.parked(key) == [("t/3", b"three")]
+    state.commit()
+    assert not state.has_parked(key) and state.parked_bytes == 0
+    if on_disk:  # the births survive a restart
+        from collectors.sparkplug import Birth
+
+        state.birth(key, Birth({1: "Reactor/pH"}, {"Reactor/pH": 10}))
+        state.commit()
+        assert HostState(tmp_path / "state").births[key].names == {1: "Reactor/pH"}
