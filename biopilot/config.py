@@ -289,22 +289,43 @@ class MqttPayload(_Model):
 
     format: MqttFormat = "json"
     field: str = "value"  # json: the key holding the value; influx: the field key
-    time_field: str | None = "ts"  # json: ISO-8601 or epoch seconds; None: arrival time
-    status_field: str | None = "status"  # json, influx: OPC UA status code (int) or good/uncertain/bad
+    time_field: str | None = "ts"  # json: ISO-8601 text or an epoch number (epoch_unit); None: arrival time
+    epoch_unit: Literal["s", "ms", "us", "ns"] = "s"  # json: the unit of an epoch number in time_field
+    # json: OPC UA status code (int) or good/uncertain/bad; default "status". influx: a field holding one,
+    # only when set (a line's "status" field may mean something else, e.g. status="running").
+    status_field: str | None = "status"
+    numeric_strings: bool = False  # json, influx, sparkplug: accept a number sent as text ("12.5")
     measurement: str | None = None  # influx: only lines of this measurement (None: any)
     match_tags: dict[str, str] = {}  # influx: only lines whose tag set has these tags
     precision: Literal["ns", "us", "ms", "s"] = "ns"  # influx: the unit of the line's timestamp
     metric: str | None = None  # sparkplug: the metric's name (aliases are learnt from the BIRTH messages)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _influx_status_only_when_set(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("format") == "influx" and "status_field" not in data:
+            return {**data, "status_field": None}
+        return data
+
 
 # The keys of MqttPayload each format uses; setting another one is a configuration error.
 MQTT_FORMAT_KEYS: dict[str, tuple[str, ...]] = {
-    "json": ("field", "time_field", "status_field"),
+    "json": ("field", "time_field", "epoch_unit", "status_field", "numeric_strings"),
     "number": (),
-    "influx": ("field", "measurement", "match_tags", "precision", "status_field"),
-    "sparkplug": ("metric",),
+    "influx": ("field", "measurement", "match_tags", "precision", "status_field", "numeric_strings"),
+    "sparkplug": ("metric", "numeric_strings"),
 }
-_PAYLOAD_KEYS = ("field", "time_field", "status_field", "measurement", "match_tags", "precision", "metric")
+_PAYLOAD_KEYS = (
+    "field",
+    "time_field",
+    "epoch_unit",
+    "status_field",
+    "numeric_strings",
+    "measurement",
+    "match_tags",
+    "precision",
+    "metric",
+)
 SPARKPLUG_DATA_TOPIC = re.compile(r"spBv1\.0/[^/]+/(NDATA/[^/]+|DDATA/[^/]+/[^/]+)")
 
 
@@ -326,6 +347,18 @@ class MqttTls(_Model):
     insecure: bool = False  # true: do not check that the broker's certificate names `host` (tests only)
 
 
+class SparkplugHost(_Model):
+    """BioPilot as a Sparkplug B host application on a broker (used when tags have format "sparkplug")."""
+
+    # Ask an edge node to send its BIRTH again (NCMD "Node Control/Rebirth") when its DATA cannot be resolved.
+    # Off by default: BioPilot is read-only toward the plant, and this publishes a command to it.
+    rebirth_requests: bool = False
+    rebirth_interval_s: float = Field(default=60.0, gt=0)  # at most one request per edge node this often
+    # DATA that no BIRTH resolves yet is kept on disk (and replayed when the BIRTH comes) up to this size;
+    # beyond it, the collector stops taking messages from the broker, which keeps them.
+    parked_max_mb: int = Field(default=64, ge=1)
+
+
 class MqttBroker(_Model):
     host: str
     port: int = Field(default=1883, gt=0, lt=65536)  # default 8883 with tls
@@ -335,6 +368,7 @@ class MqttBroker(_Model):
     password_env: str | None = None  # the environment variable that holds the password (not the password)
     tls: MqttTls | None = None
     templates: dict[str, MqttTemplate] = {}
+    sparkplug: SparkplugHost = SparkplugHost()
 
     @model_validator(mode="before")
     @classmethod

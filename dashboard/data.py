@@ -20,7 +20,7 @@ from biopilot.config import Role, SiteConfig, Tag, load_config
 from biopilot.records import KpiRecord, Phase, Run
 from biopilot.samples import Severity, from_us, severity, utcnow
 from storage import Catalog, HealthStore, TimeSeriesStore, open_catalog, open_health, open_store
-from storage.health import liveness, source_alive
+from storage.health import connection_verdict, liveness, source_alive, store_verdict, tag_state
 
 STALE_AFTER_S = 30.0  # without health from the collectors: a value older than this is shown as stale
 
@@ -116,6 +116,7 @@ class DashboardData:
         latest = self.store.latest([t.name for t in self.config.tags])
         now = utcnow()
         alive = self.sources_alive(now)
+        states = self.tag_states(now)
         views = []
         for eq in self.config.equipment:
             tags = self.config.tags_of(eq.id)
@@ -123,7 +124,11 @@ class DashboardData:
             phase = _text(latest.get(_first_name(tags, Role.PHASE)))
             tiles = [
                 _tile(
-                    tag, latest.get(tag.name), now, alive.get(_source_of(tag)) if alive is not None else None
+                    tag,
+                    latest.get(tag.name),
+                    now,
+                    alive.get(_source_of(tag)) if alive is not None else None,
+                    states.get(tag.name),
                 )
                 for tag in _ordered(tags)
                 if tag.role != Role.BATCH_ID
@@ -139,6 +144,23 @@ class DashboardData:
             return None
         return {name: source_alive(doc, updated, now) for name, (doc, updated) in components.items()}
 
+    def tag_states(self, now: datetime) -> dict[str, str]:
+        """The states the collectors' health gives the tags that are not simply live, stale or dead: failed
+        (their node cannot be monitored), source-down (a Sparkplug death), rejected (every input refused)."""
+        components = self.health.components() if self.health is not None else {}
+        if not components:
+            return {}
+        tags = self.health.tags() if self.health is not None else {}
+        out = {}
+        for tag in self.config.tags:
+            src = _source_of(tag)
+            doc, updated = components.get(src, (None, None))
+            ok = source_alive(doc, updated, now)
+            state, _ = tag_state(tag.name, tags.get(tag.name), doc, ok, tag.max_age_s, now)
+            if state in ("failed", "source-down", "rejected"):
+                out[tag.name] = state
+        return out
+
     def collection_status(self) -> list[ConnectionStatus]:
         """One line per collector connection and one for the store, as the collectors last reported."""
         components = self.health.components() if self.health is not None else {}
@@ -147,17 +169,17 @@ class DashboardData:
         for name, (doc, updated) in components.items():
             kind = doc.get("kind")
             if kind in ("opcua", "mqtt"):
-                alive = source_alive(doc, updated, now)
-                state = doc.get("state", "?") if alive else "down"
-                detail = doc.get("last_error") or f"{doc.get('reconnects', 0)} reconnects"
-                out.append(ConnectionStatus(name, alive, state, detail))
+                ok, why = connection_verdict(doc, updated, now)
+                state = doc.get("state", "?") if ok else "down"
+                detail = f"{doc.get('reconnects', 0)} reconnects" if ok else why
+                out.append(ConnectionStatus(name, ok, state, detail))
         sink = components.get("sink", ({}, now))[0]
-        writer = components.get("writer", ({}, now))[0]
+        writer, writer_updated = components.get("writer", ({}, None))
         if sink or writer:
-            ok = bool(writer.get("store_ok", True))
+            ok, why = store_verdict(sink, writer, writer_updated, now)
             backlog = sink.get("spool_depth_bytes", 0) / 1e6
             detail = f"spool {backlog:.1f} MB not yet stored ({100 * sink.get('spool_fill', 0.0):.1f} %)"
-            out.append(ConnectionStatus("store", ok, "ok" if ok else "refusing writes", detail))
+            out.append(ConnectionStatus("store", ok, "ok" if ok else why, detail))
         return out
 
     def numeric_tags(self) -> list[Tag]:
@@ -238,17 +260,19 @@ def _source_of(tag: Tag) -> str:
     return f"opcua:{src.server}" if src.protocol == "opcua" else f"mqtt:{src.broker}"
 
 
-def _tile(tag: Tag, latest: object, now: datetime, source_is_alive: bool | None) -> Tile:
+def _tile(
+    tag: Tag, latest: object, now: datetime, source_is_alive: bool | None, health_state: str | None = None
+) -> Tile:
     sample = getattr(latest, "sample", None)
     if sample is None:
-        state = "dead" if source_is_alive is False else "stale"
+        state = health_state or ("dead" if source_is_alive is False else "stale")
         return Tile(tag.name, _label(tag), "—", "", None, None, "none", state)
     received = getattr(latest, "received", None) or sample.ts
     age = max((now - received).total_seconds(), 0.0)
     if source_is_alive is None:  # no health reported: judge by age alone
         state = "stale" if age > STALE_AFTER_S else "live"
     else:
-        state = liveness(source_is_alive, age, tag.max_age_s)
+        state = health_state or liveness(source_is_alive, age, tag.max_age_s)
     quality = {Severity.GOOD: "good", Severity.UNCERTAIN: "uncertain", Severity.BAD: "bad"}[
         severity(sample.status)
     ]

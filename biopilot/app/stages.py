@@ -146,7 +146,13 @@ def collect(config: SiteConfig, config_path: Path, data_dir: Path) -> None:
     store = open_store(config, data_dir)
     health = open_health(config, data_dir)
     collectors = Collectors.from_config(
-        config, store, spool_dir=data_dir / "spool", health=health, writer=False, pki_dir=data_dir / "pki"
+        config,
+        store,
+        spool_dir=data_dir / "spool",
+        health=health,
+        writer=False,
+        pki_dir=data_dir / "pki",
+        state_dir=data_dir / "collector-state",
     )
     writer_cmd = [
         sys.executable,
@@ -163,12 +169,22 @@ def collect(config: SiteConfig, config_path: Path, data_dir: Path) -> None:
         return subprocess.Popen(writer_cmd, preexec_fn=die_with_parent if sys.platform == "linux" else None)
 
     async def main(stop: asyncio.Event) -> None:
-        writer = start_writer()
+        writer, started = start_writer(), time.monotonic()
         task = asyncio.create_task(collectors.run(stop))
-        while not await wait_for_event(stop, 1.0):
-            if writer.poll() is not None:
-                log.error("the store writer exited with code %s; restarting it", writer.returncode)
-                writer = start_writer()
+        backoff, restart_at = 1.0, None
+        while not await wait_for_event(stop, 0.5):
+            if writer.poll() is None:
+                continue
+            now = time.monotonic()
+            if restart_at is None:
+                # a writer that keeps dying is restarted ever less often (up to a minute apart)
+                backoff = 1.0 if now - started > 60 else min(backoff * 2, 60.0)
+                restart_at = now + backoff
+                log.error(
+                    "the store writer exited (code %s); restarting it in %.0f s", writer.returncode, backoff
+                )
+            elif now >= restart_at:
+                writer, started, restart_at = start_writer(), now, None
         await task
         if writer.poll() is None:
             writer.send_signal(signal.SIGTERM)  # it writes what is complete in the spool, then exits

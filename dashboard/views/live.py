@@ -85,10 +85,10 @@ def _tile_html(tile: Tile) -> str:
         age = f"{_age(tile.age_s)} ago"
         if tile.quality != "good":
             age += f' · <span class="bp-warn">{tile.quality}</span>'
-        if tile.state == "dead":
+        if tile.state in ("dead", "source-down"):
             age += ' · <span class="bp-bad">source down</span>'
-        elif tile.state == "stale":
-            age += ' · <span class="bp-bad">stale</span>'
+        elif tile.state in ("stale", "failed", "rejected"):
+            age += f' · <span class="bp-bad">{tile.state}</span>'
     tag = escape(tile.tag)
     return (
         f'<div class="bp-tile" data-tag="{tag}" data-quality="{tile.quality}" title="{tag}">'
