@@ -234,8 +234,7 @@ def _format(value: float | str | None) -> str:
 
 
 def _source_of(tag: Tag) -> str:
-    src = tag.source
-    return f"opcua:{src.server}" if src.protocol == "opcua" else f"mqtt:{src.broker}"
+    return tag.source_label or "import"  # an import-only tag has no collector
 
 
 def _tile(tag: Tag, latest: object, now: datetime, source_is_alive: bool | None) -> Tile:

@@ -52,7 +52,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from storage import open_catalog, open_store
     from storage.importers import import_historian, load_mapping
 
-    _, config = site_config(args)
+    _, config = site_config(args, writes=True)
     mapping = load_mapping(args.mapping) if args.mapping else None
     start = parse_time(args.start, config, "--start") if args.start else None
     if mapping is not None and mapping.time_format == "elapsed_h" and start is None:

@@ -64,7 +64,7 @@ def print_kpi_table(kpis: list) -> None:  # type: ignore[type-arg]
 def _cmd_kpis(args: argparse.Namespace) -> int:
     from storage import open_catalog
 
-    _, config = site_config(args)
+    _, config = site_config(args, writes=args.recompute)
     if args.recompute:
         recompute(config, args.data_dir, args.run)
     catalog = open_catalog(config, args.data_dir)

@@ -47,7 +47,7 @@ def _cmd_lab_import(args: argparse.Namespace) -> int:
     from storage import open_catalog
     from storage.importers import import_lab
 
-    _, config = site_config(args)
+    _, config = site_config(args, writes=True)
     catalog = open_catalog(config, args.data_dir)
     try:
         equipment = args.equipment
@@ -78,7 +78,7 @@ def _cmd_lab_add(args: argparse.Namespace) -> int:
     from biopilot.records import LabResult
     from storage import open_catalog
 
-    _, config = site_config(args)
+    _, config = site_config(args, writes=True)
     ts = parse_time(args.time, config, "--time")
     if args.sample_volume_ml < 0:
         raise BioPilotError("--sample-volume-ml must not be negative")

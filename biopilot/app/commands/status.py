@@ -37,8 +37,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
     alive = {name: source_alive(doc, updated, now) for name, (doc, updated) in components.items()}
     rows = []
     for tag in config.tags:
+        src = tag.source_label
+        if src is None:  # import-only: never collected, so never live or stale
+            continue
         th = tags.get(tag.name)
-        src = f"opcua:{tag.source.server}" if tag.source.protocol == "opcua" else f"mqtt:{tag.source.broker}"
         age = (now - th.last_seen).total_seconds() if th and th.last_seen else None
         rows.append(
             {
