@@ -189,7 +189,7 @@ def test_a_schema_1_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
     _v1_file(path)
     c = Catalog(path)
     try:
-        assert c.schema_version() == SCHEMA_VERSION == 2
+        assert c.schema_version() == SCHEMA_VERSION == 3
         (run,) = c.runs()
         assert run == Run("F-101:B-1", "F-101", "B-1", datetime(2024, 3, 1, 8, 0, tzinfo=UTC), None)
         assert (run.kind, run.origin, run.trial_id, run.upstream_id) == ("other", "live", None, None)
@@ -204,7 +204,7 @@ def test_a_schema_1_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
     for _ in range(2):
         c = Catalog(path)
         try:
-            assert c.schema_version() == 2
+            assert c.schema_version() == 3
             run2 = c.run("F-101:B-1")
             assert run2 is not None and run2.kind == "baseline"
             assert c.phases("F-101:B-1") == [Phase("batch", at(0), at(1))]
@@ -222,7 +222,7 @@ def test_a_half_migrated_file_is_completed(tmp_path: Path) -> None:
     conn.close()
     c = Catalog(path)
     try:
-        assert c.schema_version() == 2
+        assert c.schema_version() == 3
         assert c.runs()[0].origin == "live"
     finally:
         c.close()
