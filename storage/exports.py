@@ -361,7 +361,7 @@ def numbers(
     bad = []
     for i in np.flatnonzero(bad_mask)[:MAX_BAD_KEPT]:
         v = values[i]
-        cell = text.iloc[i] if text is not None else repr(float(v))
+        cell = text.iloc[i] if text is not None else f"{v:.6g}"
         if np.isnan(v):
             is_nan = text is None or cell.strip().lower() in _NAN_WORDS
             problem = "is NaN, which no sensor or assay produces" if is_nan else "is not a number"

@@ -92,9 +92,10 @@ def _cmd_import(args: argparse.Namespace) -> int:
         took = time.monotonic() - t0
         run = result.run
         again = " (imported before: samples replaced, none duplicated)" if result.reimport else ""
+        tags = f"{len(result.tags)} tag{'s' if len(result.tags) != 1 else ''}"
         print(
-            f"imported {args.file.name}: {result.rows:,} rows, {result.samples:,} samples of "
-            f"{len(result.tags)} tags stored in run {run.id} ({run.kind}) in {took:.1f} s{again}"
+            f"imported {args.file.name}: {result.rows:,} rows, {result.samples:,} samples of {tags} stored in"
+            f" run {run.id} ({run.kind}) in {took:.1f} s{again}"
         )
         for line in _notes(result):
             print(f"  {line}")
