@@ -43,6 +43,7 @@ and source time), so nothing is duplicated.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import logging
@@ -463,7 +464,7 @@ def _target_run(
         )
     new_start = min(existing.start, start)
     new_end = None if existing.end is None else max(existing.end, end)
-    return Run(**{**existing.__dict__, "start": new_start, "end": new_end})
+    return dataclasses.replace(existing, start=new_start, end=new_end)
 
 
 def _overlaps(

@@ -4,7 +4,8 @@
 JSON (stable): {"run": RUN id, "kpis": [{"name", "value" (number or null when an input is missing), "unit",
 "coverage" (0..1: the lowest share of the run any input covered), "flags" (list, see processing/kpis.py:
 provisional, incomplete, missing_input, uncertain_inputs, assumed:<what>, closure_out_of_range,
-overall_yield_mismatch, counter_reset, no_emission_factor:<utility>), "final" (bool), "version",
+overall_yield_mismatch, counter_reset, no_emission_factor:<utility>; stale: an import replaced samples in the
+run's window after these were computed, `--recompute` updates them), "final" (bool), "version",
 "computed" (ISO-8601 UTC), "inputs" ({input: coverage})}]}
 """
 
