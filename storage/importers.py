@@ -197,7 +197,9 @@ def _layout(export: Export, mapping: HistorianMapping, tags: dict[str, Tag], equ
         else:
             out.wide[col] = tag
     if not out.wide:
-        hint = f" (its columns: {', '.join(out.ignored[:8])})" if out.ignored else ""
+        hint = f" (its columns: {', '.join(excerpt(c) for c in out.ignored[:8])})" if out.ignored else ""
+        if len(columns) == 1 and ";" in columns[0]:
+            hint = " (its header has one column with ';' in it: BioPilot reads comma-separated files)"
         raise HistorianImportError(
             f"{export.path}: no column maps to a configured tag of {equipment}{hint}; name the columns after"
             " the tags or map them in [historian.columns] or --mapping"

@@ -486,3 +486,10 @@ def test_simulate_out_cannot_write_outside_out(tmp_path: Path, capsys: pytest.Ca
     _, err = capsys.readouterr()
     assert rc == 2 and "equipment id '../../F' contains a path separator" in err
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["cfg", "site.toml"]
+
+
+def test_a_semicolon_separated_export_says_so(site: Site, tmp_path: Path) -> None:
+    f = tmp_path / "excel.csv"
+    f.write_text("time;JI-101\n2024-03-01T08:00:00Z;1,5\n")
+    with pytest.raises(HistorianImportError, match="one column with ';' in it: BioPilot reads comma"):
+        site.run(f)
