@@ -19,16 +19,28 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from biopilot import units
 from biopilot.errors import ConfigError
 from biopilot.ids import check_equipment_id, check_tag_name
 
 
 class Role(StrEnum):
-    """What a tag measures. KPI code asks for roles, never for a plant's tag names."""
+    """What a tag measures. KPI code asks for roles, never for a plant's tag names. ROLE_KINDS says which
+    kinds of quantity (and so which units) each role accepts; README "Roles and the KPIs they feed" says
+    which KPIs read it."""
 
     TEMPERATURE = "temperature"
     PH = "ph"
@@ -38,19 +50,25 @@ class Role(StrEnum):
     PRESSURE = "pressure"
     OFFGAS_O2 = "offgas_o2"
     OFFGAS_CO2 = "offgas_co2"
-    FEED_RATE = "feed_rate"
-    BASE_FLOW = "base_flow"
+    FEED_RATE = "feed_rate"  # substrate feed into a fermenter (with `feed`: what it carries)
+    BASE_FLOW = "base_flow"  # pH control, into the broth
+    ACID_FLOW = "acid_flow"  # pH control, into the broth
+    ANTIFOAM_FLOW = "antifoam_flow"  # into the broth
+    WATER_FLOW = "water_flow"  # dilution water into the broth
+    DISCHARGE_FLOW = "discharge_flow"  # broth leaving a fermenter: bleeds, draw-offs, harvest pumping
     VOLUME = "volume"
     WEIGHT = "weight"
     LEVEL = "level"
     POWER = "power"
     ENERGY = "energy"
     COOLING_WATER_FLOW = "cooling_water_flow"
+    HEATING_WATER_FLOW = "heating_water_flow"
     STEAM_FLOW = "steam_flow"
-    FLOW = "flow"
+    FLOW = "flow"  # recovery units: a stream (`stream`); on a fermenter: shown, never counted as broth out
     FLOW_TOTAL = "flow_total"  # a flow totalizer: the volume that has passed [L]
     SPEED = "speed"
     CONCENTRATION = "concentration"
+    TITER = "titer"  # an online product concentration in the broth, counted as titer (no lab table)
     TURBIDITY = "turbidity"
     CONDUCTIVITY = "conductivity"
     BATCH_ID = "batch_id"
@@ -59,34 +77,55 @@ class Role(StrEnum):
 
 TEXT_ROLES = frozenset({Role.BATCH_ID, Role.PHASE})
 
-# Units each role may carry. KPI code converts from these; anything else is refused at load time.
-ROLE_UNITS: dict[Role, tuple[str, ...]] = {
-    Role.TEMPERATURE: ("degC", "K"),
-    Role.PH: ("pH",),
-    Role.DISSOLVED_OXYGEN: ("%", "mg/L"),
-    Role.AGITATION_SPEED: ("rpm",),
-    Role.AIR_FLOW: ("NL/min", "L/min", "Nm3/h", "m3/h"),
-    Role.PRESSURE: ("bar", "barg", "mbar", "kPa"),
-    Role.OFFGAS_O2: ("%", "mol/mol"),
-    Role.OFFGAS_CO2: ("%", "mol/mol"),
-    Role.FEED_RATE: ("L/h", "mL/min", "kg/h", "g/h"),
-    Role.BASE_FLOW: ("L/h", "mL/min", "kg/h", "g/h"),
-    Role.VOLUME: ("L", "m3"),
-    Role.WEIGHT: ("kg", "t"),
-    Role.LEVEL: ("%", "m"),
-    Role.POWER: ("kW", "W"),
-    Role.ENERGY: ("kWh", "MWh"),
-    Role.COOLING_WATER_FLOW: ("L/min", "m3/h", "kg/h"),
-    Role.STEAM_FLOW: ("kg/h",),
-    Role.FLOW: ("L/h", "L/min", "m3/h"),
-    Role.FLOW_TOTAL: ("L", "m3"),
-    Role.SPEED: ("rpm",),
-    Role.CONCENTRATION: ("g/L", "mg/L"),
-    Role.TURBIDITY: ("NTU", "FTU"),
-    Role.CONDUCTIVITY: ("mS/cm", "uS/cm"),
-    Role.BATCH_ID: ("",),
-    Role.PHASE: ("",),
+# The kinds of quantity each role accepts (biopilot.units): a tag's unit is parsed by pint when the config
+# loads and refused if it is of none of them. Text roles take no unit.
+_LIQUID = (units.VOLUME_FLOW, units.MASS_FLOW)  # a mass flow needs a density (liquid_density)
+ROLE_KINDS: dict[Role, tuple[units.Kind, ...]] = {
+    Role.TEMPERATURE: (units.TEMPERATURE,),
+    Role.PH: (units.ACIDITY,),
+    Role.DISSOLVED_OXYGEN: (units.FRACTION, units.CONCENTRATION),
+    Role.AGITATION_SPEED: (units.ROTATION,),
+    Role.AIR_FLOW: (units.GAS_FLOW,),
+    Role.PRESSURE: (units.PRESSURE,),
+    Role.OFFGAS_O2: (units.FRACTION,),
+    Role.OFFGAS_CO2: (units.FRACTION,),
+    Role.FEED_RATE: _LIQUID,
+    Role.BASE_FLOW: _LIQUID,
+    Role.ACID_FLOW: _LIQUID,
+    Role.ANTIFOAM_FLOW: _LIQUID,
+    Role.WATER_FLOW: _LIQUID,
+    Role.DISCHARGE_FLOW: _LIQUID,
+    Role.VOLUME: (units.VOLUME,),
+    Role.WEIGHT: (units.MASS,),
+    Role.LEVEL: (units.FRACTION, units.LENGTH),
+    Role.POWER: (units.POWER,),
+    Role.ENERGY: (units.ENERGY,),
+    Role.COOLING_WATER_FLOW: _LIQUID,
+    Role.HEATING_WATER_FLOW: _LIQUID,
+    Role.STEAM_FLOW: (units.MASS_FLOW,),
+    Role.FLOW: _LIQUID,
+    Role.FLOW_TOTAL: (units.VOLUME,),
+    Role.SPEED: (units.ROTATION,),
+    Role.CONCENTRATION: (units.CONCENTRATION,),
+    Role.TITER: (units.CONCENTRATION,),
+    Role.TURBIDITY: (units.TURBIDITY,),
+    Role.CONDUCTIVITY: (units.CONDUCTIVITY,),
+    Role.BATCH_ID: (),
+    Role.PHASE: (),
 }
+# Liquid flows: in a mass unit (kg/h) they need a density to become L/h (liquid_density).
+LIQUID_FLOW_ROLES = frozenset(r for r, kinds in ROLE_KINDS.items() if kinds == _LIQUID)
+WATER_ROLES = frozenset({Role.WATER_FLOW, Role.COOLING_WATER_FLOW, Role.HEATING_WATER_FLOW})
+# Roles whose values cannot be negative: a negative value is flagged on every KPI that reads the tag
+# (negative_values:<tag>=<share of its samples>). Temperature, pressure (gauge) and pH may be.
+NON_NEGATIVE_ROLES = frozenset(set(Role) - TEXT_ROLES - {Role.TEMPERATURE, Role.PRESSURE, Role.PH})
+
+# Lab analytes the KPIs read as concentrations (their unit must be a mass concentration): titer, biomass,
+# substrate (and the main substrate and feed substrates by name, concentration_analytes), total protein.
+TITER_ANALYTES = ("titer", "product")
+BIOMASS_ANALYTES = ("biomass", "dcw", "x")
+SUBSTRATE_ANALYTES = ("substrate",)
+PROTEIN_ANALYTES = ("total_protein",)
 
 
 class EquipmentKind(StrEnum):
@@ -115,6 +154,11 @@ class Site(_Model):
 class StorageConfig(_Model):
     backend: Literal["sqlite"] = "sqlite"
     path: str = "biopilot.db"  # a file inside the data directory (--data-dir); another place: move that
+    # The catalog (runs, KPIs, trials, users, audit): None keeps it in the SQLite file above; a
+    # "postgresql://user@host:5432/db" URL puts it on a PostgreSQL server, with the password taken from the
+    # environment variable named by catalog_password_env (never written in this file).
+    catalog: str | None = None
+    catalog_password_env: str | None = None
 
     @field_validator("path")
     @classmethod
@@ -126,6 +170,29 @@ class StorageConfig(_Model):
                 " database elsewhere, point --data-dir there)"
             )
         return value
+
+    @field_validator("catalog")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+            raise ValueError(
+                f"a catalog URL looks like 'postgresql://user@host:5432/biopilot', got {value!r}"
+            )
+        if parts.password is not None:
+            raise ValueError(
+                "the catalog URL carries a password; remove it and name the environment variable that "
+                "holds it in storage.catalog_password_env"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _password_needs_catalog(self) -> StorageConfig:
+        if self.catalog_password_env is not None and self.catalog is None:
+            raise ValueError("catalog_password_env needs a postgresql:// catalog URL in storage.catalog")
+        return self
 
 
 class OpcUaServer(_Model):
@@ -283,6 +350,36 @@ class Tag(_Model):
     # Report-by-exception tags stay silent while unchanged: a silence longer than this (with the source
     # alive) makes the tag stale. None: the tag is stale only when its source is gone.
     max_age_s: float | None = Field(default=None, gt=0)
+    # An export or source whose convention differs from the plant's: stored value = raw × scale + offset,
+    # in `unit` (a historian writing broth discharges as negative L/h: scale = -1). biopilot.units.Transform
+    scale: float = Field(default=1.0, allow_inf_nan=False)
+    offset: float = Field(default=0.0, allow_inf_nan=False)
+    # [kg/L] of the liquid, for a liquid flow given as mass (kg/h); default: water 1.0 for the water roles,
+    # [[process]] broth_density for discharge_flow; feed_rate tags give it in feed.density
+    density: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+    @field_validator("unit")
+    @classmethod
+    def _unit_fits_role(cls, value: str, info: ValidationInfo) -> str:
+        role = info.data.get("role")
+        if role is not None:
+            problem = units.check(value, ROLE_KINDS[role], f"role {role.value!r}")
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("scale")
+    @classmethod
+    def _nonzero_scale(cls, value: float) -> float:
+        if value == 0:
+            raise ValueError("0 would store every value as the offset; the default is 1")
+        return value
+
+    @model_validator(mode="after")
+    def _numeric_transform(self) -> Tag:
+        if self.is_text and not self.transform.identity:
+            raise ValueError(f"scale and offset apply to numbers, not to a {self.role.value!r} tag")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -301,6 +398,11 @@ class Tag(_Model):
         if isinstance(self.source, MqttSource):
             return f"mqtt:{self.source.broker}"
         return None
+
+    @property
+    def transform(self) -> units.Transform:
+        """raw → stored value (identity unless the tag sets scale or offset)."""
+        return units.Transform(self.scale, self.offset)
 
 
 class SimulatedUnit(_Model):
@@ -357,11 +459,17 @@ class ProcessSpec(_Model):
     broth_density: float = Field(default=1.0, gt=0)  # [kg/L] volume = weight / density without a volume tag
     initial_substrate: float | None = Field(default=None, ge=0)  # [g/L] S_0 without a lab value at start
     product_carbon_fraction: float = Field(default=0.5, gt=0, le=1)  # [g C / g product], carbon balance
-    gas_molar_volume: float = Field(default=22.414, gt=0)  # [L/mol] at the air flow meter's reference
+    # [L/mol] at the air flow meter's reference: 22.414 for NL/min and Nm3/h (0 °C, 1.01325 bar, DIN 1343)
+    gas_molar_volume: float = Field(default=units.NORMAL_MOLAR_VOLUME, gt=0)
     inlet_o2: float = Field(default=0.2095, gt=0, lt=1)  # [mol/mol] dry inlet gas
     inlet_co2: float = Field(default=0.0004, ge=0, lt=1)  # [mol/mol]
     inoculation_phase: str = "batch"  # phase whose start is inoculation (productivity time base)
     harvest_phase: str = "harvest"  # phase whose start ends growth
+    # Stoichiometric maxima of the yields on the main substrate [g/g]: a yield above one is not a result
+    # (value null, flag implausible:…). None: processing.plausibility's defaults, from the carbon and
+    # degree-of-reduction balances (glucose → biomass 0.78 g/g; → product: its carbon, 0.4 / 0.5 = 0.8).
+    max_yield_biomass: float | None = Field(default=None, gt=0)
+    max_yield_product: float | None = Field(default=None, gt=0)
     # recovery units: the equipment whose product this unit processes (the recovery unit before it); None:
     # the fermenter that ran the same batch id. Overall yields multiply along these links.
     upstream: str | None = None
@@ -404,6 +512,42 @@ def process_spec(config: SiteConfig, equipment: str) -> ProcessSpec:
         if spec.equipment == equipment:
             return spec
     return ProcessSpec(equipment=equipment)
+
+
+def liquid_density(config: SiteConfig, tag: Tag) -> float | None:
+    """[kg/L] that turns a liquid flow tag given as mass (kg/h) into L/h: the tag's `density`, else for a
+    feed its feed.density, for water roles water (biopilot.units.WATER_DENSITY), for a discharge the broth
+    ([[process]] broth_density); None when nothing says."""
+    if tag.density is not None:
+        return tag.density
+    if tag.role == Role.FEED_RATE:
+        return tag.feed.density if tag.feed is not None else None
+    if tag.role in WATER_ROLES:
+        return units.WATER_DENSITY
+    if tag.role == Role.DISCHARGE_FLOW:
+        return process_spec(config, tag.equipment).broth_density
+    return None
+
+
+def concentration_analytes(config: SiteConfig) -> frozenset[str]:
+    """Lab analytes (lower case) the KPIs read as mass concentrations: titer, biomass, substrate, total
+    protein, and every main substrate and feed substrate the config names."""
+    names = {*TITER_ANALYTES, *BIOMASS_ANALYTES, *SUBSTRATE_ANALYTES, *PROTEIN_ANALYTES, "glucose"}
+    names |= {spec.main_substrate.lower() for spec in config.process}
+    names |= {t.feed.substrate.lower() for t in config.tags if t.feed is not None}
+    return frozenset(names)
+
+
+def lab_unit_problem(config: SiteConfig, analyte: str, unit: str) -> str | None:
+    """Why a lab result's unit is refused (one clause), or None: pint must read it, and an analyte the KPIs
+    read as a concentration (concentration_analytes) must be a mass concentration (5000 ug/mL is 5 g/L)."""
+    if analyte.strip().lower() in concentration_analytes(config):
+        return units.check(unit, (units.CONCENTRATION,), f"analyte {analyte!r}")
+    try:
+        units.parse(unit)
+    except units.UnitError as exc:
+        return str(exc)
+    return None
 
 
 def emission_factor(config: SiteConfig, utility: str) -> EmissionFactor | None:
@@ -451,6 +595,10 @@ class SiteConfig(_Model):
 
     def role_tags(self, equipment_id: str, role: Role) -> list[Tag]:
         return [t for t in self.tags if t.equipment == equipment_id and t.role == role]
+
+    def transforms(self) -> dict[str, units.Transform]:
+        """The tags whose raw values are transformed before they are stored (scale, offset), by name."""
+        return {t.name: t.transform for t in self.tags if not t.transform.identity}
 
 
 # -- reading and validating a file ---------------------------------------------------------------------
@@ -578,14 +726,20 @@ def config_warnings(config: SiteConfig, environ: Mapping[str, str] | None = None
     """What will not stop a command but may stop a collector: password variables that are not set."""
     env = os.environ if environ is None else environ
     out = []
-    named = [(f"opcua.servers.{n}", s.password_env) for n, s in config.opcua.servers.items()]
-    named += [(f"mqtt.brokers.{n}", b.password_env) for n, b in config.mqtt.brokers.items()]
+    named = [(f"opcua.servers.{n}.password_env", s.password_env) for n, s in config.opcua.servers.items()]
+    named += [(f"mqtt.brokers.{n}.password_env", b.password_env) for n, b in config.mqtt.brokers.items()]
     for key, variable in named:
         if variable is not None and variable not in env:
             out.append(
-                f"{key}.password_env: the environment variable {variable} is not set here; the collector"
-                " needs it (the password) where it runs"
+                f"{key}: the environment variable {variable} is not set here; the collector needs it (the"
+                " password) where it runs"
             )
+    variable = config.storage.catalog_password_env
+    if variable is not None and variable not in env:
+        out.append(
+            f"storage.catalog_password_env: the environment variable {variable} is not set here; every"
+            " command that opens the catalog needs it"
+        )
     return out
 
 
@@ -750,7 +904,7 @@ def _tag_key(i: int, tag: Tag) -> tuple[str, str]:
 
 
 def _check_tags(config: SiteConfig) -> Iterator[str]:
-    """Unique names, a configured equipment, a unit of the role."""
+    """Unique names, a configured equipment (the unit fits the role: Tag's validator, biopilot.units)."""
     equipment_ids = [eq.id for eq in config.equipment]
     seen: set[str] = set()
     for i, tag in enumerate(config.tags):
@@ -761,14 +915,6 @@ def _check_tags(config: SiteConfig) -> Iterator[str]:
         if tag.equipment not in equipment_ids:
             known = _one_of(equipment_ids)
             yield f"{key}.equipment{who}: {tag.equipment!r} is not a configured equipment id ({known})"
-        yield from _check_tag_unit(tag, key, who)
-
-
-def _check_tag_unit(tag: Tag, key: str, who: str) -> Iterator[str]:
-    allowed = ROLE_UNITS[tag.role]
-    if tag.unit not in allowed:
-        expected = "no unit" if allowed == ("",) else _one_of(list(allowed))
-        yield f"{key}.unit{who}: {tag.unit!r} is not a unit for role {tag.role.value!r} ({expected})"
 
 
 def _check_tag_sources(config: SiteConfig) -> Iterator[str]:
@@ -966,14 +1112,23 @@ def _check_tls(tls: MqttTls, key: str) -> Iterator[str]:
 
 
 def _check_tag_kpi_keys(config: SiteConfig) -> Iterator[str]:
-    """feed, counter_rollover and lab belong to tags of certain roles."""
+    """feed, density, counter_rollover and lab belong to tags of certain roles."""
     for i, tag in enumerate(config.tags):
         who = f"tags[{i}] (tag {tag.name!r})"
         if tag.feed is not None:
             if tag.role != Role.FEED_RATE:
                 yield f"{who}.feed: only a feed_rate tag has a feed, not a {tag.role.value!r} tag"
-            elif tag.unit in ("kg/h", "g/h") and tag.feed.density is None:
+            elif units.MASS_FLOW.fits(tag.unit) and tag.feed.density is None:
                 yield f"{who}.feed.density: required for a feed measured in {tag.unit} (kg feed per L)"
+        if tag.density is not None and tag.role not in LIQUID_FLOW_ROLES - {Role.FEED_RATE}:
+            where = "feed.density" if tag.role == Role.FEED_RATE else "a liquid flow tag"
+            yield f"{who}.density: only for {where}, not on a {tag.role.value!r} tag"
+        elif (
+            tag.role in LIQUID_FLOW_ROLES - {Role.FEED_RATE}
+            and units.MASS_FLOW.fits(tag.unit)
+            and liquid_density(config, tag) is None
+        ):
+            yield f"{who}.density: required for a flow measured in {tag.unit} (kg of the liquid per L)"
         if tag.counter_rollover is not None and tag.role not in (Role.ENERGY, Role.FLOW_TOTAL):
             yield f"{who}.counter_rollover: only a totalizer rolls over, not a {tag.role.value!r} tag"
         if tag.lab is not None and tag.role != Role.CONCENTRATION:

@@ -114,12 +114,14 @@ class Collectors:
         tracker = TagTracker(sources)
         sink: SpoolSink | SampleSink
         store_writer = None
+        transforms = config.transforms()
         if spool_dir is not None:
-            sink = SpoolSink(Spool(spool_dir, max_bytes=settings.spool_max_mb << 20), observe=tracker.observe)
+            spool = Spool(spool_dir, max_bytes=settings.spool_max_mb << 20)
+            sink = SpoolSink(spool, observe=tracker.observe, transforms=transforms)
             if writer:
                 store_writer = StoreWriter(spool_dir, store)
         else:
-            sink = SampleSink(store, observe=tracker.observe)
+            sink = SampleSink(store, observe=tracker.observe, transforms=transforms)
         counts = Counts()
         out = cls(sink, counts, tracker, health, settings.health_interval_s, settings.fsync_interval_s)
         out.writer = store_writer

@@ -13,11 +13,12 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from biopilot.aio import wait_for_event
 from biopilot.errors import StoreError
 from biopilot.samples import Sample
+from biopilot.units import Transform, transform_samples
 from collectors.spool import Spool
 from storage.base import TimeSeriesStore
 
@@ -55,9 +56,16 @@ class Counts:
 class SpoolSink:
     """Samples go to the spool; the store writer takes them from there."""
 
-    def __init__(self, spool: Spool, *, observe: Callable[[list[Sample]], None] | None = None) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        *,
+        observe: Callable[[list[Sample]], None] | None = None,
+        transforms: Mapping[str, Transform] | None = None,
+    ) -> None:
         self.spool = spool
         self.observe = observe  # told of every batch the sink took (health tracking)
+        self.transforms = dict(transforms or {})  # tag → raw value to stored value (tags' scale, offset)
         self.received = 0
         self._last_alarm = 0.0
 
@@ -65,7 +73,7 @@ class SpoolSink:
         """Spool the samples (raises SpoolFullError when the spool is full: nothing was taken)."""
         if not samples:
             return
-        samples = list(samples)
+        samples = transform_samples(samples, self.transforms)
         self.spool.append(samples)
         if self.spool.fill >= FULL_ALARM:
             self._alarm()
@@ -98,8 +106,10 @@ class SampleSink:
         batch_size: int = 5000,
         flush_interval: float = 0.05,
         observe: Callable[[list[Sample]], None] | None = None,
+        transforms: Mapping[str, Transform] | None = None,
     ) -> None:
         self.store = store
+        self.transforms = dict(transforms or {})  # tag → raw value to stored value (tags' scale, offset)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.observe = observe
@@ -111,7 +121,7 @@ class SampleSink:
         self.store_ok = True
 
     def put(self, samples: Sequence[Sample]) -> None:
-        samples = list(samples)
+        samples = transform_samples(samples, self.transforms)
         self._buffer.extend(samples)
         self.received += len(samples)
         if self.observe is not None:

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from biopilot import units
 from biopilot.config import Role, SiteConfig, Tag, load_config
 from biopilot.records import KpiRecord, Phase, Run
 from biopilot.samples import Severity, from_us, severity, utcnow
@@ -190,7 +191,7 @@ class DashboardData:
                 from_us((f + lst) // 2).astimezone(zone)
                 for f, lst in zip(b.t_first.tolist(), b.t_last.tolist(), strict=True)
             ]
-            out.append(Trend(name, tag.unit, mids, b.mean, b.min, b.max))
+            out.append(Trend(name, units.display(tag.unit), mids, b.mean, b.min, b.max))
         return out
 
     # -- runs ------------------------------------------------------------------------------------------
@@ -219,7 +220,6 @@ def _ordered(tags: list[Tag]) -> list[Tag]:
 
 
 _ROLE_LABELS = {Role.PH: "pH", Role.OFFGAS_O2: "Off-gas O₂", Role.OFFGAS_CO2: "Off-gas CO₂"}
-_DISPLAY_UNITS = {"degC": "°C", "pH": "", "m3/h": "m³/h", "Nm3/h": "Nm³/h", "m3": "m³"}
 
 
 def _label(tag: Tag) -> str:
@@ -258,5 +258,5 @@ def _tile(tag: Tag, latest: object, now: datetime, source_is_alive: bool | None)
         severity(sample.status)
     ]
     value = "—" if quality == "bad" else _format(sample.value)
-    unit = "" if tag.is_text or value == "—" else _DISPLAY_UNITS.get(tag.unit, tag.unit)
+    unit = "" if tag.is_text or value == "—" else units.display(tag.unit)
     return Tile(tag.name, _label(tag), value, unit, age, sample.ts, quality, state)

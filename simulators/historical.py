@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ import numpy as np
 
 from biopilot.ids import inside
 from biopilot.samples import GOOD, Sample, from_us, to_us
+from biopilot.units import Transform, transform_samples
 from simulators import lab as lab_mod
 from simulators.engine import (
     Event,
@@ -296,18 +297,23 @@ def to_samples(history: History, tags: dict[tuple[str, str], str]) -> Iterator[S
 
 
 def write_store(
-    history: History, store: Any, tags: dict[tuple[str, str], str], batch: int | None = 200_000
+    history: History,
+    store: Any,
+    tags: dict[tuple[str, str], str],
+    batch: int | None = 200_000,
+    transforms: Mapping[str, Transform] | None = None,
 ) -> int:
-    """Write through TimeSeriesStore.write, `batch` samples per call (None: all in one transaction)."""
+    """Write through TimeSeriesStore.write, `batch` samples per call (None: all in one transaction), as
+    the collectors would store them: with the tags' transforms (tag → scale, offset) applied."""
     n = 0
     chunk: list[Sample] = []
     for s in to_samples(history, tags):
         chunk.append(s)
         if batch is not None and len(chunk) >= batch:
-            n += store.write(chunk)
+            n += store.write(transform_samples(chunk, transforms or {}))
             chunk = []
     if chunk:
-        n += store.write(chunk)
+        n += store.write(transform_samples(chunk, transforms or {}))
     return n
 
 

@@ -221,7 +221,9 @@ class PlantSimulator:
         rng = np.random.default_rng([self.scenario.seed, 2])
         self.recorder.lab_until_h = self.model.t_h
         history = self.recorder.history(0, rng)
-        n = write_store(history, self.history_store, tag_map(self.config), batch=None)
+        n = write_store(
+            history, self.history_store, tag_map(self.config), batch=None, transforms=self.config.transforms()
+        )
         reported = [s for s in self.recorder.lab if s.report_t_h <= self.model.t_h]
         self._lab_sent = len(reported)
         if self.scenario.lab.delivery == "csv":  # (MQTT-delivered results went into the store above)

@@ -41,13 +41,17 @@ def open_store(config: SiteConfig, data_dir: Path, *, read_only: bool = False) -
 
 
 def open_catalog(config: SiteConfig, data_dir: Path) -> Catalog:
-    """The catalog; imports that a killed process left half-done are rolled back or finished first
-    (storage/importers.py), so no command sees samples without their run."""
-    catalog = Catalog(database_path(config, data_dir))
+    """The site's catalog: on PostgreSQL when [storage] catalog names a server, else in the SQLite file.
+    Imports that a killed process left half-done are rolled back or finished first (storage/importers.py),
+    so no command sees samples without their run."""
+    if config.storage.catalog is not None:
+        catalog = Catalog(config.storage.catalog, password_env=config.storage.catalog_password_env)
+    else:
+        catalog = Catalog(database_path(config, data_dir))
     if catalog.pending_imports():
         from storage.importers import recover_imports
 
-        store = SqliteStore(catalog.path)
+        store = SqliteStore(database_path(config, data_dir))
         try:
             for message in recover_imports(store, catalog):
                 log.warning("%s", message)

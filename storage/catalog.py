@@ -1,5 +1,5 @@
-"""The catalog: runs, their phases, lab results, imports and KPIs, in the embedded database beside the
-time series.
+"""The catalog: runs, their phases, lab results, imports and KPIs — in the embedded SQLite file beside the
+time series, or in PostgreSQL (`[storage] catalog = "postgresql://…"`), through storage/db.py.
 
 A run is one batch on one piece of equipment. Its id is "<equipment>:<batch id>", so the fermentation and
 the recovery run that processed its harvest share the batch id; the downstream run also names the upstream
@@ -9,185 +9,89 @@ Live runs are detected from batch-id samples (origin "live"); imported historian
 runs created by hand (origin "manual") come from the CLI. A run's kind says what a trial verdict may use it
 for: "baseline", "trial" or "other".
 
-Schema versions (table catalog_meta, key "schema_version"); migrations are idempotent, so any number of
-processes may open an old file at once and the newest schema results:
-  1  runs (id, equipment, batch_id, start_us, end_us), run_kpis, cursors  (the first release; no version row)
-  2  runs gain kind, trial_id, product, upstream_id, origin, note; run_kpis gains inputs (per-input coverage);
-     new tables phases, lab_results, imports
-  3  runs gain state ('ready', or 'importing' while an import that created the run publishes its samples:
-     such a run is not listed); new table pending_imports (the journal of imports under way, see
-     storage/importers.py)
+The schema is the ordered list in storage/migrations.py, applied when a Catalog opens its database.
 
 Ids are checked (biopilot.ids) before a run is written: equipment and batch ids, trial ids and upstream
 links (a run is not its own upstream, nor upstream of a run upstream of it); phases do not end before they
-start; lab values are measurements (finite, within ±1e12).
+start; lab values are measurements (finite, within ±1e12). A run an import is creating stays 'importing'
+(not listed, not found by `run`) until the import is complete; `pending_imports` is the journal of the
+imports under way (storage/importers.py).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from biopilot.errors import StoreError
 from biopilot.ids import check_batch_id, check_equipment_id, check_run_id, check_trial_id
 from biopilot.records import ImportRecord, KpiRecord, LabResult, Phase, Run, RunKind, RunOrigin, run_id_for
 from biopilot.samples import from_us, to_us, utcnow, value_problem
-from storage.sqlite import connect
+from storage.db import Database, SqliteDatabase, migrate, open_database, schema_version
+from storage.migrations import MIGRATIONS
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = MIGRATIONS[-1].version
 
-_SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    equipment TEXT NOT NULL,
-    batch_id TEXT NOT NULL,
-    start_us INTEGER NOT NULL,
-    end_us INTEGER
-);
-CREATE INDEX IF NOT EXISTS runs_by_equipment ON runs (equipment, start_us);
-CREATE TABLE IF NOT EXISTS run_kpis (
-    run_id TEXT NOT NULL REFERENCES runs (id),
-    name TEXT NOT NULL,
-    value REAL,
-    unit TEXT NOT NULL,
-    coverage REAL NOT NULL,
-    flags TEXT NOT NULL,
-    final INTEGER NOT NULL,
-    computed_us INTEGER NOT NULL,
-    version TEXT NOT NULL,
-    PRIMARY KEY (run_id, name)
-);
-CREATE TABLE IF NOT EXISTS cursors (
-    name TEXT PRIMARY KEY,
-    ts_us INTEGER NOT NULL
-);
-"""
-
-_SCHEMA_V2_TABLES = """
-CREATE TABLE IF NOT EXISTS catalog_meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS phases (
-    run_id TEXT NOT NULL REFERENCES runs (id),
-    start_us INTEGER NOT NULL,
-    end_us INTEGER,
-    name TEXT NOT NULL,
-    PRIMARY KEY (run_id, start_us)
-);
-CREATE TABLE IF NOT EXISTS lab_results (
-    equipment TEXT NOT NULL,
-    ts_us INTEGER NOT NULL,
-    analyte TEXT NOT NULL,
-    value REAL NOT NULL,
-    unit TEXT NOT NULL,
-    sample_volume_l REAL NOT NULL DEFAULT 0,
-    source TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (equipment, ts_us, analyte)
-);
-CREATE TABLE IF NOT EXISTS imports (
-    sha256 TEXT NOT NULL,
-    run_id TEXT NOT NULL,
-    file TEXT NOT NULL,
-    rows INTEGER NOT NULL,
-    samples INTEGER NOT NULL,
-    imported_us INTEGER NOT NULL,
-    PRIMARY KEY (sha256, run_id)
-);
-"""
-
-_SCHEMA_V3_TABLES = """
-CREATE TABLE IF NOT EXISTS pending_imports (
-    id INTEGER PRIMARY KEY,
-    token TEXT NOT NULL UNIQUE,
-    run_id TEXT NOT NULL,
-    equipment TEXT NOT NULL,
-    file TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    created_run INTEGER NOT NULL DEFAULT 0,
-    rows INTEGER NOT NULL DEFAULT 0,
-    samples INTEGER NOT NULL DEFAULT 0,
-    replaced TEXT NOT NULL DEFAULT '[]',
-    started_us INTEGER NOT NULL
-);
-"""
-
-_V2_COLUMNS = {
-    "runs": [
-        ("kind", "TEXT NOT NULL DEFAULT 'other'"),
-        ("trial_id", "TEXT"),
-        ("product", "TEXT"),
-        ("upstream_id", "TEXT"),
-        ("origin", "TEXT NOT NULL DEFAULT 'live'"),
-        ("note", "TEXT NOT NULL DEFAULT ''"),
-    ],
-    "run_kpis": [("inputs", "TEXT NOT NULL DEFAULT '{}'")],
-}
-_V3_COLUMNS = {"runs": [("state", "TEXT NOT NULL DEFAULT 'ready'")]}
-_READY = "state = 'ready'"
-
+_UPSERT_PHASE = (
+    "INSERT INTO phases (run_id, start_us, end_us, name) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (run_id, start_us) DO UPDATE SET end_us = excluded.end_us, name = excluded.name"
+)
+_UPSERT_LAB = (
+    "INSERT INTO lab_results (equipment, ts_us, analyte, value, unit, sample_volume_l, source)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (equipment, ts_us, analyte) DO UPDATE SET"
+    " value = excluded.value, unit = excluded.unit, sample_volume_l = excluded.sample_volume_l,"
+    " source = excluded.source"
+)
+_UPSERT_IMPORT = (
+    "INSERT INTO imports (sha256, run_id, file, rows, samples, imported_us) VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (sha256, run_id) DO UPDATE SET file = excluded.file, rows = excluded.rows,"
+    " samples = excluded.samples, imported_us = excluded.imported_us"
+)
+_UPSERT_KPI = (
+    "INSERT INTO run_kpis (run_id, name, value, unit, coverage, flags, final, computed_us, version, inputs)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, name) DO UPDATE SET value = excluded.value,"
+    " unit = excluded.unit, coverage = excluded.coverage, flags = excluded.flags, final = excluded.final,"
+    " computed_us = excluded.computed_us, version = excluded.version, inputs = excluded.inputs"
+)
 _RUN_COLUMNS = "id, equipment, batch_id, start_us, end_us, kind, trial_id, product, upstream_id, origin, note"
+_RUN_PARAMS = ", ".join("?" * len(_RUN_COLUMNS.split(", ")))
+_READY = "state = 'ready'"
 
 
 class Catalog:
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._conn = connect(self.path)
-        self._lock = threading.Lock()
-        self._migrate()
+    """Runs, phases, lab results, imports, KPIs and processing cursors. `target`: the SQLite file, a
+    postgresql:// URL (password from `password_env`), or an open Database."""
+
+    def __init__(self, target: str | Path | Database, *, password_env: str | None = None) -> None:
+        self.db = (
+            target if not isinstance(target, str | Path) else open_database(target, password_env=password_env)
+        )
+        self.path = self.db.path if isinstance(self.db, SqliteDatabase) else None
+        try:
+            migrate(self.db, MIGRATIONS)
+        except StoreError:
+            self.db.close()
+            raise
 
     # -- schema ----------------------------------------------------------------------------------------
-    def _migrate(self) -> None:
-        """Bring the file to SCHEMA_VERSION. Idempotent, in one transaction, safe with concurrent openers."""
-        try:
-            self._conn.executescript(_SCHEMA_V1 + _SCHEMA_V2_TABLES + _SCHEMA_V3_TABLES)
-            if self.schema_version() >= SCHEMA_VERSION:
-                return
-            with self._conn:
-                self._conn.execute("BEGIN IMMEDIATE")
-                for table, columns in (*_V2_COLUMNS.items(), *_V3_COLUMNS.items()):
-                    have = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
-                    for name, decl in columns:
-                        if name not in have:
-                            self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
-                self._conn.execute("CREATE INDEX IF NOT EXISTS runs_by_upstream ON runs (upstream_id)")
-                self._conn.execute(
-                    "INSERT OR REPLACE INTO catalog_meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot create or migrate the catalog schema ({exc})") from None
-
     def schema_version(self) -> int:
-        row = self._conn.execute("SELECT value FROM catalog_meta WHERE key = 'schema_version'").fetchone()
-        return int(row[0]) if row else 1
+        return schema_version(self.db)
 
-    def _execute(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        with self._lock:
-            try:
-                return self._conn.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: catalog query failed ({exc})") from None
+    def _execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return self.db.query(sql, params)
 
     def _transaction(self, what: str, statements: Iterable[tuple[str, object]]) -> None:
         """Run (sql, params) or (sql, [params…]) statements in one write transaction."""
-        with self._lock:
-            try:
-                with self._conn:
-                    self._conn.execute("BEGIN IMMEDIATE")
-                    for sql, params in statements:
-                        if isinstance(params, list):
-                            self._conn.executemany(sql, params)
-                        else:
-                            self._conn.execute(sql, params)  # type: ignore[arg-type]
-            except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: cannot {what} ({exc})") from None
+        with self.db.transaction(what) as cur:
+            for sql, params in statements:
+                if isinstance(params, list):
+                    cur.executemany(sql, params)
+                else:
+                    cur.execute(sql, params)  # type: ignore[arg-type]
 
     # -- runs ------------------------------------------------------------------------------------------
     def open_run(self, equipment: str, batch_id: str, start: datetime) -> Run:
@@ -195,7 +99,8 @@ class Catalog:
         IdError (nothing written) for an equipment or batch id that is not a valid id."""
         run_id = run_id_for(check_equipment_id(equipment), check_batch_id(batch_id))
         self._execute(
-            "INSERT OR IGNORE INTO runs (id, equipment, batch_id, start_us) VALUES (?, ?, ?, ?)",
+            "INSERT INTO runs (id, equipment, batch_id, start_us) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
             (run_id, equipment, batch_id, to_us(start)),
         )
         run = self._any_run(run_id)
@@ -221,13 +126,10 @@ class Catalog:
             equipment, batch_id, start, end, kind, trial_id, product, upstream_id, origin, note
         )
         run_id = str(row[0])
-        try:
-            with self._lock, self._conn:
-                self._conn.execute(f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({_RUN_PARAMS})", row)
-        except sqlite3.IntegrityError:
-            raise StoreError(f"run {run_id} exists already") from None
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot create run {run_id} ({exc})") from None
+        with self.db.transaction(f"create run {run_id}") as cur:
+            if cur.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)):
+                raise StoreError(f"run {run_id} exists already")
+            cur.execute(f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({_RUN_PARAMS})", row)
         run = self.run(run_id)
         assert run is not None
         return run
@@ -343,14 +245,14 @@ class Catalog:
             f"store the phases of {run_id}",
             [
                 ("DELETE FROM phases WHERE run_id = ?", (run_id,)),
-                ("INSERT OR REPLACE INTO phases (run_id, start_us, end_us, name) VALUES (?, ?, ?, ?)", rows),
+                (_UPSERT_PHASE, rows),
             ],
         )
 
     def add_phase(self, run_id: str, phase: Phase) -> None:
         _check_phase(run_id, phase)
         self._execute(
-            "INSERT OR REPLACE INTO phases (run_id, start_us, end_us, name) VALUES (?, ?, ?, ?)",
+            _UPSERT_PHASE,
             (run_id, to_us(phase.start), to_us(phase.end) if phase.end is not None else None, phase.name),
         )
 
@@ -382,7 +284,7 @@ class Catalog:
         ]
         self._transaction(
             "store lab results",
-            [("INSERT OR REPLACE INTO lab_results VALUES (?, ?, ?, ?, ?, ?, ?)", rows)],
+            [(_UPSERT_LAB, rows)],
         )
         return len(rows)
 
@@ -409,7 +311,7 @@ class Catalog:
     # -- imports ---------------------------------------------------------------------------------------
     def record_import(self, record: ImportRecord) -> None:
         self._execute(
-            "INSERT OR REPLACE INTO imports VALUES (?, ?, ?, ?, ?, ?)",
+            _UPSERT_IMPORT,
             (
                 record.sha256,
                 record.run_id,
@@ -438,13 +340,12 @@ class Catalog:
     # -- imports under way (the journal storage/importers.py keeps; see its module doc) ------------------
     def begin_import(self, token: str, run_id: str, equipment: str, file: str, sha256: str) -> PendingImport:
         """Journal an import that starts staging its file (nothing of it is in the store yet)."""
-        started = utcnow()
-        rows = self._execute(
+        self._execute(
             "INSERT INTO pending_imports (token, run_id, equipment, file, sha256, phase, started_us)"
-            " VALUES (?, ?, ?, ?, ?, 'staging', ?) RETURNING id",
-            (token, run_id, equipment, file, sha256, to_us(started)),
+            " VALUES (?, ?, ?, ?, ?, 'staging', ?)",
+            (token, run_id, equipment, file, sha256, to_us(utcnow())),
         )
-        pending = self.pending_import(int(rows[0][0]))  # type: ignore[call-overload]
+        pending = self.pending_import(token)
         assert pending is not None
         return pending
 
@@ -453,15 +354,15 @@ class Catalog:
         params: tuple[object, ...] = ()
         if run_id is not None:
             sql, params = sql + " WHERE run_id = ?", (run_id,)
-        return [_pending(r) for r in self._execute(sql + " ORDER BY id", params)]
+        return [_pending(r) for r in self._execute(sql + " ORDER BY started_us, token", params)]
 
-    def pending_import(self, pending_id: int) -> PendingImport | None:
-        rows = self._execute(f"SELECT {_PENDING_COLUMNS} FROM pending_imports WHERE id = ?", (pending_id,))
+    def pending_import(self, token: str) -> PendingImport | None:
+        rows = self._execute(f"SELECT {_PENDING_COLUMNS} FROM pending_imports WHERE token = ?", (token,))
         return _pending(rows[0]) if rows else None
 
     def start_publishing(
         self,
-        pending_id: int,
+        token: str,
         run: Run,
         *,
         create: bool,
@@ -473,50 +374,52 @@ class Catalog:
         set the existing run's start and end to run's; flag the KPIs of the `replaced` runs 'stale'; and
         journal that the import now publishes its samples (from here on it is finished, not rolled back)."""
         replaced = sorted(set(replaced))
-        if create:
-            row = _new_run_row(
-                run.equipment,
-                run.batch_id,
-                run.start,
-                run.end,
-                run.kind,
-                run.trial_id,
-                run.product,
-                run.upstream_id,
-                run.origin,
-                run.note,
-            )
-            statements: list[tuple[str, object]] = [
-                (f"INSERT INTO runs ({_RUN_COLUMNS}, state) VALUES ({_RUN_PARAMS}, 'importing')", row)
-            ]
-        else:
-            end = to_us(run.end) if run.end is not None else None
-            statements = [
-                ("UPDATE runs SET start_us = ?, end_us = ? WHERE id = ?", (to_us(run.start), end, run.id))
-            ]
-        statements += [(_MARK_STALE, (r,)) for r in replaced]
-        statements.append(
-            (
+        with self.db.transaction(f"start publishing the samples of run {run.id}") as cur:
+            if create:
+                row = _new_run_row(
+                    run.equipment,
+                    run.batch_id,
+                    run.start,
+                    run.end,
+                    run.kind,
+                    run.trial_id,
+                    run.product,
+                    run.upstream_id,
+                    run.origin,
+                    run.note,
+                )
+                if cur.execute("SELECT 1 FROM runs WHERE id = ?", (run.id,)):
+                    raise StoreError(f"run {run.id} exists already")
+                cur.execute(
+                    f"INSERT INTO runs ({_RUN_COLUMNS}, state) VALUES ({_RUN_PARAMS}, 'importing')", row
+                )
+            else:
+                end = to_us(run.end) if run.end is not None else None
+                cur.execute(
+                    "UPDATE runs SET start_us = ?, end_us = ? WHERE id = ?", (to_us(run.start), end, run.id)
+                )
+            for other in replaced:  # a KPI computed before samples of its run were replaced says so
+                for name, flags in cur.execute("SELECT name, flags FROM run_kpis WHERE run_id = ?", (other,)):
+                    listed = json.loads(str(flags))
+                    if "stale" not in listed:
+                        cur.execute(
+                            "UPDATE run_kpis SET flags = ? WHERE run_id = ? AND name = ?",
+                            (json.dumps([*listed, "stale"]), other, name),
+                        )
+            cur.execute(
                 "UPDATE pending_imports SET phase = 'publishing', created_run = ?, replaced = ?, rows = ?,"
-                " samples = ? WHERE id = ? AND phase = 'staging'",
-                (int(create), json.dumps(replaced), rows, samples, pending_id),
+                " samples = ? WHERE token = ? AND phase = 'staging'",
+                (int(create), json.dumps(replaced), rows, samples, token),
             )
-        )
-        try:
-            self._transaction(f"start publishing the samples of run {run.id}", statements)
-        except StoreError as exc:
-            if "UNIQUE constraint failed: runs.id" in str(exc):
-                raise StoreError(f"run {run.id} exists already") from None
-            raise
 
-    def finish_import(self, pending_id: int, record: ImportRecord) -> None:
+    def finish_import(self, token: str, record: ImportRecord) -> None:
         """In one transaction: the run is 'ready' (listed), the import recorded, its journal entry gone."""
         self._transaction(
             f"finish the import into {record.run_id}",
             [
                 ("UPDATE runs SET state = 'ready' WHERE id = ?", (record.run_id,)),
                 (
-                    "INSERT OR REPLACE INTO imports VALUES (?, ?, ?, ?, ?, ?)",
+                    _UPSERT_IMPORT,
                     (
                         record.sha256,
                         record.run_id,
@@ -526,13 +429,13 @@ class Catalog:
                         to_us(record.imported),
                     ),
                 ),
-                ("DELETE FROM pending_imports WHERE id = ?", (pending_id,)),
+                ("DELETE FROM pending_imports WHERE token = ?", (token,)),
             ],
         )
 
-    def abandon_import(self, pending_id: int) -> None:
+    def abandon_import(self, token: str) -> None:
         """Forget an import that never started publishing (nothing of it is in the store or the runs)."""
-        self._execute("DELETE FROM pending_imports WHERE id = ? AND phase = 'staging'", (pending_id,))
+        self._execute("DELETE FROM pending_imports WHERE token = ? AND phase = 'staging'", (token,))
 
     # -- KPIs ------------------------------------------------------------------------------------------
     def set_kpis(self, run_id: str, kpis: list[KpiRecord], *, replace_all: bool = False) -> None:
@@ -558,8 +461,7 @@ class Catalog:
             statements.append(("DELETE FROM run_kpis WHERE run_id = ?", (run_id,)))
         statements.append(
             (
-                "INSERT OR REPLACE INTO run_kpis (run_id, name, value, unit, coverage, flags, final,"
-                " computed_us, version, inputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _UPSERT_KPI,
                 rows,
             )
         )
@@ -592,11 +494,14 @@ class Catalog:
         return int(rows[0][0]) if rows else None  # type: ignore[call-overload]
 
     def set_cursor(self, name: str, ts_us: int) -> None:
-        self._execute("INSERT OR REPLACE INTO cursors (name, ts_us) VALUES (?, ?)", (name, ts_us))
+        self._execute(
+            "INSERT INTO cursors (name, ts_us) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET ts_us = excluded.ts_us",
+            (name, ts_us),
+        )
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self.db.close()
 
 
 @dataclass(frozen=True)
@@ -604,8 +509,7 @@ class PendingImport:
     """An import under way (or interrupted): phase 'staging' (its samples are in its stage file only) or
     'publishing' (its run exists and its samples are going into the store)."""
 
-    id: int
-    token: str  # names the import's stage and lock files
+    token: str  # names the import's journal entry, stage file and lock file
     run_id: str
     equipment: str
     file: str
@@ -619,19 +523,13 @@ class PendingImport:
 
 
 _PENDING_COLUMNS = (
-    "id, token, run_id, equipment, file, sha256, phase, created_run, rows, samples, replaced, started_us"
-)
-# A KPI computed before an import replaced some of its run's samples says so until it is recomputed.
-_MARK_STALE = (
-    "UPDATE run_kpis SET flags = json_insert(flags, '$[#]', 'stale') WHERE run_id = ?"
-    " AND NOT EXISTS (SELECT 1 FROM json_each(run_kpis.flags) WHERE value = 'stale')"
+    "token, run_id, equipment, file, sha256, phase, created_run, rows, samples, replaced, started_us"
 )
 
 
 def _pending(row: tuple[object, ...]) -> PendingImport:
-    pid, token, run_id, eq, file, sha, phase, created, rows, samples, replaced, started = row
+    token, run_id, eq, file, sha, phase, created, rows, samples, replaced, started = row
     return PendingImport(
-        int(pid),  # type: ignore[call-overload]
         str(token),
         str(run_id),
         str(eq),
@@ -652,9 +550,6 @@ def _check_phase(run_id: str, phase: Phase) -> None:
             f"run {run_id}: phase {phase.name!r} ends ({phase.end.isoformat()}) before it starts"
             f" ({phase.start.isoformat()})"
         )
-
-
-_RUN_PARAMS = ", ".join("?" * len(_RUN_COLUMNS.split(", ")))
 
 
 def _new_run_row(

@@ -8,7 +8,8 @@ Formats (detected by suffix and header):
 - long CSV: time, tag, value[, status] (status: OPC UA code, decimal or 0x…, or good/uncertain/bad);
 - Parquet, wide or long like the CSVs.
 Times are ISO-8601 with or without a zone (a naive time is read in the site's zone, or the mapping's), or
-elapsed hours from a given start.
+elapsed hours from a given start. A tag's `scale` and `offset` turn the file's values into stored ones
+(stored = raw × scale + offset: biopilot.units.Transform), in `column_values`.
 
 What an import refuses (HistorianImportError, nothing stored):
 - bad values: text that is no number or time, NaN, ±inf, magnitudes beyond ±1e12 — named by row and
@@ -57,7 +58,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from biopilot.config import HistorianMapping, SiteConfig, Tag, process_spec
+from biopilot import units
+from biopilot.config import HistorianMapping, SiteConfig, Tag, lab_unit_problem, process_spec
 from biopilot.errors import BioPilotError
 from biopilot.ids import check_batch_id, check_trial_id, shown
 from biopilot.records import ImportRecord, LabResult, Run, RunKind, RunOrigin, run_id_for
@@ -147,9 +149,15 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def import_dir(catalog: Catalog) -> Path:
-    """Where imports keep their stage and lock files: beside the catalog's database."""
-    return catalog.path.parent / "imports"
+def import_dir(store: TimeSeriesStore, catalog: Catalog) -> Path:
+    """Where imports keep their stage and lock files: beside the embedded database (the store's file, or
+    the catalog's)."""
+    for path in (getattr(store, "path", None), catalog.path):
+        if isinstance(path, Path):
+            return path.parent / "imports"
+    raise HistorianImportError(
+        "neither the store nor the catalog is a local file: give the import a work_dir"
+    )
 
 
 # -- how a file's columns map to tags ------------------------------------------------------------------
@@ -211,11 +219,13 @@ def column_values(
     tag: Tag, raw: pd.Series, column: str, first_row: int, nulls: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, BadRows]:
     """The values one column's cells give one tag: (values — float64, or object for a text tag —, which
-    cells hold a sample, the bad cells). The one place where a raw cell becomes a stored value."""
+    cells hold a sample, the bad cells). The one place where a raw cell becomes a stored value: a cell no
+    sensor can produce is refused as it is in the file, then the tag's transform (scale, offset) applies."""
     if tag.is_text:
         values, present = texts(raw)
         return values, present, BadRows()
-    return numbers(raw, column, first_row, nulls)
+    values, present, bad = numbers(raw, column, first_row, nulls)
+    return tag.transform(values), present, bad
 
 
 class _Reader:
@@ -337,7 +347,7 @@ def import_historian(
     layout = _layout(export, mapping, tags, equipment)
     if mapping.time_format == "elapsed_h" and start is None:
         raise HistorianImportError("elapsed hours need a start time (--start)")
-    work = work_dir or import_dir(catalog)
+    work = work_dir or import_dir(store, catalog)
     work.mkdir(parents=True, exist_ok=True)
     for message in recover_imports(store, catalog, work):
         log.warning("%s", message)
@@ -384,7 +394,7 @@ def import_historian(
         stage.close()
         replaced = [r.id for r, _ in overlaps]
         catalog.start_publishing(
-            pending.id,
+            pending.token,
             run,
             create=existing is None,
             replaced=replaced,
@@ -394,12 +404,12 @@ def import_historian(
         publishing = True
         _publish(store, stage.path, summary.samples, progress)
         catalog.finish_import(
-            pending.id, ImportRecord(sha, rid, path.name, reader.rows, summary.samples, utcnow())
+            pending.token, ImportRecord(sha, rid, path.name, reader.rows, summary.samples, utcnow())
         )
         finished = True
     finally:
         if not publishing:
-            catalog.abandon_import(pending.id)
+            catalog.abandon_import(pending.token)
             stage.delete()
         elif finished:
             stage.path.unlink(missing_ok=True)
@@ -582,7 +592,7 @@ class _Lock:
 def recover_imports(store: TimeSeriesStore, catalog: Catalog, work_dir: Path | None = None) -> list[str]:
     """Roll back or finish the imports whose process died (see the module doc); what was done, one line each.
     Imports still running (their lock is held) are left alone."""
-    work = work_dir or import_dir(catalog)
+    work = work_dir or import_dir(store, catalog)
     done = []
     for pending in catalog.pending_imports():
         if not work.is_dir():
@@ -591,7 +601,7 @@ def recover_imports(store: TimeSeriesStore, catalog: Catalog, work_dir: Path | N
         if lock is None:
             continue
         try:
-            now = catalog.pending_import(pending.id)  # it may have finished before we took the lock
+            now = catalog.pending_import(pending.token)  # it may have finished before we took the lock
             if now is not None:
                 done.append(_recover(store, catalog, now, work / f"{pending.token}.stage.sqlite"))
         finally:
@@ -601,7 +611,7 @@ def recover_imports(store: TimeSeriesStore, catalog: Catalog, work_dir: Path | N
 
 def _recover(store: TimeSeriesStore, catalog: Catalog, pending: PendingImport, stage: Path) -> str:
     if pending.phase == "staging":
-        catalog.abandon_import(pending.id)
+        catalog.abandon_import(pending.token)
         stage.unlink(missing_ok=True)
         return (
             f"rolled back an interrupted import of {pending.file} into {pending.run_id} (nothing was stored)"
@@ -612,7 +622,7 @@ def _recover(store: TimeSeriesStore, catalog: Catalog, pending: PendingImport, s
     else:
         lost = " (its stage file is gone: the run may lack some of the file's samples; import it again)"
     catalog.finish_import(
-        pending.id,
+        pending.token,
         ImportRecord(pending.sha256, pending.run_id, pending.file, pending.rows, pending.samples, utcnow()),
     )
     stage.unlink(missing_ok=True)
@@ -636,7 +646,7 @@ def parse_lab(
     cols = {c.strip().lower(): c for c in export.columns}
     tcol = next((cols[n] for n in _TIME_NAMES if n in cols), export.columns[0])
     vol_col = cols.get("sample_volume_ml") or cols.get("sample_volume_l")
-    vol_scale = 0.001 if "sample_volume_ml" in cols else 1.0
+    vol_scale = units.factor("mL" if "sample_volume_ml" in cols else "L", "L")
     long = "analyte" in cols and "value" in cols
     text_columns = {tcol} | ({cols["analyte"], cols.get("unit", "")} if long else set())
     results: list[LabResult] = []
@@ -658,16 +668,23 @@ def parse_lab(
                 frame[cols["value"]], cols["value"], first, chunk.nulls.get(cols["value"])
             )
             bad.merge(b)
-            units = texts(frame[cols["unit"]])[0] if "unit" in cols else np.full(len(frame), "", dtype=object)
+            unit_col = (
+                texts(frame[cols["unit"]])[0] if "unit" in cols else np.full(len(frame), "", dtype=object)
+            )
             analytes = texts(frame[cols["analyte"]])[0]
+            refused = _refused_lab_units(config, analytes, unit_col)
             for i in np.flatnonzero(present & ok):
+                problem = refused.get((analytes[i], unit_col[i]))
+                if problem is not None:
+                    bad.add(BadRow(first + int(i), "unit", str(unit_col[i]), problem))
+                    continue
                 results.append(
                     LabResult(
                         equipment,
                         from_us(int(ts[i])),
                         str(analytes[i]),
                         float(values[i]),
-                        str(units[i]),
+                        str(unit_col[i]),
                         float(volumes[i]),
                         source,
                     )
@@ -680,6 +697,12 @@ def parse_lab(
             name, unit = (m.group("name"), m.group("unit")) if m else (col.strip(), "")
             values, present, b = numbers(frame[col], col, first, chunk.nulls.get(col))
             bad.merge(b)
+            problem = lab_unit_problem(config, name, unit)
+            if problem is not None:  # the header says the unit: one bad "row" (the header, line 1)
+                if first == export.first_row:
+                    why = f"is refused: {problem} (write it in the header: 'titer [g/L]')"
+                    bad.add(BadRow(1, col, unit, why))
+                continue
             for i in np.flatnonzero(present & ok):
                 results.append(
                     LabResult(
@@ -694,6 +717,18 @@ def parse_lab(
                 )
     results.sort(key=lambda r: (r.ts, r.analyte))
     return results, bad
+
+
+def _refused_lab_units(
+    config: SiteConfig, analytes: np.ndarray, unit_col: np.ndarray
+) -> dict[tuple[str, str], str]:
+    """(analyte, unit) pairs of a long lab file whose unit is refused, with why (config.lab_unit_problem)."""
+    out = {}
+    for analyte, unit in set(zip(analytes.tolist(), unit_col.tolist(), strict=True)):
+        problem = lab_unit_problem(config, analyte, unit)
+        if problem is not None:
+            out[(analyte, unit)] = f"is refused: {problem}"
+    return out
 
 
 def import_lab(

@@ -114,8 +114,8 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
         edit('unit = "degC"', 'unit = "bar"'),
         [
             f"tags[{T}].unit (tag 'F-101.temperature')",
-            "'bar' is not a unit for role 'temperature'",
-            "expected one of: 'degC', 'K'",
+            "'bar' (pressure) is not a unit for role 'temperature'",
+            "which accepts temperature (degC, K, degF…)",
         ],
     ),
     "unknown_opcua_server": (
@@ -257,7 +257,7 @@ def test_load_config_raises_one_error_listing_them_with_a_summary_first() -> Non
     assert lines[0] == "site.toml: 2 problems:"
     assert len(lines) == 3 and len(info.value.problems) == 2
     assert lines[1].startswith("site.toml: equipment[0].kind: 'fermentor' is not allowed")
-    assert lines[2].startswith(f"site.toml: tags[{T}].unit (tag 'F-101.temperature'): 'bar' is not a unit")
+    assert lines[2].startswith(f"site.toml: tags[{T}].unit (tag 'F-101.temperature'): 'bar' (pressure)")
 
 
 def test_a_refused_item_is_not_reported_again_as_a_dangling_reference() -> None:
@@ -337,3 +337,28 @@ def test_ids_and_paths_that_would_leave_their_folder_are_refused(old: str, new: 
     with pytest.raises(ConfigError) as info:
         parse_config(DEMO_TEXT.replace(old, new, 1), "site.toml")
     assert fragment in str(info.value), str(info.value)
+
+
+_ONE_FERMENTER = '[[equipment]]\nid = "F"\nkind = "fermenter"\n'
+
+
+@pytest.mark.parametrize(
+    ("catalog", "message"),
+    [
+        ('"postgresql://biopilot:secret@db:5432/bp"', "carries a password"),
+        ('"mysql://db/bp"', "postgresql://"),
+        ('"biopilot.db"', "postgresql://"),
+    ],
+)
+def test_a_catalog_url_is_postgresql_and_carries_no_password(catalog: str, message: str) -> None:
+    text = (
+        f'[site]\nname = "t"\n[storage]\ncatalog = {catalog}\n[[equipment]]\nid = "F"\nkind = "fermenter"\n'
+    )
+    with pytest.raises(ConfigError, match=message):
+        parse_config(text)
+
+
+def test_a_catalog_password_variable_needs_a_catalog_url() -> None:
+    text = f'[site]\nname = "t"\n[storage]\ncatalog_password_env = "PW"\n{_ONE_FERMENTER}'
+    with pytest.raises(ConfigError, match="needs a postgresql:// catalog URL"):
+        parse_config(text)

@@ -121,7 +121,7 @@ def simulate_historical(
     else:
         store = open_store(config, data_dir)
         try:
-            n = historical.write_store(history, store, tags)
+            n = historical.write_store(history, store, tags, transforms=config.transforms())
         finally:
             store.close()
         written = f"{n} samples into {database_path(config, data_dir)}"

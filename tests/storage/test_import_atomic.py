@@ -242,24 +242,32 @@ def test_other_writers_get_the_database_during_a_large_import(plant: Plant) -> N
 
     proc = plant.start_import()
     wait_for("staged rows", lambda: plant.staged_rows() > 0, proc)
-    t = time.monotonic()
-    recompute = plant.biopilot("kpis", "--recompute", "F-1:SMALL-1", "--json")
-    assert recompute.returncode == 0, recompute.stderr
-    assert "database is locked" not in recompute.stderr
-    staged_took = time.monotonic() - t
-
+    argv = [
+        "kpis",
+        "--recompute",
+        "F-1:SMALL-1",
+        "--json",
+        "--config",
+        str(plant.config),
+        "--data-dir",
+        str(plant.data),
+    ]
+    recompute = subprocess.Popen(
+        [sys.executable, "-m", "biopilot", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     store = SqliteStore(plant.db)
     catalog = Catalog(plant.db)
-    writes: list[float] = []
+    writes: dict[str, list[float]] = {"staging": [], "publishing": []}
     try:
-        wait_for("the publish", lambda: plant.phase() == "publishing", proc)
         i = 0
-        while plant.phase() == "publishing" and proc.poll() is None:
+        while proc.poll() is None:
+            phase = plant.phase()
             t = time.monotonic()
             # what a collector does (a sample of a live tag) and what processing does (a KPI write)
             store.write([Sample("F-1.p0", T0 - timedelta(days=1, seconds=i), 1.0, 0)])
             catalog.set_kpis("F-1:SMALL-1", [KpiRecord("batch_duration", 1.0, "h", 1.0, (), True, "t")])
-            writes.append(time.monotonic() - t)
+            if phase in writes and plant.phase() == phase:  # the whole write fell in that phase
+                writes[phase].append(time.monotonic() - t)
             i += 1
     finally:
         catalog.close()
@@ -267,6 +275,12 @@ def test_other_writers_get_the_database_during_a_large_import(plant: Plant) -> N
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert f"{ROWS * COLUMNS:,} samples of {COLUMNS} tags stored" in out
-    assert len(writes) >= 3, f"only {len(writes)} writes while the import published"
-    assert max(writes) < 5.0, writes  # well inside SQLite's 10 s busy timeout
-    assert staged_took < 60
+    r_out, r_err = recompute.communicate(timeout=120)
+    assert recompute.returncode == 0 and "database is locked" not in r_err, r_err
+    assert '"run": "F-1:SMALL-1"' in r_out
+    assert len(writes["publishing"]) >= 3, (
+        f"only {len(writes['publishing'])} writes while the import published"
+    )
+    assert len(writes["staging"]) >= 3
+    latencies = writes["staging"] + writes["publishing"]
+    assert max(latencies) < 5.0, latencies  # well inside SQLite's 10 s busy timeout

@@ -1,12 +1,14 @@
 """`biopilot kpis RUN [--json]` prints a run's stored KPIs; `--recompute` computes them again first
 (final for a closed run, provisional for an open one) with the current KPI version.
 
-JSON (stable): {"run": RUN id, "kpis": [{"name", "value" (number or null when an input is missing), "unit",
-"coverage" (0..1: the lowest share of the run any input covered), "flags" (list, see processing/kpis.py:
-provisional, incomplete, missing_input, uncertain_inputs, assumed:<what>, closure_out_of_range,
-overall_yield_mismatch, counter_reset, no_emission_factor:<utility>; stale: an import replaced samples in the
-run's window after these were computed, `--recompute` updates them), "final" (bool), "version",
-"computed" (ISO-8601 UTC), "inputs" ({input: coverage})}]}
+JSON (stable): {"run": RUN id, "kpis": [{"name", "value" (number, or null when an input is missing or the
+value is implausible), "unit", "coverage" (0..1: the lowest share of the run any input covered), "flags"
+(list, each explained at the top of processing/kpis.py and in the README: provisional, incomplete,
+missing_input:<input>, missing_input, implausible:<reason>, negative_values:<tag>=<share>,
+closure_out_of_range, closure_out_of_range:<balance>, uncertain_inputs, assumed:<what>,
+refused_lab_unit:<unit>, overall_yield_mismatch, counter_reset, no_emission_factor:<utility>; stale: an
+import replaced samples in the run's window after they were computed, `--recompute` updates them), "final"
+(bool), "version", "computed" (ISO-8601 UTC), "inputs" ({input: coverage})}]}
 """
 
 from __future__ import annotations

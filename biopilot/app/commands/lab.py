@@ -6,8 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from biopilot import units
 from biopilot.app.commands.common import add_config_options, site_config
 from biopilot.app.commands.runs import parse_time, require_run
+from biopilot.config import lab_unit_problem
 from biopilot.errors import BioPilotError
 
 
@@ -32,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     la.add_argument("--time", required=True, help="sampling time (ISO-8601; naive = site time zone)")
     la.add_argument("--analyte", required=True, help="titer, biomass, glucose, …")
     la.add_argument("--value", required=True, type=float)
-    la.add_argument("--unit", default="g/L")
+    la.add_argument("--unit", default="g/L", help="g/L (default), mg/L, ug/mL…: checked for the analyte")
     la.add_argument("--sample-volume-ml", type=float, default=0.0, help="broth removed with the sample")
     la.set_defaults(func=_cmd_lab_add)
 
@@ -89,6 +91,9 @@ def _cmd_lab_add(args: argparse.Namespace) -> int:
         raise BioPilotError("--sample-volume-ml must not be negative")
     if not args.analyte.strip() or not args.analyte.isprintable():
         raise BioPilotError(f"--analyte {args.analyte!r}: give the analyte's name (titer, biomass, glucose…)")
+    problem = lab_unit_problem(config, args.analyte, args.unit)
+    if problem is not None:
+        raise BioPilotError(f"--unit: {problem}")
     catalog = open_catalog(config, args.data_dir)
     try:
         run = require_run(catalog, args.run)
@@ -105,7 +110,7 @@ def _cmd_lab_add(args: argparse.Namespace) -> int:
                     args.analyte,
                     args.value,
                     args.unit,
-                    args.sample_volume_ml / 1000,
+                    units.convert(args.sample_volume_ml, "mL", "L"),
                     "cli",
                 )
             ]
@@ -131,6 +136,8 @@ def _cmd_lab_list(args: argparse.Namespace) -> int:
         print("no lab results for this run")
     else:
         for r in results:
-            vol = f"  ({r.sample_volume_l * 1000:g} mL sampled)" if r.sample_volume_l else ""
+            vol = (
+                f"  ({units.convert(r.sample_volume_l, 'L', 'mL'):g} mL sampled)" if r.sample_volume_l else ""
+            )
             print(f"{r.ts.isoformat()}  {r.analyte:12} {r.value:>10g} {r.unit}{vol}")
     return 0

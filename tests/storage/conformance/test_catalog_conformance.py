@@ -1,15 +1,15 @@
-"""storage/catalog.py: runs, KPIs and cursors on a real SQLite file in tmp_path."""
+"""The catalog conformance suite: runs, phases, lab results, imports, KPIs and cursors, on every catalog
+backend (conftest.py: a real SQLite file, and PostgreSQL)."""
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from biopilot.errors import StoreError
+from biopilot.errors import IdError, StoreError
 from biopilot.records import ImportRecord, KpiRecord, LabResult, Phase, Run, run_id_for
 from storage.catalog import SCHEMA_VERSION, Catalog
 
@@ -18,13 +18,6 @@ T0 = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
 
 def at(hours: float) -> datetime:
     return T0 + timedelta(hours=hours)
-
-
-@pytest.fixture
-def catalog(tmp_path: Path) -> Iterator[Catalog]:
-    c = Catalog(tmp_path / "catalog.db")
-    yield c
-    c.close()
 
 
 def test_open_close_and_reopen_a_run(catalog: Catalog) -> None:
@@ -75,15 +68,16 @@ def test_runs_newest_first_and_filters(catalog: Catalog) -> None:
     assert catalog.runs("X-999") == []
 
 
-def test_runs_persist_across_reopening_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "catalog.db"
+def test_runs_persist_across_reopening(catalog_target: str) -> None:
+    path = catalog_target
     c = Catalog(path)
     c.open_run("F-101", "B-001", at(0))
     c.close_run("F-101:B-001", at(3))
     c.set_cursor("runs:F-101.batch_id", 123)
     c.close()
-    c = Catalog(path)
+    c = Catalog(path)  # a second opening migrates nothing and sees the same rows
     try:
+        assert c.schema_version() == SCHEMA_VERSION
         assert c.runs() == [Run("F-101:B-001", "F-101", "B-001", at(0), at(3))]
         assert c.cursor("runs:F-101.batch_id") == 123
     finally:
@@ -156,76 +150,6 @@ def test_cursors(catalog: Catalog) -> None:
     catalog.set_cursor("runs:F-101.batch_id", 1_709_280_000_000_001)  # moved on: replaced
     assert catalog.cursor("runs:F-101.batch_id") == 1_709_280_000_000_001
     assert catalog.cursor("runs:R-201.batch_id") == 5
-
-
-# -- schema migration ----------------------------------------------------------------------------------
-_V1_SCHEMA = """
-CREATE TABLE runs (id TEXT PRIMARY KEY, equipment TEXT NOT NULL, batch_id TEXT NOT NULL,
-                   start_us INTEGER NOT NULL, end_us INTEGER);
-CREATE INDEX runs_by_equipment ON runs (equipment, start_us);
-CREATE TABLE run_kpis (run_id TEXT NOT NULL REFERENCES runs (id), name TEXT NOT NULL, value REAL,
-    unit TEXT NOT NULL, coverage REAL NOT NULL, flags TEXT NOT NULL, final INTEGER NOT NULL,
-    computed_us INTEGER NOT NULL, version TEXT NOT NULL, PRIMARY KEY (run_id, name));
-CREATE TABLE cursors (name TEXT PRIMARY KEY, ts_us INTEGER NOT NULL);
-"""
-
-
-def _v1_file(path: Path) -> None:
-    """A catalog exactly as the first release wrote it (schema 1, no version row), with one run and KPI."""
-    conn = sqlite3.connect(path)
-    conn.executescript(_V1_SCHEMA)
-    conn.execute("INSERT INTO runs VALUES ('F-101:B-1', 'F-101', 'B-1', ?, ?)", (1_709_280_000_000_000, None))
-    conn.execute(
-        "INSERT INTO run_kpis VALUES ('F-101:B-1', 'energy.total', 12.5, 'kWh', 0.9, '[\"incomplete\"]', 0,"
-        " 1709280000000000, 'energy-1')"
-    )
-    conn.execute("INSERT INTO cursors VALUES ('runs:F-101.batch_id', 42)")
-    conn.commit()
-    conn.close()
-
-
-def test_a_schema_1_file_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    _v1_file(path)
-    c = Catalog(path)
-    try:
-        assert c.schema_version() == SCHEMA_VERSION == 3
-        (run,) = c.runs()
-        assert run == Run("F-101:B-1", "F-101", "B-1", datetime(2024, 3, 1, 8, 0, tzinfo=UTC), None)
-        assert (run.kind, run.origin, run.trial_id, run.upstream_id) == ("other", "live", None, None)
-        (kpi,) = c.kpis("F-101:B-1")
-        assert (kpi.value, kpi.flags, kpi.final, kpi.inputs) == (12.5, ("incomplete",), False, {})
-        assert c.cursor("runs:F-101.batch_id") == 42
-        c.update_run("F-101:B-1", kind="baseline")  # the new columns work
-        c.set_phases("F-101:B-1", [Phase("batch", at(0), at(1))])
-    finally:
-        c.close()
-    # opening again (and again) is a no-op: the migration is idempotent
-    for _ in range(2):
-        c = Catalog(path)
-        try:
-            assert c.schema_version() == 3
-            run2 = c.run("F-101:B-1")
-            assert run2 is not None and run2.kind == "baseline"
-            assert c.phases("F-101:B-1") == [Phase("batch", at(0), at(1))]
-        finally:
-            c.close()
-
-
-def test_a_half_migrated_file_is_completed(tmp_path: Path) -> None:
-    # A file where an earlier attempt added one of the new columns but wrote no version row.
-    path = tmp_path / "half.db"
-    _v1_file(path)
-    conn = sqlite3.connect(path)
-    conn.execute("ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'other'")
-    conn.commit()
-    conn.close()
-    c = Catalog(path)
-    try:
-        assert c.schema_version() == 3
-        assert c.runs()[0].origin == "live"
-    finally:
-        c.close()
 
 
 # -- runs created and edited by hand -------------------------------------------------------------------
@@ -310,3 +234,105 @@ def test_set_kpis_replace_all_drops_kpis_no_longer_computed(catalog: Catalog) ->
     catalog.set_kpis("F-101:B-001", [KpiRecord("a", 3.0, "g", 1.0, inputs={"x": 0.25})], replace_all=True)
     (k,) = catalog.kpis("F-101:B-001")
     assert (k.name, k.value, k.inputs) == ("a", 3.0, {"x": 0.25})
+
+
+def test_concurrent_openers_migrate_once(catalog_target: str) -> None:
+    """Several processes may open a new (or old) catalog at once: the migration runs under the database's
+    write lock, so every opener sees the newest schema and nothing fails."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def open_it() -> None:
+        try:
+            barrier.wait(10)
+            c = Catalog(catalog_target)
+            assert c.schema_version() == SCHEMA_VERSION
+            c.close()
+        except BaseException as exc:  # collected and re-raised in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+
+
+def test_the_site_config_chooses_the_catalog(catalog_target: str, tmp_path: Path) -> None:
+    from biopilot.config import parse_config
+    from storage import open_catalog
+
+    storage = f'catalog = "{catalog_target}"' if catalog_target.startswith("postgresql") else ""
+    config = parse_config(
+        f'[site]\nname = "t"\n[storage]\n{storage}\n[[equipment]]\nid = "F-1"\nkind = "fermenter"\n'
+    )
+    c = open_catalog(config, tmp_path)
+    try:
+        c.open_run("F-1", "B-1", at(0))
+        assert [r.id for r in c.runs()] == ["F-1:B-1"]
+        assert (c.path is None) == catalog_target.startswith("postgresql")
+    finally:
+        c.close()
+
+
+def test_a_migration_merged_later_with_a_lower_version_is_applied(catalog_target: str) -> None:
+    """Parallel work takes versions from separate ranges; a database migrated with a higher version first
+    still gets a lower one that arrives later, exactly once."""
+    from storage.db import Migration, applied_migrations, migrate, open_database
+    from storage.migrations import MIGRATIONS
+
+    late = Migration(99_010, "a table from one branch", "CREATE TABLE t_late (k TEXT PRIMARY KEY)")
+    early = Migration(99_030, "a table from another branch", "CREATE TABLE t_early (k TEXT PRIMARY KEY)")
+    db = open_database(catalog_target)
+    try:
+        assert migrate(db, [*MIGRATIONS, early]) == 99_030
+        assert migrate(db, [*MIGRATIONS, late, early]) == 99_030
+        assert migrate(db, [*MIGRATIONS, late, early]) == 99_030  # nothing left to do
+        assert {99_010, 99_030} <= applied_migrations(db)
+        db.query("SELECT k FROM t_late")  # the late table exists
+    finally:
+        db.close()
+
+
+# -- the import journal and what the catalog refuses (issue 8) -----------------------------------------
+def test_an_import_journal_hides_its_run_until_it_is_finished(catalog: Catalog) -> None:
+    other = catalog.create_run("F-101", "A", at(0), at(2))
+    catalog.set_kpis(other.id, [KpiRecord("energy.total", 4.0, "kWh", 1.0, ("incomplete",), True, "v")])
+    pending = catalog.begin_import("tok-1", "F-101:B", "F-101", "b.csv", "abc")
+    assert catalog.pending_imports() == [pending] and pending.phase == "staging"
+    run = Run("F-101:B", "F-101", "B", at(1), at(3), kind="baseline", origin="import", note="imported")
+    catalog.start_publishing("tok-1", run, create=True, replaced=[other.id], rows=3, samples=6)
+    publishing = catalog.pending_import("tok-1")
+    assert publishing is not None and publishing.phase == "publishing"
+    assert (publishing.created_run, publishing.replaced, publishing.samples) == (True, (other.id,), 6)
+    # while it publishes, its run is neither found nor listed; the replaced run's KPIs say they are stale
+    assert catalog.run("F-101:B") is None and [r.id for r in catalog.runs()] == [other.id]
+    assert [k.flags for k in catalog.kpis(other.id)] == [("incomplete", "stale")]
+    with pytest.raises(StoreError, match="exists already"):
+        catalog.create_run("F-101", "B", at(1))
+    catalog.finish_import("tok-1", ImportRecord("abc", "F-101:B", "b.csv", 3, 6, at(4)))
+    assert catalog.run("F-101:B") == run
+    assert catalog.pending_imports() == []
+    assert [(i.rows, i.samples) for i in catalog.imports(run_id="F-101:B")] == [(3, 6)]
+    catalog.begin_import("tok-2", "F-101:C", "F-101", "c.csv", "def")
+    catalog.abandon_import("tok-2")
+    assert catalog.pending_imports() == [] and catalog.run("F-101:C") is None
+
+
+def test_the_catalog_refuses_bad_ids_loops_and_backward_phases(catalog: Catalog) -> None:
+    with pytest.raises(IdError, match="batch id 'B/1' contains a path separator"):
+        catalog.create_run("F-101", "B/1", at(0))
+    with pytest.raises(IdError, match="trial id"):
+        catalog.create_run("F-101", "B-1", at(0), trial_id="T\x1b[0m")
+    a = catalog.create_run("F-101", "B-1", at(0))
+    b = catalog.create_run("F-101", "B-2", at(0), upstream_id=a.id)
+    with pytest.raises(StoreError, match="cannot be its own upstream"):
+        catalog.update_run(a.id, upstream_id=a.id)
+    with pytest.raises(StoreError, match="cannot be upstream of F-101:B-2"):
+        catalog.update_run(a.id, upstream_id=b.id)
+    with pytest.raises(StoreError, match=r"ends .* before it starts"):
+        catalog.add_phase(a.id, Phase("batch", at(2), at(1)))
+    with pytest.raises(StoreError, match="nothing stored"):
+        catalog.add_lab_results([LabResult("F-101", at(1), "titer", float("inf"), "g/L")])
+    assert catalog.phases(a.id) == [] and catalog.lab_results("F-101") == []

@@ -1,0 +1,124 @@
+"""The catalog's schema, as one ordered list of migrations for both backends (storage/db.py).
+
+Add a table or a column by adding a Migration with a new version, in version order; never edit one that has
+shipped. Each version is recorded when applied (catalog_migrations), so versions need not be consecutive:
+work on separate features takes its versions from separate ranges (10–19 access control, 20–29 trials,
+30–39 baseline review, 40–49 storage), and a database gets every migration it lacks.
+Types are portable (TEXT, BIGINT, DOUBLE PRECISION, INTEGER); see storage/db.py for the SQL rules.
+
+  1  runs (id, equipment, batch_id, start_us, end_us), run_kpis, cursors   (the first release)
+  2  runs gain kind, trial_id, product, upstream_id, origin, note; run_kpis gains inputs (per-input
+     coverage); new tables phases, lab_results, imports
+ 40  runs gain state ('ready', or 'importing' while an import that created the run publishes its samples);
+     new table pending_imports, the journal of imports under way (storage/importers.py)
+"""
+
+from __future__ import annotations
+
+from storage.db import Cursor, Migration, add_columns
+
+_V1 = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    equipment TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    start_us BIGINT NOT NULL,
+    end_us BIGINT
+);
+CREATE INDEX IF NOT EXISTS runs_by_equipment ON runs (equipment, start_us);
+CREATE TABLE IF NOT EXISTS run_kpis (
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    name TEXT NOT NULL,
+    value DOUBLE PRECISION,
+    unit TEXT NOT NULL,
+    coverage DOUBLE PRECISION NOT NULL,
+    flags TEXT NOT NULL,
+    final INTEGER NOT NULL,
+    computed_us BIGINT NOT NULL,
+    version TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    name TEXT PRIMARY KEY,
+    ts_us BIGINT NOT NULL
+)
+"""
+
+_V2_TABLES = """
+CREATE TABLE IF NOT EXISTS phases (
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    start_us BIGINT NOT NULL,
+    end_us BIGINT,
+    name TEXT NOT NULL,
+    PRIMARY KEY (run_id, start_us)
+);
+CREATE TABLE IF NOT EXISTS lab_results (
+    equipment TEXT NOT NULL,
+    ts_us BIGINT NOT NULL,
+    analyte TEXT NOT NULL,
+    value DOUBLE PRECISION NOT NULL,
+    unit TEXT NOT NULL,
+    sample_volume_l DOUBLE PRECISION NOT NULL DEFAULT 0,
+    source TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (equipment, ts_us, analyte)
+);
+CREATE TABLE IF NOT EXISTS imports (
+    sha256 TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    file TEXT NOT NULL,
+    rows BIGINT NOT NULL,
+    samples BIGINT NOT NULL,
+    imported_us BIGINT NOT NULL,
+    PRIMARY KEY (sha256, run_id)
+);
+CREATE INDEX IF NOT EXISTS runs_by_upstream ON runs (upstream_id)
+"""
+
+
+def _v2(cur: Cursor, dialect: str) -> None:
+    add_columns(
+        cur,
+        dialect,
+        "runs",
+        [
+            ("kind", "TEXT NOT NULL DEFAULT 'other'"),
+            ("trial_id", "TEXT"),
+            ("product", "TEXT"),
+            ("upstream_id", "TEXT"),
+            ("origin", "TEXT NOT NULL DEFAULT 'live'"),
+            ("note", "TEXT NOT NULL DEFAULT ''"),
+        ],
+    )
+    add_columns(cur, dialect, "run_kpis", [("inputs", "TEXT NOT NULL DEFAULT '{}'")])
+    for statement in _V2_TABLES.split(";"):
+        if statement.strip():
+            cur.execute(statement)
+
+
+_PENDING_IMPORTS = """
+CREATE TABLE IF NOT EXISTS pending_imports (
+    token TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    equipment TEXT NOT NULL,
+    file TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    created_run INTEGER NOT NULL DEFAULT 0,
+    rows BIGINT NOT NULL DEFAULT 0,
+    samples BIGINT NOT NULL DEFAULT 0,
+    replaced TEXT NOT NULL DEFAULT '[]',
+    started_us BIGINT NOT NULL
+)
+"""
+
+
+def _v40(cur: Cursor, dialect: str) -> None:
+    add_columns(cur, dialect, "runs", [("state", "TEXT NOT NULL DEFAULT 'ready'")])
+    cur.execute(_PENDING_IMPORTS)
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "runs, KPIs, processing cursors", _V1),
+    Migration(2, "run kinds and lineage, phases, lab results, imports", _v2),
+    Migration(40, "run state and the journal of imports under way", _v40),
+]
