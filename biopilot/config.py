@@ -6,11 +6,16 @@ A bad file fails with one line naming the file, the key path and what was expect
 
 from __future__ import annotations
 
+import copy
 import difflib
+import os
 import re
 import ssl
+import stat
 import tomllib
 from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -29,6 +34,7 @@ from pydantic import (
 
 from biopilot import units
 from biopilot.errors import ConfigError
+from biopilot.ids import check_equipment_id, check_tag_name
 
 
 class Role(StrEnum):
@@ -207,7 +213,7 @@ class InfluxConfig(_Model):
 
 class StorageConfig(_Model):
     backend: Literal["sqlite", "influxdb"] = "sqlite"
-    path: str = "biopilot.db"  # relative paths are taken from the data directory
+    path: str = "biopilot.db"  # a file inside the data directory (--data-dir); another place: move that
     # The catalog (runs, KPIs, trials, users, audit): None keeps it in the SQLite file above; a
     # "postgresql://user@host:5432/db" URL puts it on a PostgreSQL server, with the password taken from the
     # environment variable named by catalog_password_env (never written in this file).
@@ -216,6 +222,17 @@ class StorageConfig(_Model):
     # backend = "influxdb": the time series go to this InfluxDB 2 server; health (and the catalog, unless
     # it is on PostgreSQL) stay in the SQLite file above.
     influxdb: InfluxConfig | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _inside_data_dir(cls, value: str) -> str:
+        parts = Path(value).parts
+        if not value.strip() or Path(value).is_absolute() or ".." in parts or not parts or parts[-1] == ".":
+            raise ValueError(
+                f"{value!r} leads outside the data directory; give a file name inside it (to keep the"
+                " database elsewhere, point --data-dir there)"
+            )
+        return value
 
     @field_validator("catalog")
     @classmethod
@@ -387,9 +404,14 @@ class MqttSection(_Model):
 
 
 class Equipment(_Model):
-    id: str = Field(min_length=1)
+    id: str
     kind: EquipmentKind
     name: str = ""
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        return check_equipment_id(value)
 
 
 class OpcUaSource(_Model):
@@ -418,12 +440,12 @@ Source = Annotated[OpcUaSource | MqttSource, Field(discriminator="protocol")]
 
 
 class Tag(_Model):
-    name: str = Field(min_length=1)
+    name: str
     equipment: str
     role: Role
     unit: str = ""
     description: str = ""
-    source: Source
+    source: Source | None = None  # None: an import-only tag (historian files), never collected live
     feed: FeedSpec | None = None  # feed_rate tags: what the feed carries (substrate fed = flow × conc.)
     counter_rollover: float | None = Field(default=None, gt=0)  # energy and flow totalizers: where they wrap
     stream: Literal["feed", "product", "waste"] | None = None  # recovery flow/total/concentration tags
@@ -462,9 +484,23 @@ class Tag(_Model):
             raise ValueError(f"scale and offset apply to numbers, not to a {self.role.value!r} tag")
         return self
 
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return check_tag_name(value)
+
     @property
     def is_text(self) -> bool:
         return self.role in TEXT_ROLES
+
+    @property
+    def source_label(self) -> str | None:
+        """ "opcua:<server>" or "mqtt:<broker>" (the collector that reads the tag); None: import-only."""
+        if isinstance(self.source, OpcUaSource):
+            return f"opcua:{self.source.server}"
+        if isinstance(self.source, MqttSource):
+            return f"mqtt:{self.source.broker}"
+        return None
 
     @property
     def transform(self) -> units.Transform:
@@ -621,53 +657,6 @@ def emission_factor(config: SiteConfig, utility: str) -> EmissionFactor | None:
     return next((f for f in config.emission_factors if f.utility == utility), None)
 
 
-def _check_kpi_inputs(config: SiteConfig) -> str | None:
-    """References and units of the KPI sections; the first problem as 'key: message'."""
-    equipment_ids = [eq.id for eq in config.equipment]
-    for i, tag in enumerate(config.tags):
-        who = f"tags[{i}] (tag {tag.name!r})"
-        if tag.feed is not None:
-            if tag.role != Role.FEED_RATE:
-                return f"{who}.feed: only a feed_rate tag has a feed, not a {tag.role.value!r} tag"
-            if units.MASS_FLOW.fits(tag.unit) and tag.feed.density is None:
-                return f"{who}.feed.density: required for a feed measured in {tag.unit} (kg feed per L)"
-        if tag.density is not None and tag.role not in LIQUID_FLOW_ROLES - {Role.FEED_RATE}:
-            where = "feed.density" if tag.role == Role.FEED_RATE else "a liquid flow tag"
-            return f"{who}.density: only for {where}, not on a {tag.role.value!r} tag"
-        if (
-            tag.role in LIQUID_FLOW_ROLES - {Role.FEED_RATE}
-            and units.MASS_FLOW.fits(tag.unit)
-            and liquid_density(config, tag) is None
-        ):
-            return f"{who}.density: required for a flow measured in {tag.unit} (kg of the liquid per L)"
-        if tag.counter_rollover is not None and tag.role not in (Role.ENERGY, Role.FLOW_TOTAL):
-            return f"{who}.counter_rollover: only a totalizer rolls over, not a {tag.role.value!r} tag"
-        if tag.lab is not None and tag.role != Role.CONCENTRATION:
-            return f"{who}.lab: only a concentration tag carries lab results, not a {tag.role.value!r} tag"
-    seen: set[str] = set()
-    for i, spec in enumerate(config.process):
-        if spec.equipment not in equipment_ids:
-            return f"process[{i}].equipment: {spec.equipment!r} is not a configured equipment id"
-        if spec.equipment in seen:
-            return f"process[{i}].equipment: {spec.equipment!r} has more than one [[process]] table"
-        seen.add(spec.equipment)
-        if spec.inlet_o2 + spec.inlet_co2 >= 1:
-            return f"process[{i}]: inlet_o2 + inlet_co2 must be below 1 (mole fractions)"
-        if spec.upstream is not None and (
-            spec.upstream not in equipment_ids or spec.upstream == spec.equipment
-        ):
-            return f"process[{i}].upstream: {spec.upstream!r} is not another configured equipment id"
-    utilities = [f.utility for f in config.emission_factors]
-    for utility, count in Counter(utilities).items():
-        if count > 1:
-            return f"emission_factors: {utility!r} has {count} factors; give one per utility"
-    tag_names = {t.name for t in config.tags}
-    for column, tag_name in config.historian.columns.items():
-        if tag_name not in tag_names:
-            return f"historian.columns.{column}: {tag_name!r} is not a configured tag name"
-    return None
-
-
 class CollectorConfig(_Model):
     spool_max_mb: int = Field(default=1024, ge=1)  # samples not yet in the store; an alarm from 80 %
     fsync_interval_s: float = Field(default=1.0, gt=0)  # the spool survives a power loss up to this late
@@ -715,87 +704,203 @@ class SiteConfig(_Model):
         return {t.name: t.transform for t in self.tags if not t.transform.identity}
 
 
+# -- reading and validating a file ---------------------------------------------------------------------
+# Every problem of a file is reported, one line each ("file: key: message"): first what the schema
+# (pydantic) finds, then what the checks below find in the rest of the file (the items the schema refused
+# are left out of those checks, so one mistake is not reported again as a dangling reference).
+
+MAX_CONFIG_BYTES = 4 << 20  # a site config is kilobytes; anything this big is not one
+MAX_NESTING = 32  # arrays and tables inside each other; a site config needs 5
+
+
 def read_text(path: str | Path) -> str:
-    """A configuration file's text; ConfigError (one line) when it cannot be read."""
+    """A configuration file's text; ConfigError (one line) when it cannot be read as UTF-8 text."""
+    p = Path(path)
     try:
-        return Path(path).read_text(encoding="utf-8")
+        info = p.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"{path}: is a directory, not a configuration file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: is not a regular file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path}: {info.st_size / 1e6:.1f} MB is too large for a configuration file"
+                f" (at most {MAX_CONFIG_BYTES >> 20} MB)"
+            )
+        data = p.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        ) from None
 
 
 M = TypeVar("M", bound=BaseModel)
 
 
-def validate_toml(model: type[M], text: str, path: str | Path) -> tuple[M, dict[str, Any]]:
-    """Parse TOML text into a model; ConfigError naming the file, the key and what was expected."""
+def config_error(path: str | Path, problems: list[str]) -> ConfigError:
+    """One ConfigError for the problems ("key: message") of a file: their lines, each naming the file."""
+    lines = [f"{path}: {p}" for p in dict.fromkeys(problems)]
+    if len(lines) == 1:
+        return ConfigError(lines[0], lines)
+    return ConfigError(f"{path}: {len(lines)} problems:\n" + "\n".join(lines), lines)
+
+
+def parse_toml(text: str, path: str | Path) -> dict[str, Any]:
+    """TOML text as a dict; ConfigError (one line) for bad syntax or absurd nesting."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: arrays or tables nested too deeply (at most {MAX_NESTING})") from None
+    depth = _nesting(raw)
+    if depth > MAX_NESTING:
+        raise ConfigError(f"{path}: arrays or tables nested {depth} deep (at most {MAX_NESTING})")
+    return raw
+
+
+def _nesting(value: object) -> int:
+    """How deep arrays and tables nest in a parsed document (iteratively: no recursion to exhaust)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_NESTING:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def validate_toml(model: type[M], text: str, path: str | Path) -> tuple[M, dict[str, Any]]:
+    """Parse TOML text into a model; ConfigError naming the file, the key and what was expected (every
+    problem the schema finds, one line each)."""
+    raw = parse_toml(text, path)
     try:
         return model.model_validate(raw), raw
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc, raw)}") from None
+        raise config_error(path, describe_errors(exc, raw)) from None
 
 
 def load_config(path: str | Path) -> SiteConfig:
-    """Read and validate a site configuration file; raise ConfigError with a one-line message."""
+    """Read and validate a site configuration file; ConfigError listing every problem."""
     return parse_config(read_text(path), path)
 
 
 def parse_config(text: str, path: str | Path = "<config>") -> SiteConfig:
-    config, _ = validate_toml(SiteConfig, text, path)
-    config = _resolve_mqtt_files(config, Path(path).parent)
-    problem = _cross_check(config) or _check_mqtt(config) or _check_kpi_inputs(config)
-    if problem:
-        raise ConfigError(f"{path}: {problem}")
+    """A site config from TOML text; ConfigError listing every problem (see config_error)."""
+    raw = parse_toml(text, path)
+    problems: list[str] = []
+    pruned = _Pruned()
+    config: SiteConfig | None
+    try:
+        config = SiteConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems += describe_errors(exc, raw)
+        config = _valid_part(raw, exc, pruned)
+    if config is not None:
+        config = _resolve_mqtt_files(config, Path(path).parent)
+        for problem in site_problems(config):
+            problem = pruned.renumber(problem)
+            if not pruned.hides(problem):
+                problems.append(problem)
+    if problems:
+        raise config_error(path, problems)
+    assert config is not None
     return config
 
 
-def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
+def site_problems(config: SiteConfig) -> Iterator[str]:
+    """Every problem the schema cannot see (references between sections, units, MQTT layouts…)."""
+    for check in SITE_CHECKS:
+        yield from check(config)
+
+
+def config_warnings(config: SiteConfig, environ: Mapping[str, str] | None = None) -> list[str]:
+    """What will not stop a command but may stop a collector: password variables that are not set."""
+    env = os.environ if environ is None else environ
+    out = []
+    named = [(f"opcua.servers.{n}.password_env", s.password_env) for n, s in config.opcua.servers.items()]
+    named += [(f"mqtt.brokers.{n}.password_env", b.password_env) for n, b in config.mqtt.brokers.items()]
+    for key, variable in named:
+        if variable is not None and variable not in env:
+            out.append(
+                f"{key}: the environment variable {variable} is not set here; the collector needs it (the"
+                " password) where it runs"
+            )
+    variable = config.storage.catalog_password_env
+    if variable is not None and variable not in env:
+        out.append(
+            f"storage.catalog_password_env: the environment variable {variable} is not set here; every"
+            " command that opens the catalog needs it"
+        )
+    return out
+
+
+# -- schema errors -------------------------------------------------------------------------------------
+def describe_errors(exc: ValidationError, raw: dict[str, Any]) -> list[str]:
+    """Each schema error as "key (tag 'name'): message"; a misspelled key is one problem, not two."""
     errors = exc.errors()
     # A misspelled key shows up twice: as an unknown key and as the required key it should have been.
-    errors.sort(key=lambda e: e["type"] != "extra_forbidden")
-    first = errors[0]
-    loc = list(first["loc"])
+    hints: dict[int, str] = {}
+    explained: set[tuple[Any, ...]] = set()
+    for i, e in enumerate(errors):
+        if e["type"] != "extra_forbidden":
+            continue
+        siblings = [x["loc"][-1] for x in errors if x["type"] == "missing" and x["loc"][:-1] == e["loc"][:-1]]
+        close = difflib.get_close_matches(str(e["loc"][-1]), [str(k) for k in siblings], n=1)
+        if close:
+            hints[i] = close[0]
+            explained.add((*e["loc"][:-1], close[0]))
+    return [
+        _describe(e, raw, hints.get(i))
+        for i, e in enumerate(errors)
+        if not (e["type"] == "missing" and tuple(e["loc"]) in explained)
+    ]
+
+
+def _describe(error: Any, raw: dict[str, Any], hint: str | None) -> str:
+    loc = list(error["loc"])
     # pydantic puts the discriminator in the path ("source.opcua.server"); the user wrote "source.server"
-    if len(loc) >= 2 and loc[-2] in ("opcua", "mqtt") and "source" in loc:
-        loc.pop(loc.index("source") + 1)
+    at = loc.index("source") + 1 if "source" in loc else 0
+    if 0 < at < len(loc) and loc[at] in ("opcua", "mqtt"):
+        loc.pop(at)
     key = _key_path(loc)
     where = _tag_label(loc, raw)
-    message = first["msg"]
-    if first["type"] == "missing":
+    kind = error["type"]
+    message = error["msg"]
+    if kind == "missing":
         message = "missing (required)"
-    elif first["type"] == "extra_forbidden":
-        message = "unknown key (misspelled?)"
-        siblings = [
-            e["loc"][-1] for e in errors if e["type"] == "missing" and e["loc"][:-1] == first["loc"][:-1]
-        ]
-        close = difflib.get_close_matches(str(first["loc"][-1]), [str(k) for k in siblings], n=1)
-        if close:
-            message = f"unknown key (did you mean {close[0]!r}?)"
-            errors = [
-                e
-                for e in errors
-                if not (e["type"] == "missing" and e["loc"] == (*first["loc"][:-1], close[0]))
-            ]
-    elif first["type"] == "enum" and isinstance(first.get("input"), str):
-        expected = first.get("ctx", {}).get("expected", "")
+    elif kind == "extra_forbidden":
+        message = f"unknown key (did you mean {hint!r}?)" if hint else "unknown key (misspelled?)"
+    elif kind == "enum" and isinstance(error.get("input"), str):
+        expected = error.get("ctx", {}).get("expected", "")
         options = [o.strip(" '") for o in expected.replace(" or ", ",").split(",") if o.strip(" '")]
-        message = f"{first['input']!r} is not allowed; expected one of: {', '.join(options)}"
-        close = difflib.get_close_matches(first["input"], options, n=1)
+        message = f"{_short(error['input'])} is not allowed; expected one of: {', '.join(options)}"
+        close = difflib.get_close_matches(error["input"], options, n=1)
         if close:
             message += f" (did you mean {close[0]!r}?)"
-    elif first["type"] == "union_tag_invalid":
-        message = f"{first['input']!r} is not a protocol; expected 'opcua' or 'mqtt'"
-    elif first["type"] == "union_tag_not_found":
+    elif kind == "union_tag_invalid":
+        message = f"{_short(error['input'])} is not a protocol; expected 'opcua' or 'mqtt'"
+    elif kind == "union_tag_not_found":
         message = "missing 'protocol' (expected 'opcua' or 'mqtt')"
     elif message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
-    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
-    return f"{key}{where}: {message}{more}"
+    return f"{key}{where}: {message}"
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "…"
 
 
 def _key_path(loc: list[Any]) -> str:
@@ -812,78 +917,370 @@ def _tag_label(loc: list[Any], raw: dict[str, Any]) -> str:
     if len(loc) >= 2 and loc[0] == "tags" and isinstance(loc[1], int):
         try:
             name = raw["tags"][loc[1]].get("name")
-        except (KeyError, IndexError, AttributeError):
+        except (KeyError, IndexError, AttributeError, TypeError):
             return ""
-        if isinstance(name, str):
+        if isinstance(name, str) and len(name) <= 128 and name.isprintable():
             return f" (tag {name!r})"
     return ""
 
 
-def _cross_check(config: SiteConfig) -> str | None:
-    """References between sections; returns the first problem as 'key: message'."""
-    equipment_ids = [eq.id for eq in config.equipment]
-    for eq_id, count in Counter(equipment_ids).items():
+# Where a schema error can be cut out of the file so the checks still see the rest: an item of these lists
+# or an entry of these tables; any other error takes its whole top-level section (its defaults stand in).
+_ITEM_LISTS = (("simulator", "units"), ("equipment",), ("tags",), ("process",), ("emission_factors",))
+_ITEM_TABLES = (("opcua", "servers"), ("mqtt", "brokers"))
+_INDEXED = re.compile(r"\b(simulator\.units|equipment|tags|process|emission_factors)\[(\d+)\]")
+
+
+@dataclass
+class _Pruned:
+    """What _valid_part cut out: the kept positions of each list (to give the checks' keys the file's
+    positions back) and the names of the items cut (problems naming them are the schema error again)."""
+
+    kept: dict[str, list[int]] = field(default_factory=dict)
+    names: set[str] = field(default_factory=set)
+
+    def renumber(self, problem: str) -> str:
+        def back(m: re.Match[str]) -> str:
+            kept = self.kept.get(m.group(1))
+            i = int(m.group(2))
+            return f"{m.group(1)}[{kept[i] if kept is not None and i < len(kept) else i}]"
+
+        return _INDEXED.sub(back, problem) if self.kept else problem
+
+    def hides(self, problem: str) -> bool:
+        return any(repr(name) in problem for name in self.names)
+
+
+def _valid_part(raw: dict[str, Any], exc: ValidationError, pruned: _Pruned) -> SiteConfig | None:
+    """The config without the items and sections the schema refused, for the checks (None: too broken)."""
+    items: dict[tuple[str, ...], set[Any]] = {}
+    sections: set[str] = set()
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        for prefix in (*_ITEM_LISTS, *_ITEM_TABLES):
+            if loc[: len(prefix)] == prefix and len(loc) > len(prefix):
+                items.setdefault(prefix, set()).add(loc[len(prefix)])
+                break
+        else:
+            if not loc or loc[0] == "equipment":
+                return None
+            sections.add(str(loc[0]))
+    data = copy.deepcopy(raw)
+    for section in sections:
+        if section == "site":
+            data["site"] = {"name": "site"}  # no check looks at it
+        else:
+            data.pop(section, None)
+    for prefix, keys in items.items():
+        parent: Any = data
+        for part in prefix[:-1]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        container = parent.get(prefix[-1]) if isinstance(parent, dict) else None
+        if isinstance(container, list):
+            kept = [i for i in range(len(container)) if i not in keys]
+            for i in keys:
+                if isinstance(i, int) and i < len(container) and isinstance(container[i], dict):
+                    name = container[i].get("id", container[i].get("name"))
+                    if isinstance(name, str) and name:
+                        pruned.names.add(name)
+            pruned.kept[".".join(prefix)] = kept
+            parent[prefix[-1]] = [container[i] for i in kept]
+        elif isinstance(container, dict):
+            for key in keys:
+                pruned.names.add(str(key))
+                container.pop(key, None)
+    try:
+        return SiteConfig.model_validate(data)
+    except ValidationError:
+        return None
+
+
+# -- the checks: each yields its problems as "key: message" -------------------------------------------
+def _check_equipment(config: SiteConfig) -> Iterator[str]:
+    for eq_id, count in Counter(eq.id for eq in config.equipment).items():
         if count > 1:
-            return f"equipment: id {eq_id!r} is used {count} times; ids must be unique"
+            yield f"equipment: id {eq_id!r} is used {count} times; ids must be unique"
+
+
+def _tag_key(i: int, tag: Tag) -> tuple[str, str]:
+    return f"tags[{i}]", f" (tag {tag.name!r})"
+
+
+def _check_tags(config: SiteConfig) -> Iterator[str]:
+    """Unique names, a configured equipment (the unit fits the role: Tag's validator, biopilot.units)."""
+    equipment_ids = [eq.id for eq in config.equipment]
     seen: set[str] = set()
     for i, tag in enumerate(config.tags):
-        key = f"tags[{i}]"
-        who = f" (tag {tag.name!r})"
+        key, who = _tag_key(i, tag)
         if tag.name in seen:
-            return f"{key}.name{who}: {tag.name!r} is used twice; tag names must be unique"
+            yield f"{key}.name{who}: {tag.name!r} is used twice; tag names must be unique"
         seen.add(tag.name)
         if tag.equipment not in equipment_ids:
             known = _one_of(equipment_ids)
-            return f"{key}.equipment{who}: {tag.equipment!r} is not a configured equipment id ({known})"
+            yield f"{key}.equipment{who}: {tag.equipment!r} is not a configured equipment id ({known})"
+
+
+def _check_tag_sources(config: SiteConfig) -> Iterator[str]:
+    """A tag's source names a configured server or broker (tags without a source are import-only)."""
+    for i, tag in enumerate(config.tags):
+        key, who = _tag_key(i, tag)
         src = tag.source
         if isinstance(src, OpcUaSource):
             if src.server not in config.opcua.servers:
-                return (
+                yield (
                     f"{key}.source.server{who}: {src.server!r} is not a configured OPC UA server "
                     f"([opcua.servers.NAME]: {_one_of(list(config.opcua.servers))})"
                 )
-            if (src.browse_path is None) == (src.node_id is None):
-                return f"{key}.source{who}: give exactly one of browse_path or node_id"
-            if src.browse_path is not None and config.opcua.servers[src.server].namespace is None:
-                return f"opcua.servers.{src.server}.namespace: required by browse_path in {key}{who}"
-        elif src.broker not in config.mqtt.brokers:
-            return (
+            elif (src.browse_path is None) == (src.node_id is None):
+                yield f"{key}.source{who}: give exactly one of browse_path or node_id"
+            elif src.browse_path is not None and config.opcua.servers[src.server].namespace is None:
+                yield f"opcua.servers.{src.server}.namespace: required by browse_path in {key}{who}"
+        elif isinstance(src, MqttSource) and src.broker not in config.mqtt.brokers:
+            yield (
                 f"{key}.source.broker{who}: {src.broker!r} is not a configured MQTT broker "
                 f"([mqtt.brokers.NAME]: {_one_of(list(config.mqtt.brokers))})"
             )
-    for eq_id in equipment_ids:
+
+
+def _check_singleton_roles(config: SiteConfig) -> Iterator[str]:
+    for eq in config.equipment:
         for role in (Role.BATCH_ID, Role.PHASE):
-            if len(config.role_tags(eq_id, role)) > 1:
-                return f"tags: equipment {eq_id!r} has more than one {role.value!r} tag"
+            if len(config.role_tags(eq.id, role)) > 1:
+                yield f"tags: equipment {eq.id!r} has more than one {role.value!r} tag"
+
+
+def _check_simulator(config: SiteConfig) -> Iterator[str]:
     sim = config.simulator
-    if sim is not None:
-        if sim.opcua_server is not None and sim.opcua_server not in config.opcua.servers:
-            return f"simulator.opcua_server: {sim.opcua_server!r} is not a configured OPC UA server"
-        if sim.mqtt_broker is not None and sim.mqtt_broker not in config.mqtt.brokers:
-            return f"simulator.mqtt_broker: {sim.mqtt_broker!r} is not a configured MQTT broker"
-        simulated = {u.equipment: u for u in sim.units}
-        fed: dict[str, str] = {}
-        for i, unit in enumerate(sim.units):
-            key = f"simulator.units[{i}]"
-            if unit.equipment not in equipment_ids:
-                return f"{key}.equipment: {unit.equipment!r} is not a configured equipment id"
-            if unit.upstream is not None and unit.upstream not in equipment_ids:
-                return f"{key}.upstream: {unit.upstream!r} is not a configured equipment id"
-            if unit.model == EquipmentKind.FERMENTER:
-                if unit.upstream is not None or unit.operation is not None:
-                    return f"{key}: a simulated fermenter has no upstream and no operation"
-                continue
-            if unit.upstream is None:
-                continue
-            if unit.upstream not in simulated or unit.upstream == unit.equipment:
-                return f"{key}.upstream: {unit.upstream!r} is not another simulated unit"
-            if unit.upstream in fed:
-                return (
-                    f"{key}.upstream: {unit.upstream!r} already feeds {fed[unit.upstream]!r};"
-                    " a unit hands its output to one unit"
-                )
+    if sim is None:
+        return
+    equipment_ids = [eq.id for eq in config.equipment]
+    if sim.opcua_server is not None and sim.opcua_server not in config.opcua.servers:
+        yield f"simulator.opcua_server: {sim.opcua_server!r} is not a configured OPC UA server"
+    if sim.mqtt_broker is not None and sim.mqtt_broker not in config.mqtt.brokers:
+        yield f"simulator.mqtt_broker: {sim.mqtt_broker!r} is not a configured MQTT broker"
+    simulated = {u.equipment: u for u in sim.units}
+    fed: dict[str, str] = {}
+    for i, unit in enumerate(sim.units):
+        key = f"simulator.units[{i}]"
+        if unit.equipment not in equipment_ids:
+            yield f"{key}.equipment: {unit.equipment!r} is not a configured equipment id"
+        if unit.upstream is not None and unit.upstream not in equipment_ids:
+            yield f"{key}.upstream: {unit.upstream!r} is not a configured equipment id"
+            continue
+        if unit.model == EquipmentKind.FERMENTER:
+            if unit.upstream is not None or unit.operation is not None:
+                yield f"{key}: a simulated fermenter has no upstream and no operation"
+            continue
+        if unit.upstream is None:
+            continue
+        if unit.upstream not in simulated or unit.upstream == unit.equipment:
+            yield f"{key}.upstream: {unit.upstream!r} is not another simulated unit"
+        elif unit.upstream in fed:
+            yield (
+                f"{key}.upstream: {unit.upstream!r} already feeds {fed[unit.upstream]!r};"
+                " a unit hands its output to one unit"
+            )
+        else:
             fed[unit.upstream] = unit.equipment
-    return None
+
+
+def _check_brokers(config: SiteConfig) -> Iterator[str]:
+    """Brokers: credentials, TLS files, templates."""
+    for b, broker in config.mqtt.brokers.items():
+        key = f"mqtt.brokers.{b}"
+        if broker.password_env is not None:
+            if broker.username is None:
+                yield f"{key}.password_env: needs a username"
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", broker.password_env):
+                yield (
+                    f"{key}.password_env: names the environment variable that holds the password "
+                    "(letters, digits and _), not the password itself"
+                )
+        if broker.tls is not None:
+            yield from _check_tls(broker.tls, f"{key}.tls")
+        filters: dict[str, list[str]] = {}
+        for t, template in broker.templates.items():
+            tkey = f"{key}.templates.{t}"
+            problems = [*_check_template(template, tkey), *_check_payload(template, tkey, "")]
+            yield from problems
+            if problems:
+                continue
+            segments = template.topic.split("/")
+            if "{signal}" not in segments and "field" in template.model_fields_set:
+                yield f"{tkey}.field: not used without {{signal}} in the topic (a tag's signal is the field)"
+            for other, other_segments in filters.items():
+                if _filters_overlap(segments, other_segments):
+                    yield f"{tkey}.topic: {template.topic!r} overlaps template {other!r}"
+            filters[t] = segments
+
+
+def _check_mqtt_sources(config: SiteConfig) -> Iterator[str]:
+    """The MQTT sources of tags: a topic or a template, the keys their format uses."""
+    taken: dict[tuple[str, str, str, str], str] = {}
+    for i, tag in enumerate(config.tags):
+        src = tag.source
+        if not isinstance(src, MqttSource) or src.broker not in config.mqtt.brokers:
+            continue
+        key = f"tags[{i}].source"
+        who = f" (tag {tag.name!r})"
+        if (src.topic is None) == (src.template is None):
+            yield f"{key}{who}: give exactly one of topic or template"
+            continue
+        if src.topic is not None:
+            if src.signal is not None:
+                yield f"{key}.signal{who}: only with a template"
+            yield from _check_payload(src, key, who)
+            if src.format == "sparkplug" and not SPARKPLUG_DATA_TOPIC.fullmatch(src.topic):
+                yield (
+                    f"{key}.topic{who}: format 'sparkplug' needs a DATA topic, spBv1.0/<group>/NDATA/<edge>"
+                    f" or spBv1.0/<group>/DDATA/<edge>/<device>; got {src.topic!r}"
+                )
+            continue
+        templates = config.mqtt.brokers[src.broker].templates
+        assert src.template is not None
+        if src.template not in templates:
+            yield (
+                f"{key}.template{who}: {src.template!r} is not a template of broker {src.broker!r} "
+                f"([mqtt.brokers.{src.broker}.templates.NAME]: {_one_of(list(templates))})"
+            )
+            continue
+        for k in ("format", *_PAYLOAD_KEYS):
+            if k in src.model_fields_set:
+                yield f"{key}.{k}{who}: set it on the template {src.template!r}, not on a tag that uses it"
+        if not src.signal:
+            yield f"{key}.signal{who}: required with a template (the {{signal}} segment or payload field)"
+            continue
+        has_signal = "{signal}" in templates[src.template].topic.split("/")
+        if has_signal and any(c in src.signal for c in "/+#"):
+            yield f"{key}.signal{who}: {src.signal!r} is one topic segment, without / + #"
+        slot = (src.broker, src.template, tag.equipment, src.signal)
+        if slot in taken:
+            yield f"{key}.signal{who}: {src.signal!r} of {tag.equipment!r} is also tag {taken[slot]!r}"
+        taken[slot] = tag.name
+
+
+def _check_payload(p: MqttPayload, key: str, who: str) -> Iterator[str]:
+    allowed = MQTT_FORMAT_KEYS[p.format]
+    for k in _PAYLOAD_KEYS:
+        if k in p.model_fields_set and k not in allowed:
+            uses = ", ".join(allowed) or "none of these keys"
+            yield f"{key}.{k}{who}: not used by format {p.format!r} (it uses {uses})"
+    if p.format == "sparkplug" and not p.metric:
+        yield f"{key}.metric{who}: required by format 'sparkplug' (the metric's name)"
+
+
+def _check_template(template: MqttTemplate, key: str) -> Iterator[str]:
+    if template.format == "sparkplug":
+        yield f"{key}.format: Sparkplug topics have their own layout; give tags a topic and a metric instead"
+        return
+    segments = template.topic.split("/")
+    for segment in segments:
+        if segment in ("+", "{equipment}", "{signal}"):
+            continue
+        if any(c in segment for c in "+#{}"):
+            yield (
+                f"{key}.topic: segment {segment!r} of {template.topic!r}: a segment is literal text, +, "
+                "{equipment} or {signal} (# is not allowed)"
+            )
+            return
+    if segments.count("{equipment}") != 1 or segments.count("{signal}") > 1:
+        yield f"{key}.topic: {template.topic!r} needs {{equipment}} once and {{signal}} at most once"
+
+
+def _check_tls(tls: MqttTls, key: str) -> Iterator[str]:
+    missing = False
+    for name in ("ca_file", "cert_file", "key_file"):
+        path = getattr(tls, name)
+        if path is not None and not Path(path).is_file():
+            yield f"{key}.{name}: {path} does not exist"
+            missing = True
+    if tls.key_file is not None and tls.cert_file is None:
+        yield f"{key}.key_file: needs cert_file (the client certificate the key belongs to)"
+        return
+    if missing:
+        return
+    try:
+        context = ssl.create_default_context(cafile=tls.ca_file)
+    except (ssl.SSLError, OSError) as exc:
+        yield f"{key}.ca_file: {tls.ca_file}: not a PEM CA certificate ({exc})"
+        return
+    if tls.cert_file is not None:
+        try:  # an encrypted key gets an empty password instead of a prompt on the terminal
+            context.load_cert_chain(tls.cert_file, tls.key_file, password=lambda: b"")
+        except (ssl.SSLError, OSError) as exc:
+            yield (
+                f"{key}.cert_file: {tls.cert_file} with key {tls.key_file or '(in the same file)'}: not a "
+                f"PEM certificate and its unencrypted private key ({exc})"
+            )
+
+
+def _check_tag_kpi_keys(config: SiteConfig) -> Iterator[str]:
+    """feed, density, counter_rollover and lab belong to tags of certain roles."""
+    for i, tag in enumerate(config.tags):
+        who = f"tags[{i}] (tag {tag.name!r})"
+        if tag.feed is not None:
+            if tag.role != Role.FEED_RATE:
+                yield f"{who}.feed: only a feed_rate tag has a feed, not a {tag.role.value!r} tag"
+            elif units.MASS_FLOW.fits(tag.unit) and tag.feed.density is None:
+                yield f"{who}.feed.density: required for a feed measured in {tag.unit} (kg feed per L)"
+        if tag.density is not None and tag.role not in LIQUID_FLOW_ROLES - {Role.FEED_RATE}:
+            where = "feed.density" if tag.role == Role.FEED_RATE else "a liquid flow tag"
+            yield f"{who}.density: only for {where}, not on a {tag.role.value!r} tag"
+        elif (
+            tag.role in LIQUID_FLOW_ROLES - {Role.FEED_RATE}
+            and units.MASS_FLOW.fits(tag.unit)
+            and liquid_density(config, tag) is None
+        ):
+            yield f"{who}.density: required for a flow measured in {tag.unit} (kg of the liquid per L)"
+        if tag.counter_rollover is not None and tag.role not in (Role.ENERGY, Role.FLOW_TOTAL):
+            yield f"{who}.counter_rollover: only a totalizer rolls over, not a {tag.role.value!r} tag"
+        if tag.lab is not None and tag.role != Role.CONCENTRATION:
+            yield f"{who}.lab: only a concentration tag carries lab results, not a {tag.role.value!r} tag"
+
+
+def _check_process(config: SiteConfig) -> Iterator[str]:
+    equipment_ids = [eq.id for eq in config.equipment]
+    seen: set[str] = set()
+    for i, spec in enumerate(config.process):
+        if spec.equipment not in equipment_ids:
+            yield f"process[{i}].equipment: {spec.equipment!r} is not a configured equipment id"
+        elif spec.equipment in seen:
+            yield f"process[{i}].equipment: {spec.equipment!r} has more than one [[process]] table"
+        seen.add(spec.equipment)
+        if spec.inlet_o2 + spec.inlet_co2 >= 1:
+            yield f"process[{i}]: inlet_o2 + inlet_co2 must be below 1 (mole fractions)"
+        if spec.upstream is not None and (
+            spec.upstream not in equipment_ids or spec.upstream == spec.equipment
+        ):
+            yield f"process[{i}].upstream: {spec.upstream!r} is not another configured equipment id"
+
+
+def _check_emission_factors(config: SiteConfig) -> Iterator[str]:
+    for utility, count in Counter(f.utility for f in config.emission_factors).items():
+        if count > 1:
+            yield f"emission_factors: {utility!r} has {count} factors; give one per utility"
+
+
+def _check_historian(config: SiteConfig) -> Iterator[str]:
+    tag_names = {t.name for t in config.tags}
+    for column, tag_name in config.historian.columns.items():
+        if tag_name not in tag_names:
+            yield f"historian.columns.{column}: {tag_name!r} is not a configured tag name"
+
+
+SITE_CHECKS: tuple[Callable[[SiteConfig], Iterator[str]], ...] = (
+    _check_equipment,
+    _check_tags,
+    _check_tag_sources,
+    _check_singleton_roles,
+    _check_simulator,
+    _check_brokers,
+    _check_mqtt_sources,
+    _check_tag_kpi_keys,
+    _check_process,
+    _check_emission_factors,
+    _check_historian,
+)
 
 
 def _resolve_mqtt_files(config: SiteConfig, base: Path) -> SiteConfig:
@@ -907,106 +1304,6 @@ def _resolve_mqtt_files(config: SiteConfig, base: Path) -> SiteConfig:
     return config.model_copy(update={"mqtt": config.mqtt.model_copy(update={"brokers": brokers})})
 
 
-def _check_mqtt(config: SiteConfig) -> str | None:
-    """Brokers (credentials, TLS files), templates and the MQTT sources of tags; the first problem."""
-    for b, broker in config.mqtt.brokers.items():
-        key = f"mqtt.brokers.{b}"
-        if broker.password_env is not None:
-            if broker.username is None:
-                return f"{key}.password_env: needs a username"
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", broker.password_env):
-                return (
-                    f"{key}.password_env: names the environment variable that holds the password "
-                    "(letters, digits and _), not the password itself"
-                )
-        if broker.tls is not None:
-            problem = _check_tls(broker.tls, f"{key}.tls")
-            if problem:
-                return problem
-        filters: dict[str, list[str]] = {}
-        for t, template in broker.templates.items():
-            tkey = f"{key}.templates.{t}"
-            problem = _check_template(template, tkey) or _check_payload(template, tkey, "")
-            if problem:
-                return problem
-            segments = template.topic.split("/")
-            if "{signal}" not in segments and "field" in template.model_fields_set:
-                return f"{tkey}.field: not used without {{signal}} in the topic (a tag's signal is the field)"
-            for other, other_segments in filters.items():
-                if _filters_overlap(segments, other_segments):
-                    return f"{tkey}.topic: {template.topic!r} overlaps template {other!r}"
-            filters[t] = segments
-    taken: dict[tuple[str, str, str, str], str] = {}
-    for i, tag in enumerate(config.tags):
-        src = tag.source
-        if not isinstance(src, MqttSource):
-            continue
-        key = f"tags[{i}].source"
-        who = f" (tag {tag.name!r})"
-        if (src.topic is None) == (src.template is None):
-            return f"{key}{who}: give exactly one of topic or template"
-        if src.topic is not None:
-            if src.signal is not None:
-                return f"{key}.signal{who}: only with a template"
-            problem = _check_payload(src, key, who)
-            if problem:
-                return problem
-            if src.format == "sparkplug" and not SPARKPLUG_DATA_TOPIC.fullmatch(src.topic):
-                return (
-                    f"{key}.topic{who}: format 'sparkplug' needs a DATA topic, spBv1.0/<group>/NDATA/<edge>"
-                    f" or spBv1.0/<group>/DDATA/<edge>/<device>; got {src.topic!r}"
-                )
-            continue
-        templates = config.mqtt.brokers[src.broker].templates
-        assert src.template is not None
-        if src.template not in templates:
-            return (
-                f"{key}.template{who}: {src.template!r} is not a template of broker {src.broker!r} "
-                f"([mqtt.brokers.{src.broker}.templates.NAME]: {_one_of(list(templates))})"
-            )
-        for k in ("format", *_PAYLOAD_KEYS):
-            if k in src.model_fields_set:
-                return f"{key}.{k}{who}: set it on the template {src.template!r}, not on a tag that uses it"
-        if not src.signal:
-            return f"{key}.signal{who}: required with a template (the {{signal}} segment or payload field)"
-        has_signal = "{signal}" in templates[src.template].topic.split("/")
-        if has_signal and any(c in src.signal for c in "/+#"):
-            return f"{key}.signal{who}: {src.signal!r} is one topic segment, without / + #"
-        slot = (src.broker, src.template, tag.equipment, src.signal)
-        if slot in taken:
-            return f"{key}.signal{who}: {src.signal!r} of {tag.equipment!r} is also tag {taken[slot]!r}"
-        taken[slot] = tag.name
-    return None
-
-
-def _check_payload(p: MqttPayload, key: str, who: str) -> str | None:
-    allowed = MQTT_FORMAT_KEYS[p.format]
-    for k in _PAYLOAD_KEYS:
-        if k in p.model_fields_set and k not in allowed:
-            uses = ", ".join(allowed) or "none of these keys"
-            return f"{key}.{k}{who}: not used by format {p.format!r} (it uses {uses})"
-    if p.format == "sparkplug" and not p.metric:
-        return f"{key}.metric{who}: required by format 'sparkplug' (the metric's name)"
-    return None
-
-
-def _check_template(template: MqttTemplate, key: str) -> str | None:
-    if template.format == "sparkplug":
-        return f"{key}.format: Sparkplug topics have their own layout; give tags a topic and a metric instead"
-    segments = template.topic.split("/")
-    for segment in segments:
-        if segment in ("+", "{equipment}", "{signal}"):
-            continue
-        if any(c in segment for c in "+#{}"):
-            return (
-                f"{key}.topic: segment {segment!r} of {template.topic!r}: a segment is literal text, +, "
-                "{equipment} or {signal} (# is not allowed)"
-            )
-    if segments.count("{equipment}") != 1 or segments.count("{signal}") > 1:
-        return f"{key}.topic: {template.topic!r} needs {{equipment}} once and {{signal}} at most once"
-    return None
-
-
 def template_filter(topic: str) -> str:
     """The subscription of a template: its placeholders become +."""
     return "/".join("+" if s in ("{equipment}", "{signal}") else s for s in topic.split("/"))
@@ -1016,28 +1313,6 @@ def _filters_overlap(a: list[str], b: list[str]) -> bool:
     """Could one topic match both templates (segments literal or a placeholder/+)?"""
     wild = ("+", "{equipment}", "{signal}")
     return len(a) == len(b) and all(x == y or x in wild or y in wild for x, y in zip(a, b, strict=True))
-
-
-def _check_tls(tls: MqttTls, key: str) -> str | None:
-    for name in ("ca_file", "cert_file", "key_file"):
-        path = getattr(tls, name)
-        if path is not None and not Path(path).is_file():
-            return f"{key}.{name}: {path} does not exist"
-    if tls.key_file is not None and tls.cert_file is None:
-        return f"{key}.key_file: needs cert_file (the client certificate the key belongs to)"
-    try:
-        context = ssl.create_default_context(cafile=tls.ca_file)
-    except (ssl.SSLError, OSError) as exc:
-        return f"{key}.ca_file: {tls.ca_file}: not a PEM CA certificate ({exc})"
-    if tls.cert_file is not None:
-        try:  # an encrypted key gets an empty password instead of a prompt on the terminal
-            context.load_cert_chain(tls.cert_file, tls.key_file, password=lambda: b"")
-        except (ssl.SSLError, OSError) as exc:
-            return (
-                f"{key}.cert_file: {tls.cert_file} with key {tls.key_file or '(in the same file)'}: not a "
-                f"PEM certificate and its unencrypted private key ({exc})"
-            )
-    return None
 
 
 def _one_of(options: list[str]) -> str:

@@ -115,6 +115,8 @@ class Collectors:
         pki = Pki(pki_dir) if pki_dir is not None else None
         sources: dict[str, str] = {}
         for t in config.tags:
+            if t.source is None:  # import-only tags are never collected
+                continue
             src = t.source
             sources[t.name] = f"opcua:{src.server}" if isinstance(src, OpcUaSource) else f"mqtt:{src.broker}"
         counts = Counts()

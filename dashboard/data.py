@@ -7,6 +7,7 @@ The site config and data directory come from BIOPILOT_CONFIG and BIOPILOT_DATA_D
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,6 +22,8 @@ from biopilot.records import KpiRecord, Phase, Run
 from biopilot.samples import Severity, from_us, severity, utcnow
 from storage import Catalog, HealthStore, TimeSeriesStore, open_catalog, open_health, open_store
 from storage.health import connection_verdict, liveness, source_alive, store_verdict, tag_state
+
+log = logging.getLogger(__name__)
 
 STALE_AFTER_S = 30.0  # without health from the collectors: a value older than this is shown as stale
 
@@ -97,7 +100,10 @@ class DashboardData:
 
     @classmethod
     def from_environment(cls) -> DashboardData:
-        config_path = os.environ.get("BIOPILOT_CONFIG", "config/demo.toml")
+        config_path = os.environ.get("BIOPILOT_CONFIG", "")
+        if not config_path:  # `biopilot dashboard` always sets it; a bare `streamlit run` may not
+            config_path = "config/demo.toml"
+            log.warning("using %s (no BIOPILOT_CONFIG given)", config_path)
         data_dir = Path(os.environ.get("BIOPILOT_DATA_DIR", "biopilot-data"))
         config = load_config(config_path)
         return cls(
@@ -256,8 +262,7 @@ def _format(value: float | str | None) -> str:
 
 
 def _source_of(tag: Tag) -> str:
-    src = tag.source
-    return f"opcua:{src.server}" if src.protocol == "opcua" else f"mqtt:{src.broker}"
+    return tag.source_label or "import"  # an import-only tag has no collector
 
 
 def _tile(

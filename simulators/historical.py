@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from biopilot.ids import inside
 from biopilot.samples import GOOD, Sample, from_us, to_us
 from biopilot.units import Transform, transform_samples
 from simulators import lab as lab_mod
@@ -333,7 +334,7 @@ def write_csv(
             by_eq.setdefault(c.equipment, []).append((name, c))
     paths = []
     for eq, cols in by_eq.items():
-        path = folder / f"{eq}.csv"
+        path = inside(folder, f"{eq}.csv", "equipment id")  # ids are checked at config load too
         with path.open("w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             if fmt == "long":

@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from biopilot.ids import inside
 from simulators import fermenter as fm
 from simulators import recovery as rc
 from simulators.engine import FermentationEnded, UnitRunEnded, simulate_run
@@ -400,7 +401,7 @@ class TruthBook:
         if self.directory is None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{batch_id}.json"
+        path = inside(self.directory, f"{batch_id}.json", "batch id")
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.docs[batch_id], indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         tmp.replace(path)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from biopilot.config import SiteConfig
+from biopilot.errors import StoreError
 from storage.base import TimeSeriesStore
 from storage.catalog import Catalog
 from storage.health import HealthStore
@@ -22,9 +24,16 @@ __all__ = [
 ]
 
 
+log = logging.getLogger(__name__)
+
+
 def database_path(config: SiteConfig, data_dir: Path) -> Path:
-    path = Path(config.storage.path)
-    return path if path.is_absolute() else data_dir / path
+    """The embedded database: storage.path inside the data directory (the config refuses a path that
+    leaves it; this checks again, for a config built in code)."""
+    path = data_dir / config.storage.path
+    if not path.resolve().is_relative_to(data_dir.resolve()) or Path(config.storage.path).is_absolute():
+        raise StoreError(f"storage.path {config.storage.path!r} leads outside the data directory {data_dir}")
+    return path
 
 
 def open_store(config: SiteConfig, data_dir: Path, *, read_only: bool = False) -> TimeSeriesStore:
@@ -38,10 +47,23 @@ def open_store(config: SiteConfig, data_dir: Path, *, read_only: bool = False) -
 
 
 def open_catalog(config: SiteConfig, data_dir: Path) -> Catalog:
-    """The site's catalog: on PostgreSQL when [storage] catalog names a server, else in the SQLite file."""
+    """The site's catalog: on PostgreSQL when [storage] catalog names a server, else in the SQLite file.
+    Imports that a killed process left half-done are rolled back or finished first (storage/importers.py),
+    so no command sees samples without their run."""
     if config.storage.catalog is not None:
-        return Catalog(config.storage.catalog, password_env=config.storage.catalog_password_env)
-    return Catalog(database_path(config, data_dir))
+        catalog = Catalog(config.storage.catalog, password_env=config.storage.catalog_password_env)
+    else:
+        catalog = Catalog(database_path(config, data_dir))
+    if catalog.pending_imports():
+        from storage.importers import recover_imports
+
+        store = SqliteStore(database_path(config, data_dir))
+        try:
+            for message in recover_imports(store, catalog):
+                log.warning("%s", message)
+        finally:
+            store.close()
+    return catalog
 
 
 def open_health(config: SiteConfig, data_dir: Path, *, read_only: bool = False) -> HealthStore:

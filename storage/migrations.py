@@ -9,6 +9,8 @@ Types are portable (TEXT, BIGINT, DOUBLE PRECISION, INTEGER); see storage/db.py 
   1  runs (id, equipment, batch_id, start_us, end_us), run_kpis, cursors   (the first release)
   2  runs gain kind, trial_id, product, upstream_id, origin, note; run_kpis gains inputs (per-input
      coverage); new tables phases, lab_results, imports
+ 40  runs gain state ('ready', or 'importing' while an import that created the run publishes its samples);
+     new table pending_imports, the journal of imports under way (storage/importers.py)
 """
 
 from __future__ import annotations
@@ -93,7 +95,30 @@ def _v2(cur: Cursor, dialect: str) -> None:
             cur.execute(statement)
 
 
+_PENDING_IMPORTS = """
+CREATE TABLE IF NOT EXISTS pending_imports (
+    token TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    equipment TEXT NOT NULL,
+    file TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    created_run INTEGER NOT NULL DEFAULT 0,
+    rows BIGINT NOT NULL DEFAULT 0,
+    samples BIGINT NOT NULL DEFAULT 0,
+    replaced TEXT NOT NULL DEFAULT '[]',
+    started_us BIGINT NOT NULL
+)
+"""
+
+
+def _v40(cur: Cursor, dialect: str) -> None:
+    add_columns(cur, dialect, "runs", [("state", "TEXT NOT NULL DEFAULT 'ready'")])
+    cur.execute(_PENDING_IMPORTS)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "runs, KPIs, processing cursors", _V1),
     Migration(2, "run kinds and lineage, phases, lab results, imports", _v2),
+    Migration(40, "run state and the journal of imports under way", _v40),
 ]

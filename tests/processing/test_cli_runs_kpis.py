@@ -30,7 +30,7 @@ def test_import_show_lab_and_kpis_json(tmp_path: Path, capsys: pytest.CaptureFix
         capsys, tmp_path, "import", str(csv), "--equipment", "F-101", "--kind", "trial", "--trial", "T-1"
     )
     assert rc == 0, err
-    assert "13 rows, 26 samples of 2 tags into run F-101:hist-12 (trial)" in out
+    assert "13 rows, 26 samples of 2 tags stored in run F-101:hist-12 (trial)" in out
 
     rc, out, _ = cli(capsys, tmp_path, "kpis", "F-101:hist-12", "--json")
     doc = json.loads(out)

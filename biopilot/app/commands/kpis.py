@@ -6,7 +6,8 @@ value is implausible), "unit", "coverage" (0..1: the lowest share of the run any
 (list, each explained at the top of processing/kpis.py and in the README: provisional, incomplete,
 missing_input:<input>, missing_input, implausible:<reason>, negative_values:<tag>=<share>,
 closure_out_of_range, closure_out_of_range:<balance>, uncertain_inputs, assumed:<what>,
-refused_lab_unit:<unit>, overall_yield_mismatch, counter_reset, no_emission_factor:<utility>), "final"
+refused_lab_unit:<unit>, overall_yield_mismatch, counter_reset, no_emission_factor:<utility>; stale: an
+import replaced samples in the run's window after they were computed, `--recompute` updates them), "final"
 (bool), "version", "computed" (ISO-8601 UTC), "inputs" ({input: coverage})}]}
 """
 
@@ -66,7 +67,7 @@ def print_kpi_table(kpis: list) -> None:  # type: ignore[type-arg]
 def _cmd_kpis(args: argparse.Namespace) -> int:
     from storage import open_catalog
 
-    _, config = site_config(args)
+    _, config = site_config(args, writes=args.recompute)
     if args.recompute:
         recompute(config, args.data_dir, args.run)
     catalog = open_catalog(config, args.data_dir)

@@ -49,7 +49,7 @@ def _cmd_lab_import(args: argparse.Namespace) -> int:
     from storage import open_catalog
     from storage.importers import import_lab
 
-    _, config = site_config(args)
+    _, config = site_config(args, writes=True)
     catalog = open_catalog(config, args.data_dir)
     try:
         equipment = args.equipment
@@ -78,12 +78,19 @@ def _cmd_lab_import(args: argparse.Namespace) -> int:
 
 def _cmd_lab_add(args: argparse.Namespace) -> int:
     from biopilot.records import LabResult
+    from biopilot.samples import value_problem
     from storage import open_catalog
 
-    _, config = site_config(args)
+    _, config = site_config(args, writes=True)
     ts = parse_time(args.time, config, "--time")
+    for option, number in (("--value", args.value), ("--sample-volume-ml", args.sample_volume_ml)):
+        problem = value_problem(number)
+        if problem is not None:
+            raise BioPilotError(f"{option} {number!r} {problem}")
     if args.sample_volume_ml < 0:
         raise BioPilotError("--sample-volume-ml must not be negative")
+    if not args.analyte.strip() or not args.analyte.isprintable():
+        raise BioPilotError(f"--analyte {args.analyte!r}: give the analyte's name (titer, biomass, glucose…)")
     problem = lab_unit_problem(config, args.analyte, args.unit)
     if problem is not None:
         raise BioPilotError(f"--unit: {problem}")

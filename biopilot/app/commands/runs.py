@@ -175,7 +175,7 @@ def _cmd_runs_show(args: argparse.Namespace) -> int:
 def _cmd_runs_create(args: argparse.Namespace) -> int:
     from storage import open_catalog
 
-    _, config = site_config(args)
+    _, config = site_config(args, writes=True)
     try:
         config.equipment_by_id(args.equipment)
     except KeyError:
@@ -207,7 +207,7 @@ def _cmd_runs_edit(args: argparse.Namespace) -> int:
     from biopilot.records import Phase
     from storage import open_catalog
 
-    _, config = site_config(args)
+    _, config = site_config(args, writes=True)
     catalog = open_catalog(config, args.data_dir)
     try:
         require_run(catalog, args.run)
@@ -248,7 +248,7 @@ def _cmd_runs_edit(args: argparse.Namespace) -> int:
 def _cmd_runs_close(args: argparse.Namespace) -> int:
     from biopilot.app.commands.kpis import recompute
 
-    _, config = site_config(args)
+    _, config = site_config(args, writes=True)
     from storage import open_catalog
 
     catalog = open_catalog(config, args.data_dir)

@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _cmd_collect(args: argparse.Namespace) -> int:
     from biopilot.app import stages
 
-    path, config = site_config(args)
+    path, config = site_config(args, writes=True)
     stages.collect(config, path.resolve(), args.data_dir.resolve())
     return 0
 
@@ -52,7 +52,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 def _cmd_write_store(args: argparse.Namespace) -> int:
     from biopilot.app import stages
 
-    _, config = site_config(args)
+    _, config = site_config(args, writes=True)
     stages.write_store(config, args.data_dir)
     return 0
 
@@ -60,7 +60,7 @@ def _cmd_write_store(args: argparse.Namespace) -> int:
 def _cmd_process(args: argparse.Namespace) -> int:
     from biopilot.app import stages
 
-    _, config = site_config(args)
+    _, config = site_config(args, writes=True)
     stages.process(config, args.data_dir, args.interval)
     return 0
 

@@ -58,8 +58,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
     store_ok, store_why = store_verdict(sink_doc, writer_doc, writer_updated, now)
     rows = []
     for tag in config.tags:
+        src = tag.source_label
+        if src is None:  # import-only: never collected, so never live or stale
+            continue
         th = tags.get(tag.name)
-        src = f"opcua:{tag.source.server}" if tag.source.protocol == "opcua" else f"mqtt:{tag.source.broker}"
         age = (now - th.last_seen).total_seconds() if th and th.last_seen else None
         source_doc = components.get(src, (None, None))[0]
         state, why = tag_state(tag.name, th, source_doc, alive.get(src, False), tag.max_age_s, now)
