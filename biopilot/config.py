@@ -140,6 +140,19 @@ class StorageConfig(_Model):
         return self
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PASSWORD_ENV_NOT_A_NAME = (
+    "password_env names the environment variable that holds the password (letters, digits and _), "
+    "not the password itself"
+)
+# keys that would put a secret into the config file: refused with where secrets go instead
+_SECRET_KEYS = re.compile(r"(?i)(pass(word|wd|phrase)?|secret|token|api_?key|credential)s?$")
+SECRETS_GO_ELSEWHERE = (
+    "secrets are never written in the site config: put the password in an environment variable (or in a "
+    "0600 file named by VARIABLE_FILE) and name the variable in password_env"
+)
+
+
 class OpcUaServer(_Model):
     endpoint: str
     namespace: str | None = None  # namespace URI that browse paths are resolved in
@@ -159,6 +172,12 @@ class OpcUaServer(_Model):
     def _opc_tcp(cls, value: str) -> str:
         if not value.startswith("opc.tcp://"):
             raise ValueError(f"an OPC UA endpoint starts with 'opc.tcp://', got {value!r}")
+        netloc = value[len("opc.tcp://") :].split("/", 1)[0]
+        if "@" in netloc:  # never echo it: the part before @ may be a password
+            raise ValueError(
+                "the endpoint carries a user name or password before '@'; remove them, set username and "
+                "name the environment variable that holds the password in password_env"
+            )
         return value
 
     @model_validator(mode="after")
@@ -170,6 +189,8 @@ class OpcUaServer(_Model):
             )
         if self.password_env is not None and self.username is None:
             raise ValueError("password_env needs a username")
+        if self.password_env is not None and not _ENV_NAME.fullmatch(self.password_env):
+            raise ValueError(_PASSWORD_ENV_NOT_A_NAME)
         return self
 
 
@@ -537,6 +558,9 @@ def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
     message = first["msg"]
     if first["type"] == "missing":
         message = "missing (required)"
+    elif first["type"] == "extra_forbidden" and _SECRET_KEYS.fullmatch(str(first["loc"][-1])):
+        message = SECRETS_GO_ELSEWHERE
+        errors = [first]  # a secret's value is never echoed, nor counted among the other problems
     elif first["type"] == "extra_forbidden":
         message = "unknown key (misspelled?)"
         siblings = [
@@ -750,6 +774,26 @@ def _check_mqtt(config: SiteConfig) -> str | None:
             return f"{key}.signal{who}: {src.signal!r} of {tag.equipment!r} is also tag {taken[slot]!r}"
         taken[slot] = tag.name
     return None
+
+
+def config_warnings(config: SiteConfig) -> list[str]:
+    """What is allowed but weakens security; check-config prints these and the collector logs them."""
+    out = []
+    for name, srv in config.opcua.servers.items():
+        if srv.username is not None and srv.security_policy == "None":
+            out.append(
+                f"opcua.servers.{name}: user {srv.username!r} logs in over security_policy 'None': the "
+                "password is protected only if the server encrypts the user token, and the data is neither "
+                "signed nor encrypted; use security_policy 'Basic256Sha256' with security_mode "
+                "'SignAndEncrypt' (see `biopilot certs`)"
+            )
+    for name, broker in config.mqtt.brokers.items():
+        if broker.username is not None and broker.tls is None:
+            out.append(
+                f"mqtt.brokers.{name}: user {broker.username!r} logs in without TLS: the password crosses the "
+                "network in clear text; add [mqtt.brokers.NAME.tls]"
+            )
+    return out
 
 
 def _check_payload(p: MqttPayload, key: str, who: str) -> str | None:

@@ -16,6 +16,7 @@ from biopilot.aio import wait_for_event
 from biopilot.config import MqttSource, OpcUaSource, SiteConfig
 from biopilot.errors import StoreError
 from biopilot.samples import Sample, utcnow
+from biopilot.secrets import redact
 from collectors.decoders import TimeWindow
 from collectors.mqtt import MqttCollector
 from collectors.opcua import OpcUaCollector
@@ -191,7 +192,7 @@ class Collectors:
                 "monitored": len(c.monitored),
                 "failed": dict(c.failed),
                 "backfilled": c.backfilled,
-                "last_error": c.last_error,
+                "last_error": redact(c.last_error) if c.last_error else None,
                 "counts": self.counts.of(c.source),
             }
         for m in self.mqtt:
@@ -209,7 +210,7 @@ class Collectors:
                 "last_message": datetime.fromtimestamp(m.last_message).astimezone().isoformat()
                 if m.last_message
                 else None,
-                "last_error": m.last_error,
+                "last_error": redact(m.last_error) if m.last_error else None,
                 "counts": self.counts.of(m.source),
             }
         spool = self.sink.spool

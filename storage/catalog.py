@@ -23,8 +23,11 @@ from typing import Any
 from biopilot.errors import StoreError
 from biopilot.records import ImportRecord, KpiRecord, LabResult, Phase, Run, RunKind, RunOrigin, run_id_for
 from biopilot.samples import from_us, to_us
+from storage.audit import AuditLog
 from storage.db import Database, SqliteDatabase, migrate, open_database, schema_version
 from storage.migrations import MIGRATIONS
+from storage.trials import TrialsMixin
+from storage.users import UsersMixin
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -52,9 +55,10 @@ _UPSERT_KPI = (
 _RUN_COLUMNS = "id, equipment, batch_id, start_us, end_us, kind, trial_id, product, upstream_id, origin, note"
 
 
-class Catalog:
-    """Runs, phases, lab results, imports, KPIs and processing cursors. `target`: the SQLite file, a
-    postgresql:// URL (password from `password_env`), or an open Database."""
+class Catalog(UsersMixin, TrialsMixin):
+    """Runs, phases, lab results, imports, KPIs and processing cursors; users, sessions, trials and trial
+    invitations (storage/users.py, storage/trials.py); the audit log as `catalog.audit` (storage/audit.py).
+    `target`: the SQLite file, a postgresql:// URL (password from `password_env`), or an open Database."""
 
     def __init__(self, target: str | Path | Database, *, password_env: str | None = None) -> None:
         self.db = (
@@ -66,6 +70,7 @@ class Catalog:
         except StoreError:
             self.db.close()
             raise
+        self.audit = AuditLog(self.db)
 
     # -- schema ----------------------------------------------------------------------------------------
     def schema_version(self) -> int:

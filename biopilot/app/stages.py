@@ -15,7 +15,7 @@ from pathlib import Path
 
 from biopilot.aio import wait_for_event
 from biopilot.app.supervisor import die_with_parent
-from biopilot.config import SiteConfig
+from biopilot.config import SiteConfig, config_warnings
 from collectors.runner import Collectors
 from collectors.writer import StoreWriter
 from processing.service import Processing
@@ -137,6 +137,8 @@ def simulate_historical(
 def collect(config: SiteConfig, config_path: Path, data_dir: Path) -> None:
     """The collectors in this process; the store writer in a child process (`write-store`), so the store's
     work never competes with the collectors for the interpreter. The child is restarted if it dies."""
+    for warning in config_warnings(config):
+        log.warning("%s", warning)
     store = open_store(config, data_dir)
     health = open_health(config, data_dir)
     collectors = Collectors.from_config(

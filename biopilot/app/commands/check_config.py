@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from biopilot.config import load_config
+from biopilot.config import config_warnings, load_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -21,4 +21,6 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         f"{args.file}: OK — site {config.site.name!r}, {len(config.equipment)} equipment, "
         f"{len(config.tags)} tags ({', '.join(sorted(protocols)) or 'no sources'})"
     )
+    for warning in config_warnings(config):
+        print(f"warning: {warning}")
     return 0
