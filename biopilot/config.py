@@ -790,8 +790,8 @@ def config_warnings(config: SiteConfig) -> list[str]:
     for name, broker in config.mqtt.brokers.items():
         if broker.username is not None and broker.tls is None:
             out.append(
-                f"mqtt.brokers.{name}: user {broker.username!r} logs in without TLS: the password crosses the "
-                "network in clear text; add [mqtt.brokers.NAME.tls]"
+                f"mqtt.brokers.{name}: user {broker.username!r} logs in without TLS: the password crosses "
+                "the network in clear text; add [mqtt.brokers.NAME.tls]"
             )
     return out
 
