@@ -207,6 +207,9 @@ class Authenticator:
         self._catalog.end_sessions(name)
         self._catalog.audit.append(by, "user.password", name, why=why, must_change=must_change)
 
+    def check_new_password(self, new: str) -> None:
+        self._check_new(new, None)
+
     def _check_new(self, new: str, old: str | None) -> None:
         if len(new) < self.policy.min_password_length:
             raise AuthError(f"a password has at least {self.policy.min_password_length} characters")
