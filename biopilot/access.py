@@ -14,6 +14,7 @@ Roles:
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -25,6 +26,18 @@ class UserRole(StrEnum):
     OPERATOR = "operator"
     STARTUP = "startup"
     PARTNER = "partner"
+
+
+def is_loopback(address: str | None) -> bool:
+    """127.0.0.0/8, ::1 and localhost; an empty address means every interface (not loopback)."""
+    if not address:
+        return False
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 LOCAL_ADMIN = "local"  # the viewer of a data directory that has no users yet (see Viewer.local_admin)

@@ -8,7 +8,6 @@ The site config and data directory come from BIOPILOT_CONFIG and BIOPILOT_DATA_D
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from biopilot.access import Trial, User, Viewer
+from biopilot.access import Trial, User, Viewer, is_loopback
 from biopilot.config import Role, SiteConfig, Tag, load_config
 from biopilot.records import KpiRecord, Phase, Run
 from biopilot.samples import Severity, from_us, severity, utcnow
@@ -135,18 +134,6 @@ class DashboardData:
 
     def page(self, viewer: Viewer) -> PageData:
         return PageData(open_query(viewer, self._config, self._catalog, self._store, self._health))
-
-
-def is_loopback(address: str | None) -> bool:
-    """127.0.0.0/8, ::1 and localhost; an empty address means every interface (not loopback)."""
-    if not address:
-        return False
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 class PageData:

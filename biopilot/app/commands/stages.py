@@ -73,7 +73,15 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    path, _ = site_config(args)
+    from biopilot.app.commands.demo import require_login_beyond_loopback
+    from storage import open_catalog
+
+    path, config = site_config(args)
+    catalog = open_catalog(config, args.data_dir)
+    try:
+        require_login_beyond_loopback(args.address, catalog)
+    finally:
+        catalog.close()
     require_free_port(args.address, args.port, "the dashboard", "--port")
     argv, env = streamlit_command(path, args.data_dir, args.address, args.port)
     if not args.no_browser:
