@@ -328,7 +328,7 @@ class _Backend:
 
     def _redact_run(self, v: Viewer, run: Run) -> Run:
         """A run as the viewer may see it: a link to a run it may not see is cut."""
-        if run.upstream_id is not None and v.role in (UserRole.STARTUP, UserRole.PARTNER):
+        if run.upstream_id is not None and v.role != UserRole.ADMIN:
             upstream = self._catalog.run(run.upstream_id)
             if upstream is None or not self._may_see_run(v, upstream):
                 return replace(run, upstream_id=None)

@@ -154,12 +154,13 @@ class AuditLog:
         rows = self.db.query(f"SELECT {_COLUMNS} FROM audit_log ORDER BY seq")
         entries = [_entry(r) for r in rows]
         problems: list[Problem] = []
-        by_hash = {e.hash: e for e in entries}
+        known = {e.hash for e in entries} | {GENESIS}
         last_seq = entries[-1].seq if entries else 0
-        prev_hash, prev_seq = GENESIS, 0
+        prev_seq = 0
         for e in entries:
             label = f"entry {e.seq} ({e.ts.isoformat()} {e.actor} {e.action} {e.target}".rstrip() + ")"
             if _hash_of(e, e.seq) != e.hash:
+                # the seq is sealed in the hash: an intact entry moved elsewhere hashes with its old seq
                 written_as = next(
                     (s for s in range(max(1, e.seq - 1000), last_seq + 1001) if _hash_of(e, s) == e.hash),
                     None,
@@ -174,35 +175,14 @@ class AuditLog:
                             e.seq, "reordered", f"{label}: reordered — it was written as entry {written_as}"
                         )
                     )
-            elif e.prev_hash != prev_hash:
-                before = by_hash.get(e.prev_hash)
-                if before is not None:
-                    problems.append(
-                        Problem(
-                            e.seq,
-                            "reordered",
-                            f"{label}: reordered — it was written after entry {before.seq}, "
-                            f"but stands after entry {prev_seq}",
-                        )
-                    )
-                elif e.seq > prev_seq + 1:
-                    gone = (
-                        f"entry {prev_seq + 1}"
-                        if e.seq == prev_seq + 2
-                        else f"entries {prev_seq + 1}–{e.seq - 1}"
-                    )
-                    problems.append(
-                        Problem(prev_seq + 1, "deleted", f"{gone} deleted: {label} follows entry {prev_seq}")
-                    )
-                else:
-                    problems.append(
-                        Problem(
-                            e.seq,
-                            "deleted",
-                            f"{label}: the entry written before it is gone (no entry has its previous hash)",
-                        )
-                    )
-            prev_hash, prev_seq = e.hash, e.seq
+            elif e.prev_hash not in known or (e.seq == 1) != (e.prev_hash == GENESIS):
+                # intact, but the entry it sealed (the one written before it) is gone
+                first = prev_seq + 1 if prev_seq < e.seq - 1 else e.seq - 1
+                gone = f"entry {first}" if first == e.seq - 1 else f"entries {first}–{e.seq - 1}"
+                problems.append(
+                    Problem(first, "deleted", f"{gone} deleted: {label} follows entry {prev_seq or 'none'}")
+                )
+            prev_seq = e.seq
         hashes = {e.seq: e.hash for e in entries}
         stored = [(a.seq, a.hash, f"anchor of {a.ts.isoformat()}") for a in self.anchors()]
         for seq, digest, what in [*stored, *((s, h, "the anchor given") for s, h in external)]:
