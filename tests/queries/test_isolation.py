@@ -200,7 +200,7 @@ def test_a_revoked_invitation_takes_effect_at_once(tmp_path: Path) -> None:
             h.close()
 
 
-# -- the CLI: every command that reads, and the export --------------------------------------------------------
+# -- the CLI: every command that reads, and the export ---------------------------------------------------
 def _run(capsys: pytest.CaptureFixture[str], site: Path, user: str, *argv: str) -> tuple[int, str]:
     code = cli([*argv, "--config", str(CONFIG), "--data-dir", str(site), "--user", user])
     out, err = capsys.readouterr()

@@ -1,4 +1,4 @@
-"""Users, sessions, trials, invitations and the audit log on every catalog backend (SQLite file, PostgreSQL)."""
+"""Users, sessions, trials, invitations and the audit log on every catalog backend (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ def test_audit_appends_from_many_threads_keep_one_chain(catalog_target: str) -> 
             c.close()
 
 
-# -- tampering: an edited, a deleted and a reordered entry are each named -------------------------------------
+# -- tampering: an edited, a deleted and a reordered entry are each named ------------------------------
 def _chain(catalog: Catalog, n: int = 6) -> None:
     for i in range(1, n + 1):
         catalog.audit.append("root", "run.edit", f"F-101:B-{i}", why=f"change {i}")
