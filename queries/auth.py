@@ -13,6 +13,7 @@ when its user is disabled — checked on every page run by `resume`.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,7 +87,7 @@ class Authenticator:
         wait = self._throttled(name if user is not None else None, address, now)
         if wait is not None:
             self._catalog.audit.append(who, "login.failed", address, why="throttled", method="password")
-            minutes = max(1, int(wait.total_seconds() // 60) + 1)
+            minutes = max(1, math.ceil(wait.total_seconds() / 60))
             return Login(False, f"Too many failed logins. Try again in {minutes} min.")
         stored = self._catalog.password_hash(name) if user is not None else None
         matches = _verify(stored or _DUMMY_HASH, password) and stored is not None
