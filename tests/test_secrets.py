@@ -106,7 +106,7 @@ def test_secret_files_must_be_private(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.delenv("BP_TEST_PW", raising=False)
     monkeypatch.setenv("BP_TEST_PW_FILE", str(file))
     file.chmod(0o644)
-    with pytest.raises(ConfigError, match="readable by others .*chmod 600"):
+    with pytest.raises(ConfigError, match=r"readable by others .*chmod 600"):
         read_secret("BP_TEST_PW", what="mqtt.brokers.plant.password_env")
     file.chmod(0o600)
     assert read_secret("BP_TEST_PW", what="mqtt.brokers.plant.password_env") == "from-a-file-123"

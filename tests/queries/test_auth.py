@@ -83,7 +83,7 @@ def test_throttling_per_user(setup: tuple[Catalog, Authenticator, Clock]) -> Non
 
 
 def test_throttling_per_address(setup: tuple[Catalog, Authenticator, Clock]) -> None:
-    catalog, auth, clock = setup
+    _catalog, auth, clock = setup
     for k in range(5):  # five user names (some unknown) from one address
         auth.login(["ann", "bob", "carl", "dora", "eve"][k], "wrong", "10.9.9.9")
     blocked = auth.login("bob", PASSWORD, "10.9.9.9")
@@ -149,7 +149,7 @@ def test_oidc_identity_maps_to_a_user(setup: tuple[Catalog, Authenticator, Clock
     assert not refused.ok and "biopilot users add" in refused.message
 
 
-# -- the dashboard refuses to listen beyond 127.0.0.1 without login ----------------------------------------------
+# -- the dashboard refuses to listen beyond 127.0.0.1 without login ---------------------------------------
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -201,8 +201,11 @@ def test_dashboard_on_all_interfaces_refuses_without_login(tmp_path: Path) -> No
             "--port",
             str(port),
             "--no-browser",
-        ]
-        + ["--config", config, "--data-dir", data],
+            "--config",
+            config,
+            "--data-dir",
+            data,
+        ],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
