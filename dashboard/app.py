@@ -41,7 +41,8 @@ def _oidc_subject() -> str | None:
 
 def _sign_in(data: DashboardData) -> Viewer | None:
     """The signed-in viewer, or None after drawing the sign-in (or password) page."""
-    address = st.context.ip_address
+    address = st.context.ip_address  # the WebSocket peer; None on this machine (and a mock under AppTest)
+    address = address if isinstance(address, str) else None
     listening = st.get_option("server.address")
     if not data.login_required(listening):
         return Viewer.local_admin()

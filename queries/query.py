@@ -43,6 +43,7 @@ from storage.health import HealthStore
 
 MIN_BASELINE_RUNS = 3
 _FOREVER_US = 2**62
+_REPRESENTABLE_US = 2**55  # ±1142 years around 1970: inside what datetime can hold
 
 
 class Forbidden(Exception):  # noqa: N818 - a BioPilotError is raised from it by the callers that write
@@ -433,8 +434,8 @@ class _Backend:
         return out
 
     def _read(self, tag: str, start_us: int, end_us: int, *, tail: bool = False) -> SeriesData:
-        start_us = max(start_us, -(2**61))
-        end_us = min(end_us, 2**61)
+        start_us = max(start_us, -_REPRESENTABLE_US)
+        end_us = min(end_us, _REPRESENTABLE_US)
         if tail:  # the last hour first (the usual case), then the whole window
             recent = self._store.read(tag, from_us(max(start_us, end_us - 3_600_000_000)), from_us(end_us))
             if len(recent) or end_us - start_us <= 3_600_000_000:
