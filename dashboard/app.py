@@ -121,7 +121,9 @@ def main() -> None:
             ),
         ]
     )
-    st.sidebar.caption(f"{data.site_name}\n\nStore: `{data.database}`")
+    # where the data lives is the host's business: admins and operators only
+    host = viewer.role.value in ("admin", "operator")
+    st.sidebar.caption(f"{data.site_name}\n\nStore: `{data.database}`" if host else data.site_name)
     if (
         viewer.name == "local"
         and viewer.is_admin
