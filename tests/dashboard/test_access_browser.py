@@ -78,8 +78,19 @@ def test_each_user_sees_only_their_runs_and_trials_in_chromium(tmp_path: Path) -
     port = free_port()
     log = (tmp_path / "dashboard.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "biopilot", "dashboard", "--no-browser", "--port", str(port)]
-        + ["--config", str(CONFIG), "--data-dir", str(data)],
+        [
+            sys.executable,
+            "-m",
+            "biopilot",
+            "dashboard",
+            "--no-browser",
+            "--port",
+            str(port),
+            "--config",
+            str(CONFIG),
+            "--data-dir",
+            str(data),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=tmp_path,
@@ -134,7 +145,8 @@ def test_each_user_sees_only_their_runs_and_trials_in_chromium(tmp_path: Path) -
                     forbidden |= {w for w in ok.forbidden_words if w in text}
                     matrix[user] = (len(runs) + len(trials), len(forbidden))
                     print(
-                        f"chromium {user:5}: runs {sorted(runs)} trials {sorted(trials)} forbidden {sorted(forbidden)}"
+                        f"chromium {user:5}: runs {sorted(runs)} trials {sorted(trials)} "
+                        f"forbidden {sorted(forbidden)}"
                     )
                     assert runs == set(ok.runs), (user, runs)
                     assert trials == set(ok.trials), (user, trials)
