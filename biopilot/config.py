@@ -788,6 +788,12 @@ def config_warnings(config: SiteConfig) -> list[str]:
                 "'SignAndEncrypt' (see `biopilot certs`)"
             )
     for name, broker in config.mqtt.brokers.items():
+        key_file = broker.tls.key_file if broker.tls is not None else None
+        if key_file is not None and Path(key_file).exists() and Path(key_file).stat().st_mode & 0o077:
+            out.append(
+                f"mqtt.brokers.{name}.tls.key_file: {key_file} is readable by others; "
+                f"make it private with `chmod 600 {key_file}`"
+            )
         if broker.username is not None and broker.tls is None:
             out.append(
                 f"mqtt.brokers.{name}: user {broker.username!r} logs in without TLS: the password crosses "

@@ -200,6 +200,30 @@ class AuditLog:
         return Verification(len(entries), head, problems)
 
 
+def record_tag_changes(log: AuditLog, tags: dict[str, dict[str, Any]], config_file: str) -> AuditEntry | None:
+    """Append a "config.tags" entry when the site config's tags differ from those last recorded (tags are
+    edited in the config file, so the collector records the change when it starts with the new file).
+    `tags`: name -> what defines the tag (equipment, role, unit, source). None when nothing changed."""
+    last = next(iter(reversed(log.entries(action="config.tags"))), None)
+    before: dict[str, Any] = last.details.get("tags", {}) if last is not None else {}
+    now = json.loads(json.dumps(tags, sort_keys=True, default=str))
+    if now == before:
+        return None
+    added = sorted(set(now) - set(before))
+    removed = sorted(set(before) - set(now))
+    changed = sorted(n for n in set(now) & set(before) if now[n] != before[n])
+    return log.append(
+        f"config file {config_file}",
+        "config.tags",
+        config_file,
+        why="first record of the tags" if last is None else "the site config's tags changed",
+        added=added,
+        removed=removed,
+        changed=changed,
+        tags=now,
+    )
+
+
 def _hash_of(e: AuditEntry, seq: int) -> str:
     return entry_hash(seq, to_us(e.ts), e.actor, e.action, e.target, e.why, e.details, e.prev_hash)
 

@@ -116,3 +116,30 @@ def test_anchor_printed_and_checked(data: Path, capsys: pytest.CaptureFixture[st
 def test_only_an_admin_reads_the_audit_log(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = _cli(capsys, data, "audit", "list", user="pat")
     assert code == 2 and "only an admin may read the audit log" in out
+
+
+def test_tag_changes_in_the_config_are_recorded(tmp_path: Path) -> None:
+    """Tags are edited in the config file: the collector records added, removed and changed tags at start."""
+    from biopilot.config import load_config
+    from storage import Catalog
+    from storage.audit import record_tag_changes
+
+    config = load_config(CONFIG)
+    tags = {t.name: t.model_dump(mode="json", exclude={"name"}) for t in config.tags}
+    catalog = Catalog(tmp_path / "biopilot.db")
+    try:
+        first = record_tag_changes(catalog.audit, tags, "site.toml")
+        assert first is not None and first.why == "first record of the tags"
+        assert record_tag_changes(catalog.audit, tags, "site.toml") is None  # unchanged: nothing appended
+        edited = dict(tags)
+        edited.pop("F-101.ph")
+        edited["F-101.temperature"] = {**tags["F-101.temperature"], "unit": "K"}
+        edited["F-101.new_probe"] = tags["F-101.temperature"]
+        entry = record_tag_changes(catalog.audit, edited, "site.toml")
+        assert entry is not None and entry.action == "config.tags" and entry.actor == "config file site.toml"
+        assert entry.details["added"] == ["F-101.new_probe"]
+        assert entry.details["removed"] == ["F-101.ph"]
+        assert entry.details["changed"] == ["F-101.temperature"]
+        assert catalog.audit.verify().ok
+    finally:
+        catalog.close()
