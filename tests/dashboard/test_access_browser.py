@@ -6,7 +6,9 @@ go to /tmp/biopilot-shots."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -155,7 +157,7 @@ def test_each_user_sees_only_their_runs_and_trials_in_chromium(tmp_path: Path) -
             finally:
                 browser.close()
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)  # the dashboard and anything it started
         proc.wait(20)
         log.close()
     total = sum(f for _, f in matrix.values())

@@ -8,6 +8,8 @@ identity without a BioPilot user is refused and told whom to ask."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -99,7 +101,7 @@ def test_oidc_sign_in_maps_the_identity_to_its_user(tmp_path: Path) -> None:
                 finally:
                     browser.close()
         finally:
-            proc.terminate()
+            os.killpg(proc.pid, signal.SIGTERM)  # the dashboard and anything it started
             proc.wait(20)
             log.close()
     catalog = Catalog(data / "biopilot.db")

@@ -4,6 +4,9 @@ stands in for waiting 15 minutes (the only fake here: the catalog, hashing and a
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -216,6 +219,13 @@ def test_dashboard_on_all_interfaces_refuses_without_login(tmp_path: Path) -> No
         from biopilot.app.broker import wait_reachable
 
         assert wait_reachable("127.0.0.1", port, 90), "the dashboard did not start on 0.0.0.0 with login on"
+        # SIGTERM to `biopilot dashboard` alone (not its group) stops the server: it is the server
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        from biopilot.app.broker import reachable
+
+        assert not reachable("127.0.0.1", port, 0.5), "Streamlit outlived `biopilot dashboard`"
     finally:
-        proc.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)  # whatever is left of the dashboard's group
         proc.wait(20)
