@@ -264,6 +264,18 @@ class StorageConfig(_Model):
         return self
 
 
+_PASSWORD_ENV_NOT_A_NAME = (
+    "password_env names the environment variable that holds the password (letters, digits and _), "
+    "not the password itself"
+)
+# keys that would put a secret into the config file: refused with where secrets go instead
+_SECRET_KEYS = re.compile(r"(?i)(pass(word|wd|phrase)?|secret|token|api_?key|credential)s?$")
+SECRETS_GO_ELSEWHERE = (
+    "secrets are never written in the site config: put the password in an environment variable (or in a "
+    "0600 file named by VARIABLE_FILE) and name the variable in password_env"
+)
+
+
 class OpcUaServer(_Model):
     endpoint: str
     namespace: str | None = None  # namespace URI that browse paths are resolved in
@@ -283,6 +295,12 @@ class OpcUaServer(_Model):
     def _opc_tcp(cls, value: str) -> str:
         if not value.startswith("opc.tcp://"):
             raise ValueError(f"an OPC UA endpoint starts with 'opc.tcp://', got {value!r}")
+        netloc = value[len("opc.tcp://") :].split("/", 1)[0]
+        if "@" in netloc:  # never echo it: the part before @ may be a password
+            raise ValueError(
+                "the endpoint carries a user name or password before '@'; remove them, set username and "
+                "name the environment variable that holds the password in password_env"
+            )
         return value
 
     @model_validator(mode="after")
@@ -294,6 +312,8 @@ class OpcUaServer(_Model):
             )
         if self.password_env is not None and self.username is None:
             raise ValueError("password_env needs a username")
+        if self.password_env is not None and not _ENV_NAME.fullmatch(self.password_env):
+            raise ValueError(_PASSWORD_ENV_NOT_A_NAME)
         return self
 
 
@@ -826,9 +846,11 @@ def site_problems(config: SiteConfig) -> Iterator[str]:
 
 
 def config_warnings(config: SiteConfig, environ: Mapping[str, str] | None = None) -> list[str]:
-    """What will not stop a command but may stop a collector: password variables that are not set."""
+    """What will not stop a command but weakens security or may stop a collector: logins without
+    encryption, private keys readable by others, password variables that are not set. check-config prints
+    these and the collector logs them."""
     env = os.environ if environ is None else environ
-    out = []
+    out = _security_warnings(config)
     named = [(f"opcua.servers.{n}.password_env", s.password_env) for n, s in config.opcua.servers.items()]
     named += [(f"mqtt.brokers.{n}.password_env", b.password_env) for n, b in config.mqtt.brokers.items()]
     for key, variable in named:
@@ -880,6 +902,8 @@ def _describe(error: Any, raw: dict[str, Any], hint: str | None) -> str:
     message = error["msg"]
     if kind == "missing":
         message = "missing (required)"
+    elif kind == "extra_forbidden" and _SECRET_KEYS.fullmatch(str(error["loc"][-1])):
+        message = SECRETS_GO_ELSEWHERE  # the secret's value is never echoed
     elif kind == "extra_forbidden":
         message = f"unknown key (did you mean {hint!r}?)" if hint else "unknown key (misspelled?)"
     elif kind == "enum" and isinstance(error.get("input"), str):
@@ -1302,6 +1326,32 @@ def _resolve_mqtt_files(config: SiteConfig, base: Path) -> SiteConfig:
     if not changed:
         return config
     return config.model_copy(update={"mqtt": config.mqtt.model_copy(update={"brokers": brokers})})
+
+
+def _security_warnings(config: SiteConfig) -> list[str]:
+    """What is allowed but weakens security (config_warnings)."""
+    out = []
+    for name, srv in config.opcua.servers.items():
+        if srv.username is not None and srv.security_policy == "None":
+            out.append(
+                f"opcua.servers.{name}: user {srv.username!r} logs in over security_policy 'None': the "
+                "password is protected only if the server encrypts the user token, and the data is neither "
+                "signed nor encrypted; use security_policy 'Basic256Sha256' with security_mode "
+                "'SignAndEncrypt' (see `biopilot certs`)"
+            )
+    for name, broker in config.mqtt.brokers.items():
+        key_file = broker.tls.key_file if broker.tls is not None else None
+        if key_file is not None and Path(key_file).exists() and Path(key_file).stat().st_mode & 0o077:
+            out.append(
+                f"mqtt.brokers.{name}.tls.key_file: {key_file} is readable by others; "
+                f"make it private with `chmod 600 {key_file}`"
+            )
+        if broker.username is not None and broker.tls is None:
+            out.append(
+                f"mqtt.brokers.{name}: user {broker.username!r} logs in without TLS: the password crosses "
+                "the network in clear text; add [mqtt.brokers.NAME.tls]"
+            )
+    return out
 
 
 def template_filter(topic: str) -> str:

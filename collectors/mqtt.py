@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import select
 import socket
 import ssl
@@ -53,6 +52,7 @@ from biopilot.aio import wait_for_any, wait_for_event
 from biopilot.config import MqttBroker, MqttPayload, MqttSource, MqttTls, Tag, template_filter
 from biopilot.errors import SourceError
 from biopilot.samples import BAD_NO_COMMUNICATION, GOOD, Sample, utcnow
+from biopilot.secrets import read_secret
 from collectors import decoders as dec
 from collectors import sparkplug_b_pb2 as spb
 from collectors.sink import Counts, GapEvent, SampleSink
@@ -735,12 +735,14 @@ class MqttCollector:
         if self.broker.username is not None:
             password = None
             if self.broker.password_env is not None:
-                password = os.environ.get(self.broker.password_env)
+                password = read_secret(
+                    self.broker.password_env, what=f"mqtt.brokers.{self.name}.password_env"
+                )
                 if password is None:
                     raise SourceError(
                         f"mqtt.brokers.{self.name}.password_env: the environment variable "
-                        f"{self.broker.password_env} is not set (it holds the password of "
-                        f"user {self.broker.username!r})"
+                        f"{self.broker.password_env} (or {self.broker.password_env}_FILE) is not set "
+                        f"(it holds the password of user {self.broker.username!r})"
                     )
             client.username_pw_set(self.broker.username, password)
         if self.broker.tls is not None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -38,6 +37,7 @@ from biopilot.aio import wait_for_event
 from biopilot.config import OpcUaServer, OpcUaSource, Tag
 from biopilot.errors import SourceError
 from biopilot.samples import BAD_NO_COMMUNICATION, Sample, is_bad, utcnow
+from biopilot.secrets import read_secret
 from collectors import decoders
 from collectors.decoders import TimeWindow
 from collectors.security import Pki, certificate_uri, check_client_certificate, check_server_certificate
@@ -582,11 +582,12 @@ async def make_client(name: str, srv: OpcUaServer, pki: Pki | None) -> Client:
     if srv.username is not None:
         client.set_user(srv.username)
         if srv.password_env is not None:
-            password = os.environ.get(srv.password_env)
+            password = read_secret(srv.password_env, what=f"opcua.servers.{name}.password_env")
             if password is None:
                 raise SourceError(
                     f"opcua.servers.{name}.password_env: the environment variable {srv.password_env} "
-                    f"is not set (it holds the password of user {srv.username!r})"
+                    f"(or {srv.password_env}_FILE) is not set "
+                    f"(it holds the password of user {srv.username!r})"
                 )
             client.set_password(password)
     if srv.security_policy == "None":

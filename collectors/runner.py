@@ -16,6 +16,7 @@ from biopilot.aio import wait_for_event
 from biopilot.config import MqttSource, OpcUaSource, SiteConfig
 from biopilot.errors import StoreError
 from biopilot.samples import Sample, utcnow
+from biopilot.secrets import redact
 from collectors.decoders import TimeWindow
 from collectors.mqtt import MqttCollector
 from collectors.opcua import OpcUaCollector
@@ -207,7 +208,7 @@ class Collectors:
                 "monitored": len(c.monitored),
                 "failed": dict(c.failed),
                 "backfilled": c.backfilled,
-                "last_error": c.last_error,
+                "last_error": redact(c.last_error) if c.last_error else None,
                 "last_received": _iso(c.last_received),
                 "last_spooled": _iso(c.last_spooled),
                 "spool_error": c.spool_error or spool_error,
@@ -228,7 +229,7 @@ class Collectors:
                 "last_message": _iso(m.last_message),
                 "last_received": _iso(m.last_received),
                 "last_spooled": _iso(m.last_spooled),
-                "last_error": m.last_error,
+                "last_error": redact(m.last_error) if m.last_error else None,
                 "spool_error": m.spool_error or spool_error,
                 "down": m.down_tags(),
                 "sparkplug_parked_bytes": m.sparkplug.parked_bytes,

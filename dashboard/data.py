@@ -1,4 +1,5 @@
-"""The dashboard's one door to storage: every page reads through `DashboardData`.
+"""The dashboard's one door to storage: `DashboardData` holds the store and catalog; pages get a `PageData`
+for the signed-in viewer, whose every read goes through the query layer (queries/), filtered for that viewer.
 
 Pages get plain data (tiles, trends, runs) and never touch the store, a broker or a plant server.
 The site config and data directory come from BIOPILOT_CONFIG and BIOPILOT_DATA_DIR, which
@@ -17,9 +18,13 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from biopilot import units
+from biopilot.access import Trial, User, Viewer, is_loopback
 from biopilot.config import Role, SiteConfig, Tag, load_config
 from biopilot.records import KpiRecord, Phase, Run
 from biopilot.samples import Severity, from_us, severity, utcnow
+from queries import Query, open_query
+from queries.auth import Authenticator
+from queries.query import BaselineEnvelope, BaselineSummary, SiteInfo
 from storage import Catalog, HealthStore, TimeSeriesStore, open_catalog, open_health, open_store
 from storage.health import connection_verdict, liveness, source_alive, store_verdict, tag_state
 
@@ -90,13 +95,18 @@ class Trend:
 
 
 class DashboardData:
+    """What the dashboard process holds: the site config, the store, the catalog and the collectors' health —
+    and nothing of it reaches a page. Pages get a `PageData` for the signed-in viewer (`page(viewer)`),
+    whose every read goes through the query layer."""
+
     def __init__(
         self, config: SiteConfig, store: TimeSeriesStore, catalog: Catalog, health: HealthStore | None = None
     ) -> None:
-        self.config = config
-        self.store = store
-        self.catalog = catalog
-        self.health = health  # what the collectors report; without it, staleness is judged by age alone
+        self._config = config
+        self._store = store
+        self._catalog = catalog
+        self._health = health  # what the collectors report; without it, staleness is judged by age alone
+        self.auth = Authenticator(catalog)
 
     @classmethod
     def from_environment(cls) -> DashboardData:
@@ -114,20 +124,58 @@ class DashboardData:
         )
 
     @property
+    def site_name(self) -> str:
+        return self._config.site.name
+
+    @property
     def database(self) -> str:
-        return str(getattr(self.store, "path", "")) or "?"
+        return str(getattr(self._store, "path", "")) or "?"
+
+    def login_required(self, listening: str | None) -> bool:
+        """Login is required when the dashboard listens beyond the loopback interface, or once the data
+        directory has users."""
+        return not is_loopback(listening) or self._catalog.has_users()
+
+    def user(self, name: str) -> User | None:
+        return self._catalog.user(name)
+
+    def page(self, viewer: Viewer) -> PageData:
+        return PageData(open_query(viewer, self._config, self._catalog, self._store, self._health))
+
+
+class PageData:
+    """What a page may read: plain records for one viewer, through the query layer (queries/query.py). It
+    holds the viewer's Query and nothing else — no store, no catalog, no config."""
+
+    __slots__ = ("_q",)
+
+    def __init__(self, query: Query) -> None:
+        object.__setattr__(self, "_q", query)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("PageData is immutable")
+
+    @property
+    def viewer(self) -> Viewer:
+        return self._q.viewer
+
+    @property
+    def site(self) -> SiteInfo:
+        return self._q.site()
 
     # -- live ------------------------------------------------------------------------------------------
     def equipment_views(self) -> list[EquipmentView]:
-        latest = self.store.latest([t.name for t in self.config.tags])
+        q = self._q
+        tags = q.tags()
+        latest = q.latest([t.name for t in tags])
         now = utcnow()
         alive = self.sources_alive(now)
         states = self.tag_states(now)
         views = []
-        for eq in self.config.equipment:
-            tags = self.config.tags_of(eq.id)
-            batch = _text(latest.get(_first_name(tags, Role.BATCH_ID)))
-            phase = _text(latest.get(_first_name(tags, Role.PHASE)))
+        for eq in q.equipment():
+            eq_tags = [t for t in tags if t.equipment == eq.id]
+            batch = _text(latest.get(_first_name(eq_tags, Role.BATCH_ID)))
+            phase = _text(latest.get(_first_name(eq_tags, Role.PHASE)))
             tiles = [
                 _tile(
                     tag,
@@ -136,7 +184,7 @@ class DashboardData:
                     alive.get(_source_of(tag)) if alive is not None else None,
                     states.get(tag.name),
                 )
-                for tag in _ordered(tags)
+                for tag in _ordered(eq_tags)
                 if tag.role != Role.BATCH_ID
             ]
             views.append(EquipmentView(eq.id, eq.name or eq.id, eq.kind.value, batch, phase, tiles))
@@ -144,8 +192,8 @@ class DashboardData:
 
     def sources_alive(self, now: datetime) -> dict[str, bool] | None:
         """Per collector connection ("opcua:<server>", "mqtt:<broker>"): is it alive? None when no collector
-        has reported health into this store (then staleness falls back to the age of the values)."""
-        components = self.health.components() if self.health is not None else {}
+        has reported health (then staleness falls back to the age of the values)."""
+        components = self._q.health().components
         if not components:
             return None
         return {name: source_alive(doc, updated, now) for name, (doc, updated) in components.items()}
@@ -169,7 +217,7 @@ class DashboardData:
 
     def collection_status(self) -> list[ConnectionStatus]:
         """One line per collector connection and one for the store, as the collectors last reported."""
-        components = self.health.components() if self.health is not None else {}
+        components = self._q.health().components
         now = utcnow()
         out = []
         for name, (doc, updated) in components.items():
@@ -189,12 +237,11 @@ class DashboardData:
         return out
 
     def numeric_tags(self) -> list[Tag]:
-        return [t for t in self.config.tags if not t.is_text]
+        return [t for t in self._q.tags() if not t.is_text]
 
     def latest_time(self) -> datetime | None:
-        """Source time of the newest stored sample: the plant's 'now' (simulated time in the demo)."""
-        latest = self.store.latest([t.name for t in self.config.tags])
-        return max((v.sample.ts for v in latest.values()), default=None)
+        """Source time of the newest sample the viewer may see: the plant's 'now' (simulated in the demo)."""
+        return self._q.latest_time()
 
     def trends(self, tags: list[str], window: timedelta, buckets: int = 240) -> list[Trend]:
         """Min/mean/max per bucket over the last `window` of process time, downsampled in the store."""
@@ -204,11 +251,14 @@ class DashboardData:
         end = end + timedelta(microseconds=1)
         start = end - window
         # in the site's zone: plotly draws the wall time of an x value and ignores its offset
-        zone = ZoneInfo(self.config.site.timezone)
+        zone = ZoneInfo(self.site.timezone)
+        by_name = {t.name: t for t in self._q.tags()}
         out = []
         for name in tags:
-            tag = self.config.tag(name)
-            b = self.store.read_buckets(name, start, end, buckets)
+            tag = by_name.get(name)
+            if tag is None:
+                continue
+            b = self._q.buckets(name, start, end, buckets)
             mids = [
                 from_us((f + lst) // 2).astimezone(zone)
                 for f, lst in zip(b.t_first.tolist(), b.t_last.tolist(), strict=True)
@@ -218,13 +268,26 @@ class DashboardData:
 
     # -- runs ------------------------------------------------------------------------------------------
     def runs(self) -> list[Run]:
-        return self.catalog.runs()
+        return self._q.runs()
 
     def run_kpis(self, run_id: str) -> list[KpiRecord]:
-        return self.catalog.kpis(run_id)
+        return self._q.kpis(run_id)
 
     def run_phases(self, run_id: str) -> list[Phase]:
-        return self.catalog.phases(run_id)
+        return self._q.phases(run_id)
+
+    # -- trials ----------------------------------------------------------------------------------------
+    def trials(self) -> list[Trial]:
+        return self._q.trials()
+
+    def trial_runs(self, trial_id: str) -> list[Run]:
+        return self._q.runs(trial_id=trial_id)
+
+    def baseline(self, trial_id: str) -> BaselineSummary | None:
+        return self._q.baseline(trial_id)
+
+    def baseline_envelope(self, trial_id: str, role: str) -> BaselineEnvelope | None:
+        return self._q.baseline_envelope(trial_id, role)
 
 
 def _first_name(tags: list[Tag], role: Role) -> str:

@@ -31,8 +31,11 @@ from biopilot.errors import StoreError
 from biopilot.ids import check_batch_id, check_equipment_id, check_run_id, check_trial_id
 from biopilot.records import ImportRecord, KpiRecord, LabResult, Phase, Run, RunKind, RunOrigin, run_id_for
 from biopilot.samples import from_us, to_us, utcnow, value_problem
+from storage.audit import AuditLog
 from storage.db import Database, SqliteDatabase, migrate, open_database, schema_version
 from storage.migrations import MIGRATIONS
+from storage.trials import TrialsMixin
+from storage.users import UsersMixin
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -62,9 +65,10 @@ _RUN_PARAMS = ", ".join("?" * len(_RUN_COLUMNS.split(", ")))
 _READY = "state = 'ready'"
 
 
-class Catalog:
-    """Runs, phases, lab results, imports, KPIs and processing cursors. `target`: the SQLite file, a
-    postgresql:// URL (password from `password_env`), or an open Database."""
+class Catalog(UsersMixin, TrialsMixin):
+    """Runs, phases, lab results, imports, KPIs and processing cursors; users, sessions, trials and trial
+    invitations (storage/users.py, storage/trials.py); the audit log as `catalog.audit` (storage/audit.py).
+    `target`: the SQLite file, a postgresql:// URL (password from `password_env`), or an open Database."""
 
     def __init__(self, target: str | Path | Database, *, password_env: str | None = None) -> None:
         self.db = (
@@ -76,6 +80,7 @@ class Catalog:
         except StoreError:
             self.db.close()
             raise
+        self.audit = AuditLog(self.db)
 
     # -- schema ----------------------------------------------------------------------------------------
     def schema_version(self) -> int:

@@ -8,6 +8,7 @@ rewrite of the same sample (a replay, a redelivered MQTT message) replaces it in
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -43,10 +44,27 @@ _BAD = 0x80000000
 _T = TypeVar("_T")
 
 
+def create_private(path: Path) -> None:
+    """Create the database file readable and writable by its owner only (0600, whatever the umask; its
+    folder 0700 when new). SQLite gives the -wal and -shm files the database file's permissions. An existing
+    file keeps the permissions its admin gave it."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.parent.chmod(0o700)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A connection with the pragmas every BioPilot connection to the embedded database uses."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(path)
         conn = sqlite3.connect(path, timeout=10.0, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")

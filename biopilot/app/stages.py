@@ -15,7 +15,7 @@ from pathlib import Path
 
 from biopilot.aio import wait_for_event
 from biopilot.app.supervisor import die_with_parent
-from biopilot.config import SiteConfig
+from biopilot.config import SiteConfig, config_warnings
 from collectors.runner import Collectors
 from collectors.writer import StoreWriter
 from processing.service import Processing
@@ -140,9 +140,36 @@ def simulate_historical(
     )
 
 
+def _audit_tag_changes(config: SiteConfig, config_path: Path, data_dir: Path) -> None:
+    """Tags live in the config file: the collector records in the audit log which tags were added, removed
+    or changed since the tags it last recorded."""
+    from storage import open_catalog
+    from storage.audit import record_tag_changes
+
+    catalog = open_catalog(config, data_dir)
+    try:
+        tags = {t.name: t.model_dump(mode="json", exclude={"name"}) for t in config.tags}
+        entry = record_tag_changes(catalog.audit, tags, str(config_path))
+        if entry is not None and entry.why != "first record of the tags":
+            d = entry.details
+            log.info(
+                "tags changed in %s: %d added, %d removed, %d changed (audit entry %d)",
+                config_path,
+                len(d["added"]),
+                len(d["removed"]),
+                len(d["changed"]),
+                entry.seq,
+            )
+    finally:
+        catalog.close()
+
+
 def collect(config: SiteConfig, config_path: Path, data_dir: Path) -> None:
     """The collectors in this process; the store writer in a child process (`write-store`), so the store's
     work never competes with the collectors for the interpreter. The child is restarted if it dies."""
+    for warning in config_warnings(config):
+        log.warning("%s", warning)
+    _audit_tag_changes(config, config_path, data_dir)
     store = open_store(config, data_dir)
     health = open_health(config, data_dir)
     collectors = Collectors.from_config(

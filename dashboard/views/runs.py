@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import streamlit as st
 
 from biopilot.records import KpiRecord, Run, RunKind
-from dashboard.data import DashboardData
+from dashboard.data import PageData
 from processing.kpis import KPI_UNITS
 
 # headline KPIs in the runs table, in column order: (column title with its unit, KPI names in the order
@@ -69,9 +69,9 @@ def _row(
     return row
 
 
-def render(data: DashboardData) -> None:
+def render(data: PageData) -> None:
     st.title("Runs")
-    tz = ZoneInfo(data.config.site.timezone)
+    tz = ZoneInfo(data.site.timezone)
     runs = data.runs()
     if not runs:
         st.info(

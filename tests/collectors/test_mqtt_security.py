@@ -298,8 +298,8 @@ def test_password_env_not_set_is_logged_and_retried(
     )
     lines = asyncio.run(_run_until_logged(collector, caplog, "is not set", 1))
     assert (
-        "mqtt.brokers.b.password_env: the environment variable BIOPILOT_TEST_UNSET_PASSWORD is not set"
-        in lines[0]
+        "mqtt.brokers.b.password_env: the environment variable BIOPILOT_TEST_UNSET_PASSWORD"
+        " (or BIOPILOT_TEST_UNSET_PASSWORD_FILE) is not set" in lines[0]
     )
 
 

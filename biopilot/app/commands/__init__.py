@@ -1,6 +1,7 @@
 """The `biopilot` subcommands, one module per area; each has `register(subparsers)`."""
 
 from biopilot.app.commands import (
+    audit,
     browse,
     certs,
     check_config,
@@ -12,6 +13,23 @@ from biopilot.app.commands import (
     runs,
     stages,
     status,
+    trials,
+    users,
 )
 
-MODULES = [demo, check_config, stages, status, healthcheck, certs, browse, runs, imports, lab, kpis]
+MODULES = [
+    demo,
+    check_config,
+    stages,
+    status,
+    healthcheck,
+    certs,
+    browse,
+    runs,
+    imports,
+    lab,
+    kpis,
+    users,
+    trials,
+    audit,
+]

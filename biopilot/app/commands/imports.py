@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from biopilot.app.commands.acting import acting_viewer, add_user_option, require_equipment
 from biopilot.app.commands.common import add_config_options, site_config
 from biopilot.app.commands.runs import KINDS, parse_time
 
@@ -18,6 +19,7 @@ from biopilot.app.commands.runs import KINDS, parse_time
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sp = sub.add_parser("import", help="import a historian export (CSV wide/long, Parquet) as a run")
     add_config_options(sp)
+    add_user_option(sp)
     sp.add_argument("file", type=Path)
     sp.add_argument("--equipment", required=True)
     sp.add_argument("--run-id", default=None, help="batch id or EQUIPMENT:BATCH (default: the file's name)")
@@ -73,6 +75,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
     bar = _Bar()
     t0 = time.monotonic()
     try:
+        viewer = acting_viewer(args, catalog)
+        require_equipment(viewer, args.equipment, "import runs")
         result = import_historian(
             args.file,
             config,
@@ -96,6 +100,18 @@ def _cmd_import(args: argparse.Namespace) -> int:
         print(
             f"imported {args.file.name}: {result.rows:,} rows, {result.samples:,} samples of {tags} stored in"
             f" run {run.id} ({run.kind}) in {took:.1f} s{again}"
+        )
+        catalog.audit.append(
+            viewer.name,
+            "run.import",
+            run.id,
+            file=args.file.name,
+            sha256=result.sha256,
+            rows=result.rows,
+            samples=result.samples,
+            kind=run.kind,
+            trial=run.trial_id,
+            replaced=list(result.replaced_runs),
         )
         for line in _notes(result):
             print(f"  {line}")

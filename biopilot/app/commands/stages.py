@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
+import sys
 import webbrowser
 
 from biopilot.app.commands import simulate
@@ -73,9 +73,22 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    path, _ = site_config(args)
+    from biopilot.app.commands.demo import require_login_beyond_loopback
+    from storage import open_catalog
+
+    path, config = site_config(args)
+    catalog = open_catalog(config, args.data_dir)
+    try:
+        require_login_beyond_loopback(args.address, catalog)
+    finally:
+        catalog.close()
     require_free_port(args.address, args.port, "the dashboard", "--port")
     argv, env = streamlit_command(path, args.data_dir, args.address, args.port)
     if not args.no_browser:
         webbrowser.open(f"http://{args.address}:{args.port}")
-    return subprocess.call(argv, env={**os.environ, **env})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # become Streamlit: a SIGTERM to `biopilot dashboard` then stops the server itself (a child started with
+    # subprocess.call outlived its parent's SIGTERM)
+    os.execve(argv[0], argv, {**os.environ, **env})
+    return 0  # not reached

@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from biopilot.app.commands.acting import acting_viewer, add_user_option, query_for
 from biopilot.app.commands.common import add_config_options, site_config
 from biopilot.samples import utcnow
 from storage import open_health
@@ -33,6 +34,7 @@ NOTES = frozenset(
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sp = sub.add_parser("status", help="health of the collectors: connections, counts, spool, gaps, tags")
     add_config_options(sp)
+    add_user_option(sp)
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.set_defaults(func=_cmd_status)
 
@@ -45,10 +47,27 @@ def _ago(ts: datetime | None, now: datetime) -> str:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from biopilot.access import UserRole
+    from biopilot.errors import BioPilotError
+    from storage import open_catalog, open_store
+
     _, config = site_config(args)
     health = open_health(config, args.data_dir, read_only=True)
+    catalog = open_catalog(config, args.data_dir)
+    store = open_store(config, args.data_dir, read_only=True)
+    try:
+        viewer = acting_viewer(args, catalog)
+        if viewer.role not in (UserRole.ADMIN, UserRole.OPERATOR):
+            raise BioPilotError(
+                f"{viewer.name} is a {viewer.role.value}: the collection's health is for operators and admins"
+            )
+        seen = query_for(viewer, config, catalog, store, health).health()
+    finally:
+        catalog.close()
+        store.close()
     now = utcnow()
-    components = health.components()
+    components = seen.components
+    visible = {t.name for t in seen.tags}
     tags = health.tags()
     gaps = health.gaps()
     verdicts = {name: connection_verdict(doc, updated, now) for name, (doc, updated) in components.items()}
@@ -59,7 +78,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     rows = []
     for tag in config.tags:
         src = tag.source_label
-        if src is None:  # import-only: never collected, so never live or stale
+        if src is None or tag.name not in visible:  # import-only tags are never collected
             continue
         th = tags.get(tag.name)
         age = (now - th.last_seen).total_seconds() if th and th.last_seen else None
