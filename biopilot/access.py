@@ -2,8 +2,8 @@
 trial invitations and audit entries.
 
 These are kernel records (no I/O): the catalog persists them (storage/users.py, storage/trials.py,
-storage/audit.py), the query layer (queries/) filters every read by a `Viewer`, and the dashboard and the CLI
-both build one — the dashboard from a login, the CLI from `--user`/BIOPILOT_USER.
+storage/audit.py), the query layer (processing/queries/) filters every read by a `Viewer`, and the dashboard
+and the CLI both build one — the dashboard from a login, the CLI from `--user`/BIOPILOT_USER.
 
 Roles:
   admin     the host plant's IT: users, tags, trials; sees everything

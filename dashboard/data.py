@@ -1,5 +1,6 @@
 """The dashboard's one door to storage: `DashboardData` holds the store and catalog; pages get a `PageData`
-for the signed-in viewer, whose every read goes through the query layer (queries/), filtered for that viewer.
+for the signed-in viewer, whose every read goes through the query layer (processing/queries/), filtered for
+that viewer.
 
 Pages get plain data (tiles, trends, runs) and never touch the store, a broker or a plant server.
 The site config and data directory come from BIOPILOT_CONFIG and BIOPILOT_DATA_DIR, which
@@ -22,9 +23,9 @@ from biopilot.access import Trial, User, Viewer, is_loopback
 from biopilot.config import Role, SiteConfig, Tag, load_config
 from biopilot.records import KpiRecord, Phase, Run
 from biopilot.samples import Severity, from_us, severity, utcnow
-from queries import Query, open_query
-from queries.auth import Authenticator
-from queries.query import BaselineEnvelope, BaselineSummary, SiteInfo
+from processing.queries import Query, open_query
+from processing.queries.auth import Authenticator
+from processing.queries.query import BaselineEnvelope, BaselineSummary, SiteInfo
 from storage import Catalog, HealthStore, TimeSeriesStore, open_catalog, open_health, open_store
 from storage.health import connection_verdict, liveness, source_alive, store_verdict, tag_state
 
@@ -144,8 +145,9 @@ class DashboardData:
 
 
 class PageData:
-    """What a page may read: plain records for one viewer, through the query layer (queries/query.py). It
-    holds the viewer's Query and nothing else — no store, no catalog, no config."""
+    """What a page may read: plain records for one viewer, through the query layer
+    (processing/queries/query.py). It holds the viewer's Query and nothing else — no store, no catalog, no
+    config."""
 
     __slots__ = ("_q",)
 

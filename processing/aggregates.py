@@ -1,6 +1,7 @@
 """Aggregates of a group of runs that reveal no single run: a KPI's mean with its confidence interval, and
 the envelope of a signal over time since the start of the run. What partners (and startups) see of the host
-plant's baseline; the query layer (queries/) computes them on the server and hands out nothing else.
+plant's baseline; the query layer (processing/queries/) computes them on the server and hands out nothing
+else.
 
 Pure: numpy in, numbers out.
 """

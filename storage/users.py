@@ -1,8 +1,8 @@
 """Users, login attempts and sessions in the catalog (migration 10). Mixed into Catalog.
 
-Passwords are stored only as Argon2id hashes made by queries/auth.py; this module stores and returns the
-hash and never sees a password. Sessions are stored by the SHA-256 of their token, so the catalog holds no
-token a reader could replay.
+Passwords are stored only as Argon2id hashes made by processing/queries/auth.py; this module stores and
+returns the hash and never sees a password. Sessions are stored by the SHA-256 of their token, so the catalog
+holds no token a reader could replay.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Who sees what, in a real headless Chromium: `biopilot dashboard` on the isolation site (two startups, a
-partner, an operator, the admin; tests/queries/site.py), signed in as each user in turn. What the Runs and
-Trials pages offer (the run and trial choosers, the tables' cells, the page text) must be allowed to that
-user; the forbidden count is printed and must be 0. Screenshots of the sign-in page and of each user's pages
-go to /tmp/biopilot-shots."""
+partner, an operator, the admin; tests/processing/queries/site.py), signed in as each user in turn. What the
+Runs and Trials pages offer (the run and trial choosers, the tables' cells, the page text) must be allowed to
+that user; the forbidden count is printed and must be 0. Screenshots of the sign-in page and of each user's
+pages go to /tmp/biopilot-shots."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import chromium_or_skip, free_port
 from tests.dashboard.test_browser import CHROMIUM_ARGS, SHOTS
-from tests.queries.site import CONFIG, PASSWORD, RUNS, TRIALS, USERS, allowed, build
+from tests.processing.queries.site import CONFIG, PASSWORD, RUNS, TRIALS, USERS, allowed, build
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

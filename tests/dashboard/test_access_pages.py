@@ -1,7 +1,7 @@
 """The dashboard's pages per viewer, run by Streamlit's AppTest: sign in as each user of the isolation site
-(tests/queries/site.py) and read what the Live, Runs and Trials pages show. Every run id, trial id and tag a
-page shows must be allowed to that user; the forbidden count is printed and must be 0. Also: the pages get
-no store or catalog handle, sign-in is required, a one-time password must be changed first."""
+(tests/processing/queries/site.py) and read what the Live, Runs and Trials pages show. Every run id, trial id
+and tag a page shows must be allowed to that user; the forbidden count is printed and must be 0. Also: the
+pages get no store or catalog handle, sign-in is required, a one-time password must be changed first."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from dashboard.data import DashboardData, PageData
 from storage import Catalog, HealthStore, SqliteStore
 from storage.db import PostgresDatabase, SqliteDatabase
 from tests.dashboard.test_pages import APP, RUN_TIMEOUT_S, open_page, tiles_of
-from tests.queries.site import CONFIG, PASSWORD, RUNS, TRIALS, USERS, allowed, build
+from tests.processing.queries.site import CONFIG, PASSWORD, RUNS, TRIALS, USERS, allowed, build
 
 FORBIDDEN: dict[tuple[str, str], tuple[int, int]] = {}  # (page, user) -> (items shown, forbidden shown)
 
@@ -138,7 +138,7 @@ def test_wrong_password_stays_on_the_sign_in_page() -> None:
 
 
 def test_a_one_time_password_must_be_changed_first(site: Path) -> None:
-    from queries.auth import Authenticator
+    from processing.queries.auth import Authenticator
 
     catalog = Catalog(site / "biopilot.db")
     Authenticator(catalog).set_password("bob", "one-time-pass-42", by="root", must_change=True)

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import chromium_or_skip, free_port
 from tests.dashboard.test_browser import CHROMIUM_ARGS, SHOTS
-from tests.queries.site import CONFIG, build
+from tests.processing.queries.site import CONFIG, build
 
 
 @pytest.mark.browser

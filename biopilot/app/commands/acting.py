@@ -1,9 +1,10 @@
 """Who a command acts as: `--user NAME` or BIOPILOT_USER, on a shared data directory.
 
-Every read command asks the query layer (queries/) for that user's view; every change is checked against the
-user's role and appended to the audit log under their name. The CLI does not ask for a password: whoever can
-run it on the data directory can read the database file directly — file access is the host's admin boundary
-(README, "Who may see what"). `--user` says on whose behalf the command acts and what it may show them.
+Every read command asks the query layer (processing/queries/) for that user's view; every change is checked
+against the user's role and appended to the audit log under their name. The CLI does not ask for a password:
+whoever can run it on the data directory can read the database file directly — file access is the host's admin
+boundary (README, "Who may see what"). `--user` says on whose behalf the command acts and what it may show
+them.
 
 A data directory without users is its host's: commands act as the local admin ("local") until the first user
 is added. Once there are users, a command must say who it acts as.
@@ -20,7 +21,7 @@ from biopilot.errors import BioPilotError
 
 if TYPE_CHECKING:
     from biopilot.config import SiteConfig
-    from queries import Query
+    from processing.queries import Query
     from storage import Catalog, TimeSeriesStore
     from storage.health import HealthStore
 
@@ -79,7 +80,7 @@ def query_for(
     store: TimeSeriesStore,
     health: HealthStore | None = None,
 ) -> Query:
-    from queries import open_query
+    from processing.queries import open_query
 
     return open_query(viewer, config, catalog, store, health)
 

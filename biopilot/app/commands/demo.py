@@ -104,7 +104,7 @@ def require_login_beyond_loopback(address: str, catalog) -> None:  # type: ignor
 def _seed_users(catalog) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
     """The demo's users (one per role, one-time passwords) and its trial, if the data directory has no users:
     [(user, role, one-time password)]."""
-    from queries.auth import hash_password, one_time_password
+    from processing.queries.auth import hash_password, one_time_password
 
     if catalog.has_users():
         return []

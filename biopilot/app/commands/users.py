@@ -87,7 +87,7 @@ def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _password(args: argparse.Namespace, what: str) -> tuple[str, bool]:
     """(password, must change): from --password-env, else a one-time password."""
     from biopilot.secrets import read_secret
-    from queries.auth import one_time_password
+    from processing.queries.auth import one_time_password
 
     if args.password_env:
         value = read_secret(args.password_env, what=f"--password-env {args.password_env}")
@@ -98,7 +98,7 @@ def _password(args: argparse.Namespace, what: str) -> tuple[str, bool]:
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
-    from queries.auth import Authenticator, hash_password
+    from processing.queries.auth import Authenticator, hash_password
 
     config, catalog = _open(args)
     try:
@@ -200,7 +200,7 @@ def _cmd_disable(args: argparse.Namespace) -> int:
 
 
 def _cmd_passwd(args: argparse.Namespace) -> int:
-    from queries.auth import Authenticator
+    from processing.queries.auth import Authenticator
 
     _, catalog = _open(args)
     try:

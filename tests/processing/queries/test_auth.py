@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from biopilot.samples import utcnow
-from queries.auth import Authenticator, AuthError, LoginPolicy, hash_password
+from processing.queries.auth import Authenticator, AuthError, LoginPolicy, hash_password
 from storage import Catalog
 
 PASSWORD = "a long enough secret"

@@ -1,8 +1,9 @@
 """The isolation matrix: two startups, one partner invited to one trial, one operator and the admin. For every
 read of the query layer and every CLI command that reads or exports, the runs, trials, KPI rows, lab results
-and series samples each viewer reaches are exactly the allowed set (tests/queries/site.py writes that set
-down from the runs' windows, not from the query layer). The count of forbidden rows reached is printed and
-must be 0; so must the number of other startups' names (and baseline run ids) in what they are shown."""
+and series samples each viewer reaches are exactly the allowed set (tests/processing/queries/site.py writes
+that set down from the runs' windows, not from the query layer). The count of forbidden rows reached is
+printed and must be 0; so must the number of other startups' names (and baseline run ids) in what they are
+shown."""
 
 from __future__ import annotations
 
@@ -19,10 +20,20 @@ import pytest
 from biopilot.app.cli import main as cli
 from biopilot.config import load_config
 from biopilot.samples import to_us
-from queries import Forbidden, open_query
-from queries.query import MIN_BASELINE_RUNS
+from processing.queries import Forbidden, open_query
+from processing.queries.query import MIN_BASELINE_RUNS
 from storage import Catalog, HealthStore, SqliteStore
-from tests.queries.site import BASELINE_TITER, CONFIG, RUNS, TEXT, TRIALS, USERS, allowed, build, hour
+from tests.processing.queries.site import (
+    BASELINE_TITER,
+    CONFIG,
+    RUNS,
+    TEXT,
+    TRIALS,
+    USERS,
+    allowed,
+    build,
+    hour,
+)
 
 SERIES = ["F-101.temperature", "F-101.dissolved_oxygen", "R-201.turbidity", "F-101.batch_id", "F-101.phase"]
 MATRIX: dict[tuple[str, str], tuple[int, int]] = {}  # (channel, user) -> (reached, forbidden reached)

@@ -24,7 +24,7 @@ from pathlib import Path
 from biopilot.config import load_config
 from biopilot.records import KpiRecord, LabResult
 from biopilot.samples import Sample, to_us
-from queries.auth import Authenticator
+from processing.queries.auth import Authenticator
 from storage import Catalog, HealthStore, SqliteStore
 
 REPO = Path(__file__).resolve().parents[2]
