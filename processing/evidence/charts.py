@@ -66,11 +66,12 @@ def _g(v: float) -> str:
 
 
 # -- the verdict per KPI ------------------------------------------------------------------------------
-def ci_chart(kpis: Sequence[Mapping[str, Any]], *, margin: float, relative: bool, alpha: float) -> bytes:
+def ci_chart(kpis: Sequence[Mapping[str, Any]], *, margin: float, margin_unit: str, alpha: float) -> bytes:
     """One row per KPI (rows of the verdict_kpis table, set "judged"; the primary first): the difference,
     signed so that + is better, with its 1 − α interval (thin, capped) and 1 − 2α interval (thick), the
     point estimate, zero, and for the primary KPI the ±Δ margin lines. In % of the baseline where the KPI
     has it, except an absolute margin's primary KPI, drawn in its unit against that margin."""
+    relative = margin_unit == "%"
     n = len(kpis)
     fig = Figure(figsize=(WIDTH_IN, 0.55 + 0.85 * n))
     axes = fig.subplots(n, 1, squeeze=False)[:, 0]
@@ -91,7 +92,7 @@ def ci_chart(kpis: Sequence[Mapping[str, Any]], *, margin: float, relative: bool
                 color=FLAG_COLOUR,
                 lw=1,
                 ls="--",
-                label=f"±Δ margin ({_g(margin)}{' %' if relative else ''})",
+                label=f"±Δ margin ({_g(margin)} {margin_unit})",
             )
         )
     fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=7.5, frameon=False)

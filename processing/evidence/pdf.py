@@ -363,7 +363,8 @@ def _charter(doc: _Doc, tables: Mapping[str, Table], c: Mapping[str, Any]) -> No
         "SHA-256 of its canonical JSON (charter/v<N>.json in this pack); any change of meaning makes a new "
         "version with a written reason."
     )
-    secondary = ", ".join(f"{s['kpi']} ({s['direction']} is better)" for s in c["secondary_kpis"]) or "none"
+    secondary = ", ".join(f"{s['kpi']} ({s['direction']} is better)" for s in c["secondary_kpis"])
+    secondary = f"{secondary} (Holm-corrected)" if secondary else "none"
     if c["baseline"] is not None:
         b = c["baseline"]
         baseline = (
@@ -381,7 +382,7 @@ def _charter(doc: _Doc, tables: Mapping[str, Table], c: Mapping[str, Any]) -> No
             ("α", num(c["alpha"])),
             ("Planned trial runs", str(c["planned_runs"])),
             ("Minimum coverage", f"{100 * c['min_coverage']:g} % of a run's inputs"),
-            ("Secondary KPIs", f"{secondary} (Holm-corrected)"),
+            ("Secondary KPIs", secondary),
             ("Baseline runs", baseline),
             ("Trial runs", ", ".join(c["trial_runs"]) or "none listed"),
         ],
@@ -492,7 +493,7 @@ def _verdict(doc: _Doc, tables: Mapping[str, Table], v: Mapping[str, Any]) -> No
         colour=GREY,
     )
     doc.figure(
-        charts.ci_chart(kpis, margin=v["margin"], relative=v["margin_unit"] == "%", alpha=alpha),
+        charts.ci_chart(kpis, margin=v["margin"], margin_unit=v["margin_unit"], alpha=alpha),
         f"Intervals against the margin ({lvl} thin, {lvl2} thick)",
     )
     runs = [r for r in tables["verdict_runs"].records() if r["set"] == "judged"]
@@ -800,7 +801,7 @@ def _exclusions(doc: _Doc, tables: Mapping[str, Table], v: Mapping[str, Any]) ->
     doc.grid(
         ["run", "reason", "by", "when"],
         [[e["run"], e["reason"], e["by"] or "—", when(e["at"])] for e in ex],
-        [28, 38, 20, 14],
+        [27, 34, 25, 14],
     )
     w = v["without_exclusions"]
     if w is None:
@@ -829,7 +830,16 @@ def _exclusions(doc: _Doc, tables: Mapping[str, Table], v: Mapping[str, Any]) ->
                 ]
             )
     doc.grid(
-        ["KPI", "runs", "word", "n trial / baseline", "difference", "interval", "p Welch", "p perm."],
+        [
+            "KPI",
+            "runs",
+            "word",
+            "n trial / baseline",
+            "difference",
+            f"{100 * (1 - v['alpha']):g} % interval",
+            "p Welch",
+            "p perm.",
+        ],
         rows,
         [26, 12, 13, 11, 11, 20, 8, 8],
         size=7,

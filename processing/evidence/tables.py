@@ -47,10 +47,6 @@ class Table:
     columns: tuple[Column, ...]
     rows: tuple[tuple[Any, ...], ...]
 
-    def column(self, name: str) -> list[Any]:
-        i = [c.name for c in self.columns].index(name)
-        return [r[i] for r in self.rows]
-
     def records(self) -> list[dict[str, Any]]:
         names = [c.name for c in self.columns]
         return [dict(zip(names, r, strict=True)) for r in self.rows]

@@ -23,6 +23,7 @@ import pytest
 from pypdf import PdfReader
 
 from biopilot.app.cli import main
+from biopilot.charter import Charter
 from processing.evidence import (
     CharterVersion,
     EvidenceError,
@@ -35,7 +36,7 @@ from processing.evidence import (
 from processing.evidence.charts import common_prefix, short_ids
 from processing.evidence.pdf import num
 from processing.evidence.tables import VERDICT_SETS
-from processing.verdict import verdict_to_json
+from processing.verdict import judge, verdict_to_json
 from tests.processing import evidence_cases as ec
 
 GENERATED = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -333,6 +334,25 @@ def test_long_ids_many_kpis_equivalence_and_no_money(tmp_path) -> None:
     assert "EQUIVALENT" in text  # the verdict with every run counted differs: shown beside
     assert m.word == inputs.verdict.word
     assert _csv(tmp_path / "pack" / "data" / "money_ranges.csv") == []
+    assert verify_pack(tmp_path / "pack").ok
+
+
+def test_a_trial_without_trial_runs_still_makes_a_pack(tmp_path) -> None:
+    """Before the first trial run (one baseline run, no secondaries, no exclusions, no sources): not
+    judgeable, no interval, no stability chart, no money range; the pack is whole and verifies."""
+    charter = Charter.model_validate(
+        {**ec.example_charter().model_dump(), "secondary_kpis": [], "trial_runs": []}
+    )
+    _, baseline = ec.campaign_runs([("BL", 0.063)], ec.example_charter())
+    v = judge(charter, [], baseline)
+    version = CharterVersion.of(1, charter, reason="", by="", at=ec.LOCKED)
+    inputs = EvidenceInputs("EMPTY", (version,), v, (), tuple(baseline))
+    build_evidence_pack(inputs, tmp_path / "pack", generated=GENERATED)
+    text = _pdf_text(tmp_path / "pack" / "evidence.pdf")
+    assert "NOT JUDGEABLE" in text and "0 trial and 1 baseline runs count" in text
+    assert "Fewer than two baseline runs count: no chart." in text
+    assert "interim verdict: 0 of 3 planned trial runs" in text
+    assert _csv(tmp_path / "pack" / "data" / "stability.csv") == []
     assert verify_pack(tmp_path / "pack").ok
 
 
