@@ -16,8 +16,8 @@ shows, no store needed):
 
 `verify_pack(dir)` (the CLI's `biopilot report verify DIR`) names every file changed, missing or added.
 
-The seam: tables.py gathers the numbers (and writes them as CSV/Parquet), charts.py and pdf.py draw them,
-manifest.py seals and verifies, pack.py puts it together.
+The seam: tables.py gathers the numbers (and writes them as CSV/Parquet); charts.py, document.py (the PDF's
+building blocks) and pdf.py (its pages) draw them; manifest.py seals and verifies; pack.py puts it together.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Drawing: the evidence pack's PDF (fpdf2), from the gathered tables and the verdict's JSON only.
+"""Drawing: the evidence pack's PDF, from the gathered tables and the verdict's JSON only.
 
 Pages: the title page (trial, host plant equipment, startup, product, the verdict word and its reason, the
 charter version and SHA-256, when and by which BioPilot version it was generated, a loud notice when the
@@ -6,230 +6,34 @@ charter changed after the first trial run started); 1 the charter and its histor
 (intervals against the margin, the runs' values); 3 the runs and the judged KPIs with coverage and flags;
 4 the baseline's stability; 5 money (ranges only); 6 exclusions and the verdict without them; 7 the data
 sources and the files of the pack; appendix: every KPI of every run (landscape). Every page has its
-number and a footer with the trial id and how to verify the pack.
-
-The font is DejaVu Sans as matplotlib ships it (fpdf2's core fonts cannot print Δ, ±, µ, €, ≥, −), so the
-PDF needs no system font.
+number and a footer with the trial id and how to verify the pack (processing.evidence.document).
 """
 
 from __future__ import annotations
 
-import io
 import math
-import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import matplotlib
-from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 from fpdf.fonts import FontFace
 
 from processing.evidence import charts
+from processing.evidence.document import (
+    GREY,
+    RED,
+    SANS,
+    Document,
+    coverage,
+    interval,
+    num,
+    pct,
+    pval,
+    rgb,
+    when,
+)
 from processing.evidence.tables import MONEY_RANGES, Table
-
-FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-SANS, MONO = "dejavu", "dejavu-mono"
-GREY = (90, 90, 90)
-LIGHT = (238, 238, 238)
-RED = (198, 40, 40)
-VERIFY = "verify: biopilot report verify DIR"
-
-
-def _rgb(hex_colour: str) -> tuple[int, int, int]:
-    h = hex_colour.lstrip("#")
-    return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
-
-
-# -- numbers as text ----------------------------------------------------------------------------------
-def num(v: float | None, digits: int = 4) -> str:
-    """A number with `digits` significant digits (thousands separated above 10^digits), a real minus
-    sign, '—' for none."""
-    if v is None:
-        return "—"
-    text = f"{v:,.0f}" if abs(v) >= 10**digits else f"{v:.{digits}g}"
-    return text.replace("-", "−")
-
-
-def pct(v: float | None) -> str:
-    return "—" if v is None else f"{v:+.1f} %".replace("-", "−")
-
-
-def pval(p: float | None) -> str:
-    if p is None:
-        return "—"
-    return "< 0.001" if p < 0.001 else f"{p:.2g}"
-
-
-def interval(low: float | None, high: float | None, unit: str = "", *, as_pct: bool = False) -> str:
-    if low is None or high is None:
-        return "—"
-    if as_pct:
-        return f"{pct(low)} to {pct(high)}"
-    return f"{num(low)} to {num(high)}{' ' + unit if unit else ''}"
-
-
-def when(t: datetime | None) -> str:
-    return "—" if t is None else t.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def coverage(v: float | None) -> str:
-    return "—" if v is None else f"{100 * v:.1f} %"
-
-
-# -- the document -------------------------------------------------------------------------------------
-class _Doc(FPDF):
-    def __init__(self, trial_id: str, generated: datetime) -> None:
-        super().__init__(orientation="portrait", unit="mm", format="A4")
-        self.trial_id = trial_id
-        self.generated = generated
-        self.set_margins(15, 15, 15)
-        self.set_auto_page_break(True, margin=18)
-        self.add_font(SANS, "", FONT_DIR / "DejaVuSans.ttf")
-        self.add_font(SANS, "B", FONT_DIR / "DejaVuSans-Bold.ttf")
-        self.add_font(SANS, "I", FONT_DIR / "DejaVuSans-Oblique.ttf")
-        self.add_font(MONO, "", FONT_DIR / "DejaVuSansMono.ttf")
-        self.set_creation_date(generated)
-        self.set_creator("BioPilot")
-        self.set_title(f"Evidence pack of trial {trial_id}")
-        self.set_font(SANS, size=9)
-
-    def footer(self) -> None:
-        self.set_y(-12)
-        self.set_font(SANS, size=7)
-        self.set_text_color(*GREY)
-        left = f"Trial {self.trial_id} · evidence pack generated {when(self.generated)} · {VERIFY}"
-        self.cell(self.epw - 25, 5, left)
-        self.cell(25, 5, f"page {self.page_no()} of {{nb}}", align="R")
-        self.set_text_color(0, 0, 0)
-
-    # building blocks
-    def h1(self, text: str) -> None:
-        self.start_section(text)
-        self.set_font(SANS, "B", 15)
-        self.multi_cell(0, 8, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-        self.ln(2)
-        self.set_font(SANS, size=9)
-
-    def h2(self, text: str) -> None:
-        if self.will_page_break(20):
-            self.add_page()
-        self.ln(2)
-        self.set_font(SANS, "B", 11)
-        self.multi_cell(0, 6, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-        self.ln(1)
-        self.set_font(SANS, size=9)
-
-    def para(
-        self, text: str, size: float = 9, style: str = "", colour: tuple[int, int, int] | None = None
-    ) -> None:
-        self.set_font(SANS, style, size)
-        if colour:
-            self.set_text_color(*colour)
-        self.multi_cell(0, size * 0.5, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT, align="L")
-        self.set_text_color(0, 0, 0)
-        self.set_font(SANS, size=9)
-        self.ln(1)
-
-    def bullets(self, items: Sequence[str], size: float = 8.5) -> None:
-        self.set_font(SANS, size=size)
-        for item in items:
-            self.set_x(self.l_margin)
-            self.cell(5, size * 0.5, "•")
-            self.multi_cell(0, size * 0.5, item, new_x=XPos.LMARGIN, new_y=YPos.NEXT, align="L")
-        self.set_font(SANS, size=9)
-        self.ln(1)
-
-    def notice(self, text: str) -> None:
-        """A loud boxed notice: white bold on red."""
-        self.set_fill_color(*RED)
-        self.set_text_color(255, 255, 255)
-        self.set_font(SANS, "B", 11)
-        self.multi_cell(0, 6, text, fill=True, new_x=XPos.LMARGIN, new_y=YPos.NEXT, align="L", padding=3)
-        self.set_fill_color(255, 255, 255)
-        self.set_text_color(0, 0, 0)
-        self.set_font(SANS, size=9)
-        self.ln(3)
-
-    def grid(
-        self,
-        headings: Sequence[str],
-        rows: Sequence[Sequence[Any]],
-        widths: Sequence[float],
-        *,
-        size: float = 7.5,
-        align: Sequence[str] | None = None,
-        mono: Sequence[int] = (),
-        styles: Callable[[int, int], FontFace | None] | None = None,
-        width: float | None = None,
-    ) -> None:
-        """A table across the text width, or `width` mm (widths are relative); cells wrap (long words at
-        characters); headings repeat on a new page. `mono`: columns set in the monospaced font (hashes)."""
-        self.set_font(SANS, size=size)
-        total = sum(widths)
-        width = width or self.epw
-        aligns = list(align or ["L"] * len(headings))
-        with self.table(
-            col_widths=[w / total * width for w in widths],
-            width=width,
-            text_align=aligns,
-            line_height=size * 0.48,
-            padding=(0.8, 1.0),
-            headings_style=FontFace(emphasis="B", fill_color=LIGHT),
-            repeat_headings=1,
-            borders_layout="HORIZONTAL_LINES",
-            v_align="TOP",
-            align="LEFT",
-        ) as t:
-            head = t.row()
-            for h in headings:
-                head.cell(h)
-            for i, row in enumerate(rows):
-                r = t.row()
-                for j, v in enumerate(row):
-                    style = styles(i, j) if styles else None
-                    if j in mono:
-                        style = FontFace(
-                            family=MONO, size_pt=size - 0.5, color=style.color if style else None
-                        )
-                    r.cell("" if v is None else str(v), style=style)
-        self.set_font(SANS, size=9)
-        self.ln(2)
-
-    def kv(self, rows: Sequence[tuple[str, str]], size: float = 8.5, mono: Sequence[str] = ()) -> None:
-        """Two columns, key in bold: a definition list."""
-        self.set_font(SANS, size=size)
-        with self.table(
-            col_widths=[0.27 * self.epw, 0.73 * self.epw],
-            width=self.epw,
-            text_align=["L", "L"],
-            line_height=size * 0.5,
-            padding=(0.6, 1.0),
-            first_row_as_headings=False,
-            borders_layout="NONE",
-            v_align="TOP",
-        ) as t:
-            for k, v in rows:
-                r = t.row()
-                r.cell(k, style=FontFace(emphasis="B"))
-                r.cell(v, style=FontFace(family=MONO, size_pt=size - 0.5) if k in mono else None)
-        self.set_font(SANS, size=9)
-        self.ln(1)
-
-    def figure(self, png: bytes, title: str | None = None, width: float | None = None) -> None:
-        """A chart across the text width (or `width` mm), on a new page when it does not fit, its title
-        kept with it."""
-        w = width or self.epw
-        px_w, px_h = struct.unpack(">II", png[16:24])  # the PNG's IHDR chunk
-        h = w * px_h / px_w
-        if self.will_page_break(h + (10 if title else 0)):
-            self.add_page()
-        if title:
-            self.h2(title)
-        self.image(io.BytesIO(png), x=self.l_margin + (self.epw - w) / 2, w=w)
-        self.ln(2)
 
 
 # -- the pages ----------------------------------------------------------------------------------------
@@ -246,7 +50,7 @@ def render(
 ) -> bytes:
     """The PDF's bytes. charter: the judged charter as JSON (biopilot.charter model dump); data_files:
     (path, SHA-256, bytes) of the pack's other files, listed on the data-sources page."""
-    doc = _Doc(trial_id, generated)
+    doc = Document(trial_id, generated)
     _title(doc, tables, verdict, trial_id, site, charter, generated, biopilot_version)
     _charter(doc, tables, charter)
     _verdict(doc, tables, verdict)
@@ -260,7 +64,7 @@ def render(
 
 
 def _title(
-    doc: _Doc,
+    doc: Document,
     tables: Mapping[str, Table],
     v: Mapping[str, Any],
     trial_id: str,
@@ -313,7 +117,7 @@ def _title(
         first = [r for r in tables["charter_versions"].records() if r["after_first_trial_start"]]
         if first and first[0]["version"] == min(r["version"] for r in tables["charter_versions"].records()):
             doc.notice("THE CHARTER WAS LOCKED AFTER THE FIRST TRIAL RUN STARTED (section 1).")
-    colour = _rgb(charts.WORD_COLOURS.get(v["word"], "#000000"))
+    colour = rgb(charts.WORD_COLOURS.get(v["word"], "#000000"))
     doc.set_font(SANS, size=10)
     doc.set_text_color(*GREY)
     doc.cell(0, 6, "Verdict", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
@@ -355,7 +159,7 @@ def _title(
         doc.cell(0, 4.5, line, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
 
-def _charter(doc: _Doc, tables: Mapping[str, Table], c: Mapping[str, Any]) -> None:
+def _charter(doc: Document, tables: Mapping[str, Table], c: Mapping[str, Any]) -> None:
     doc.add_page()
     doc.h1("1  The charter and its history")
     doc.para(
@@ -412,7 +216,7 @@ def _charter(doc: _Doc, tables: Mapping[str, Table], c: Mapping[str, Any]) -> No
     )
 
 
-def _verdict(doc: _Doc, tables: Mapping[str, Table], v: Mapping[str, Any]) -> None:
+def _verdict(doc: Document, tables: Mapping[str, Table], v: Mapping[str, Any]) -> None:
     doc.add_page()
     doc.h1("2  The verdict per KPI")
     kpis = [r for r in tables["verdict_kpis"].records() if r["set"] == "judged"]
@@ -423,7 +227,7 @@ def _verdict(doc: _Doc, tables: Mapping[str, Table], v: Mapping[str, Any]) -> No
         "only when Welch's interval and the exact permutation test agree. Secondary KPIs are Holm-corrected."
     )
     word_style = lambda i, j: (  # noqa: E731
-        FontFace(color=_rgb(charts.WORD_COLOURS.get(kpis[i]["word"], "#000000")), emphasis="B")
+        FontFace(color=rgb(charts.WORD_COLOURS.get(kpis[i]["word"], "#000000")), emphasis="B")
         if j == 2
         else None
     )
@@ -526,7 +330,7 @@ def _p_cell(p: float | None, holm: float | None) -> str:
     return pval(p) + (f" ({pval(holm)})" if holm is not None else "")
 
 
-def _runs(doc: _Doc, tables: Mapping[str, Table], v: Mapping[str, Any], per_table: int = 6) -> None:
+def _runs(doc: Document, tables: Mapping[str, Table], v: Mapping[str, Any], per_table: int = 6) -> None:
     """The runs (full ids, start, origin, exclusion), then the judged KPIs as runs × KPIs (at most
     `per_table` KPIs a table): value, coverage under it when below 100 %, a mark for flags, NOT USABLE for
     a value the verdict cannot use; what each mark means is listed under the table."""
@@ -630,7 +434,7 @@ def _kpi_cell(r: Mapping[str, Any] | None) -> tuple[str, str, str]:
     return text, "", ""
 
 
-def _stability(doc: _Doc, tables: Mapping[str, Table], v: Mapping[str, Any]) -> None:
+def _stability(doc: Document, tables: Mapping[str, Table], v: Mapping[str, Any]) -> None:
     doc.add_page()
     s = v["baseline_stability"]
     doc.h1("4  The baseline's stability")
@@ -702,7 +506,7 @@ def _time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
-def _money(doc: _Doc, tables: Mapping[str, Table], v: Mapping[str, Any]) -> None:
+def _money(doc: Document, tables: Mapping[str, Table], v: Mapping[str, Any]) -> None:
     doc.add_page()
     doc.h1("5  Money")
     m = v["money"]
@@ -786,7 +590,7 @@ def _range(r: Mapping[str, Any]) -> str:
     return f"{num(r['low'])} to {high} {r['unit']}"
 
 
-def _exclusions(doc: _Doc, tables: Mapping[str, Table], v: Mapping[str, Any]) -> None:
+def _exclusions(doc: Document, tables: Mapping[str, Table], v: Mapping[str, Any]) -> None:
     doc.add_page()
     doc.h1("6  Exclusions")
     ex = tables["exclusions"].records()
@@ -807,7 +611,7 @@ def _exclusions(doc: _Doc, tables: Mapping[str, Table], v: Mapping[str, Any]) ->
     if w is None:
         return
     doc.h2("With every run counted")
-    colour = _rgb(charts.WORD_COLOURS.get(w["word"], "#000000"))
+    colour = rgb(charts.WORD_COLOURS.get(w["word"], "#000000"))
     doc.para(w["word"].upper(), size=16, style="B", colour=colour)
     doc.para(w["reason"] + ".")
     both = {(k["set"], k["kpi"]): k for k in tables["verdict_kpis"].records()}
@@ -846,7 +650,7 @@ def _exclusions(doc: _Doc, tables: Mapping[str, Table], v: Mapping[str, Any]) ->
     )
 
 
-def _sources(doc: _Doc, tables: Mapping[str, Table], data_files: Sequence[tuple[str, str, int]]) -> None:
+def _sources(doc: Document, tables: Mapping[str, Table], data_files: Sequence[tuple[str, str, int]]) -> None:
     doc.add_page()
     doc.h1("7  Data sources and the files of this pack")
     runs = tables["runs"].records()
@@ -898,7 +702,7 @@ def _sources(doc: _Doc, tables: Mapping[str, Table], data_files: Sequence[tuple[
     )
 
 
-def _appendix(doc: _Doc, tables: Mapping[str, Table], per_page: int = 10) -> None:
+def _appendix(doc: Document, tables: Mapping[str, Table], per_page: int = 10) -> None:
     """Every KPI of every run: KPIs down, runs across (at most `per_page` runs a table, the runs shared
     evenly), landscape; a flagged or under-covered value is marked, its flags listed under the table."""
     kpis = tables["kpis"].records()

@@ -34,7 +34,7 @@ from processing.evidence import (
     verify_pack,
 )
 from processing.evidence.charts import common_prefix, short_ids
-from processing.evidence.pdf import num
+from processing.evidence.document import num
 from processing.evidence.tables import VERDICT_SETS
 from processing.verdict import judge, verdict_to_json
 from tests.processing import evidence_cases as ec
