@@ -370,7 +370,7 @@ def _runs(doc: Document, tables: Mapping[str, Table], v: Mapping[str, Any], per_
     for chunk in [kpis[i : i + size] for i in range(0, len(kpis), size)]:
         rows, cells, notes = [], [], []
         for r in runs:
-            row, kinds = [labels[r["run"]], r["group"]], ["", ""]
+            row, kinds = [_breakable(labels[r["run"]]), r["group"]], ["", ""]
             for k in chunk:
                 text, kind, note = _kpi_cell(values.get((r["run"], k["kpi"])))
                 row.append(text)
@@ -410,8 +410,11 @@ def _runs(doc: Document, tables: Mapping[str, Table], v: Mapping[str, Any], per_
 
 
 def _breakable(name: str) -> str:
-    """A KPI name that may wrap after its underscores (a zero-width space after each)."""
-    return name.replace("_", "_\u200b")
+    """A KPI name or run id that may wrap after its separators (a zero-width space after each '_', '-',
+    ':', '/' and '.')."""
+    for sep in "_-:/.":
+        name = name.replace(sep, sep + "\u200b")
+    return name
 
 
 def _kpi_cell(r: Mapping[str, Any] | None) -> tuple[str, str, str]:
@@ -749,7 +752,7 @@ def _appendix(doc: Document, tables: Mapping[str, Table], per_page: int = 10) ->
             rows.append(row)
         widths = [40, 14, *[21] * len(chunk)]
         doc.grid(
-            ["KPI", "unit", *[f"{labels[r]}\n{groups[r]}" for r in chunk]],
+            ["KPI", "unit", *[f"{_breakable(labels[r])}\n{groups[r]}" for r in chunk]],
             rows,
             widths,
             size=6.5,
