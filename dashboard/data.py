@@ -203,12 +203,12 @@ class PageData:
     def tag_states(self, now: datetime) -> dict[str, str]:
         """The states the collectors' health gives the tags that are not simply live, stale or dead: failed
         (their node cannot be monitored), source-down (a Sparkplug death), rejected (every input refused)."""
-        components = self.health.components() if self.health is not None else {}
+        health = self._q.health()
+        components, tags = health.components, health.tag_health
         if not components:
             return {}
-        tags = self.health.tags() if self.health is not None else {}
         out = {}
-        for tag in self.config.tags:
+        for tag in health.tags:
             src = _source_of(tag)
             doc, updated = components.get(src, (None, None))
             ok = source_alive(doc, updated, now)

@@ -285,8 +285,10 @@ def test_check_config_warns_when_a_password_variable_is_unset(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout
     assert result.stderr.splitlines() == [
+        f"{path}: warning: mqtt.brokers.plant: user 'bp' logs in without TLS: the password crosses the"
+        " network in clear text; add [mqtt.brokers.NAME.tls]",
         f"{path}: warning: mqtt.brokers.plant.password_env: the environment variable BP_NOT_SET_X is not"
-        " set here; the collector needs it (the password) where it runs"
+        " set here; the collector needs it (the password) where it runs",
     ]
 
 

@@ -63,15 +63,15 @@ def test_login_over_security_none_is_warned(capsys: pytest.CaptureFixture[str], 
     """Probed: security None with a user login got no warning."""
     text = _config(4840, 'username = "operator"\npassword_env = "DCS_PASSWORD"')
     config = parse_config(text)
-    warnings = config_warnings(config)
+    warnings = config_warnings(config, environ={"DCS_PASSWORD": "set"})
     assert len(warnings) == 1 and "opcua.servers.dcs" in warnings[0] and "SignAndEncrypt" in warnings[0]
     path = tmp_path / "site.toml"
     path.write_text(text)
     from biopilot.app.cli import main
 
     assert main(["check-config", str(path)]) == 0
-    out = capsys.readouterr().out
-    assert "warning: opcua.servers.dcs: user 'operator' logs in over security_policy 'None'" in out
+    err = capsys.readouterr().err
+    assert f"{path}: warning: opcua.servers.dcs: user 'operator' logs in over security_policy 'None'" in err
     secure = parse_config(
         _config(4840, 'security_policy = "Basic256Sha256"\nsecurity_mode = "SignAndEncrypt"')
     )

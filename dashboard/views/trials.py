@@ -45,7 +45,7 @@ def render(data: PageData) -> None:
         for run in runs:
             kpis = {k.name: k for k in data.run_kpis(run.id)}
             row = {"run": run.id, "kind": run.kind, "status": "live" if run.is_open else "closed"}
-            for name in ("titer", "yield_product_substrate", "energy.total"):
+            for name in ("titer", "yield_product_substrate_consumed", "energy.total"):
                 k = kpis.get(name)
                 row[name] = f"{k.value:.4g}" if k is not None and k.value is not None else ""
             rows.append(row)

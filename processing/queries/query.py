@@ -40,6 +40,7 @@ from processing.aggregates import envelope, mean_ci
 from storage.base import TimeSeriesStore
 from storage.catalog import Catalog
 from storage.health import HealthStore
+from storage.health import TagHealth as CollectedTag
 
 MIN_BASELINE_RUNS = 3
 _FOREVER_US = 2**62
@@ -123,10 +124,12 @@ class TagHealth:
 
 @dataclass(frozen=True)
 class HealthView:
-    """What the collectors reported, for the viewer: connections (name -> (doc, updated)) and the tags."""
+    """What the collectors reported, for the viewer: connections (name -> (doc, updated)), the tags, and
+    what the collectors last said of each of those tags."""
 
     components: dict[str, tuple[dict[str, Any], datetime]] = field(default_factory=dict)
     tags: list[Tag] = field(default_factory=list)
+    tag_health: dict[str, CollectedTag] = field(default_factory=dict)
 
 
 class Query:
@@ -579,7 +582,9 @@ class _Backend:
                 for n, c in components.items()
                 if n in sources or c[0].get("kind") not in ("opcua", "mqtt")
             }
-        return HealthView(components, tags)
+        names = {t.name for t in tags}
+        tag_health = {n: h for n, h in self._health.tags().items() if n in names}
+        return HealthView(components, tags, tag_health)
 
     def users(self, v: Viewer) -> list[User]:
         if not v.is_admin:

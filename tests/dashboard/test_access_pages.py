@@ -17,7 +17,7 @@ from dashboard.data import DashboardData, PageData
 from storage import Catalog, HealthStore, SqliteStore
 from storage.db import PostgresDatabase, SqliteDatabase
 from tests.dashboard.test_pages import APP, RUN_TIMEOUT_S, open_page, tiles_of
-from tests.processing.queries.site import CONFIG, PASSWORD, RUNS, TRIALS, USERS, allowed, build
+from tests.processing.queries.site import CONFIG, PASSWORD, RUNS, TRIALS, USERS, allowed, build, word_counts
 
 FORBIDDEN: dict[tuple[str, str], tuple[int, int]] = {}  # (page, user) -> (items shown, forbidden shown)
 
@@ -121,7 +121,7 @@ def test_each_page_shows_only_what_the_user_may_see(user: str) -> None:
     texts.append(_text(at))
 
     text = "\n".join(texts)
-    leaks = {w: text.count(w) for w in ok.forbidden_words if w in text}
+    leaks = word_counts(text, ok.forbidden_words)
     FORBIDDEN[("names", user)] = (len(ok.forbidden_words), sum(leaks.values()))
     assert not leaks, leaks
     for rid in set(RUNS) - ok.runs:

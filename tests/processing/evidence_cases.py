@@ -28,7 +28,7 @@ EXAMPLE = REPO / "config" / "trials" / "example-charter.toml"
 T0 = datetime(2025, 2, 3, 6, 0, tzinfo=UTC)
 LOCKED = datetime(2025, 1, 20, 9, 30, tzinfo=UTC)
 SITE_SHA = hashlib.sha256(b"config/pilot-line.toml as it was").hexdigest()
-PRIMARY = "yield_product_substrate"
+PRIMARY = "yield_product_substrate_consumed"
 
 
 def _validation_module() -> Any:

@@ -17,6 +17,7 @@ samples between runs that belong to no run.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -189,3 +190,9 @@ def build(data_dir: Path) -> None:
     )
     health.close()
     _ = config
+
+
+def word_counts(text: str, words: tuple[str, ...]) -> dict[str, int]:
+    """How often each word appears in text as a whole word (a user "ann" is not shown by "cannot")."""
+    found = {w: len(re.findall(rf"(?<![\w-]){re.escape(w)}(?![\w-])", text)) for w in words}
+    return {w: n for w, n in found.items() if n}
