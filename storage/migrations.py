@@ -9,6 +9,8 @@ Types are portable (TEXT, BIGINT, DOUBLE PRECISION, INTEGER); see storage/db.py 
   1  runs (id, equipment, batch_id, start_us, end_us), run_kpis, cursors   (the first release)
   2  runs gain kind, trial_id, product, upstream_id, origin, note; run_kpis gains inputs (per-input
      coverage); new tables phases, lab_results, imports
+ 30  baseline_envelopes, mspc_models: stored golden-batch envelopes and MSPC models (storage/references.py)
+ 31  alarms: live deviation alarms and their acknowledgement (storage/alarms.py)
 """
 
 from __future__ import annotations
@@ -93,7 +95,76 @@ def _v2(cur: Cursor, dialect: str) -> None:
             cur.execute(statement)
 
 
+# -- 30–39: runs against the baseline (envelopes, MSPC models, alarms) --------------------------------------
+_V30 = """
+CREATE TABLE IF NOT EXISTS baseline_envelopes (
+    equipment TEXT NOT NULL,
+    product TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    alignment TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    runs TEXT NOT NULL,
+    n_runs BIGINT NOT NULL,
+    points BIGINT NOT NULL,
+    computed_us BIGINT NOT NULL,
+    computed_by TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (equipment, product, tag, alignment)
+);
+CREATE TABLE IF NOT EXISTS mspc_models (
+    equipment TEXT NOT NULL,
+    product TEXT NOT NULL,
+    alignment TEXT NOT NULL,
+    variables TEXT NOT NULL,
+    runs TEXT NOT NULL,
+    n_runs BIGINT NOT NULL,
+    n_components BIGINT NOT NULL,
+    points BIGINT NOT NULL,
+    computed_us BIGINT NOT NULL,
+    computed_by TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (equipment, product)
+)
+"""
+
+_V31 = """
+CREATE TABLE IF NOT EXISTS alarms (
+    id BIGINT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    alarm_key TEXT NOT NULL,
+    equipment TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    variable TEXT,
+    kind TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    start_us BIGINT NOT NULL,
+    raised_us BIGINT NOT NULL,
+    last_us BIGINT NOT NULL,
+    end_us BIGINT,
+    start_t DOUBLE PRECISION NOT NULL,
+    raised_t DOUBLE PRECISION NOT NULL,
+    axis_unit TEXT NOT NULL,
+    size DOUBLE PRECISION NOT NULL,
+    peak DOUBLE PRECISION NOT NULL,
+    size_unit TEXT NOT NULL,
+    size_relative DOUBLE PRECISION,
+    peak_relative DOUBLE PRECISION,
+    state TEXT NOT NULL,
+    ack_by TEXT,
+    ack_us BIGINT,
+    ack_comment TEXT,
+    detail TEXT NOT NULL,
+    created_us BIGINT NOT NULL,
+    updated_us BIGINT NOT NULL,
+    UNIQUE (run_id, alarm_key)
+);
+CREATE INDEX IF NOT EXISTS alarms_by_state ON alarms (state, raised_us);
+CREATE INDEX IF NOT EXISTS alarms_by_equipment ON alarms (equipment, raised_us)
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "runs, KPIs, processing cursors", _V1),
     Migration(2, "run kinds and lineage, phases, lab results, imports", _v2),
+    Migration(30, "stored golden-batch envelopes and MSPC models", _V30),
+    Migration(31, "live deviation alarms", _V31),
 ]

@@ -1,6 +1,8 @@
 """The `biopilot` subcommands, one module per area; each has `register(subparsers)`."""
 
 from biopilot.app.commands import (
+    alarms,
+    baseline,
     browse,
     certs,
     check_config,
@@ -14,4 +16,18 @@ from biopilot.app.commands import (
     status,
 )
 
-MODULES = [demo, check_config, stages, status, healthcheck, certs, browse, runs, imports, lab, kpis]
+MODULES = [
+    demo,
+    check_config,
+    stages,
+    status,
+    healthcheck,
+    certs,
+    browse,
+    runs,
+    imports,
+    lab,
+    kpis,
+    baseline,
+    alarms,
+]
