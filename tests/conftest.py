@@ -170,6 +170,10 @@ def demo_config_text(*, opcua_port: int, mqtt_host: str, mqtt_port: int, tag: st
     text = text.replace('client_id = "biopilot-demo-collector"', f'client_id = "biopilot-test-{tag}"')
     text = text.replace("biopilot-demo/", f"biopilot-test-{tag}/")
     text = text.replace('mqtt_topic_prefix = "biopilot-demo"', f'mqtt_topic_prefix = "biopilot-test-{tag}"')
+    scenario = (
+        REPO / "config" / "scenarios" / "demo.toml"
+    )  # the config is written elsewhere: an absolute path
+    text = text.replace('scenario = "scenarios/demo.toml"', f'scenario = "{scenario}"')
     assert f"127.0.0.1:{opcua_port}" in text and f"port = {mqtt_port}" in text, "demo.toml changed its layout"
     return text
 
