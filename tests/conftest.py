@@ -8,8 +8,15 @@ In CI (BIOPILOT_CI=1, set by .ci/run) a missing Mosquitto or Chromium is an erro
 
 from __future__ import annotations
 
-import asyncio
 import os
+
+# One BLAS thread for the whole suite (and the subprocesses it starts): the matrices here are tiny, and on
+# this shared 2-core machine a threaded OpenBLAS made the MSPC and envelope tests slower (measured: 116 s with
+# the default threads, 84 s with one, tests/processing/test_mspc.py + test_envelope.py). Set before anything
+# imports numpy; an explicit OPENBLAS_NUM_THREADS in the environment wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import asyncio
 import socket
 import subprocess
 import sys
