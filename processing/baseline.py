@@ -346,7 +346,7 @@ def build_references(
     n_components: int | None = None,
     computed: datetime | None = None,
 ) -> BuiltReferences:
-    """Envelopes of each tag and an MSPC model of all of them from the baseline `runs` (closed runs of one
+    """Envelopes of each tag and an MSPC model of the tags with data from the baseline `runs` (closed runs of one
     equipment and product). BaselineError with the reason when fewer than envelope.MIN_RUNS runs are given
     (or the runs do not fit the alignment); an MSPC model needs mspc.MIN_RUNS runs, an envelope of a tag
     MIN_RUNS runs with data: what cannot be built is in `refused` with its reason.
@@ -411,11 +411,14 @@ def build_references(
         except EnvelopeError as exc:
             refused.append(exc.reason)
     model = None
+    with_data = [j for j in range(len(chosen)) if np.isfinite(x[:, :, j]).any()]
     try:
+        if not with_data:
+            raise MspcError(f"no MSPC model for {equipment}: no tag has data in the baseline runs")
         model = fit_mspc(
-            x,
-            variables=names,
-            units=[t.unit for t in chosen],
+            x[:, :, with_data],
+            variables=[names[j] for j in with_data],
+            units=[chosen[j].unit for j in with_data],
             grid=g,
             alignment=align,
             runs=ids,

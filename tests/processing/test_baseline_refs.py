@@ -301,3 +301,39 @@ def test_reconcile_updates_by_key_or_overlap_inserts_new_and_closes_what_is_gone
     other = _obs("z", 10, 11, tag="F-101.temperature")
     assert [o.key for o in reconcile([_stored(1, same)], [same, other], timedelta(hours=1)).inserts] == ["z"]
     assert not reconcile([_stored(1, same)], [same], timedelta(hours=1))
+
+
+# -- the service's part ----------------------------------------------------------------------------------
+def test_references_are_built_automatically_once_from_five_closed_baseline_runs(tmp_path: Path) -> None:
+    from processing.live_alarms import AlarmMonitor, load_references
+    from storage.references import References
+
+    config = livesim.site_config()
+    store, catalog, runs = _catalog_runs(tmp_path, 5)
+    catalog.update_run(runs[4].id, kind="other")  # four baseline runs: not enough for a model, nothing built
+    monitor = AlarmMonitor(config, store, catalog, interval_s=0)
+    refs = References(catalog.db)
+    assert monitor.auto_build() == [] and refs.stamp("F-101", "demo enzyme") == (0, 0, 0)
+    assert load_references(refs, "F-101", "demo enzyme") is None
+    catalog.update_run(runs[4].id, kind="baseline")
+    assert monitor.auto_build() == [("F-101", "demo enzyme")]
+    model = refs.model("F-101", "demo enzyme", docs=False)
+    assert (
+        model is not None
+        and model.runs == tuple(r.id for r in runs)
+        and model.computed_by == "processing (automatic)"
+    )
+    # only the temperature has data here: the other nine tags have no envelope and are not in the model
+    assert [e.tag for e in refs.envelopes(docs=False)] == ["F-101.temperature"]
+    assert model.variables == ("F-101.temperature",)
+    live = load_references(refs, "F-101", "demo enzyme")
+    assert live is not None and live.alignment == model.alignment and live.model is not None
+    assert [e.tag for e in live.envelopes] == ["F-101.temperature"]
+    assert monitor.auto_build() == []  # stored now: never rebuilt by itself
+    refs.delete("F-101", "demo enzyme")
+    assert monitor.auto_build() == []  # the same runs were tried already
+    off = AlarmMonitor(config, store, catalog, interval_s=0, auto_build=False)
+    off.on_pass([], set())
+    assert refs.stamp("F-101", "demo enzyme") == (0, 0, 0)
+    store.close()
+    catalog.close()
