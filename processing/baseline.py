@@ -346,10 +346,10 @@ def build_references(
     n_components: int | None = None,
     computed: datetime | None = None,
 ) -> BuiltReferences:
-    """Envelopes of each tag and an MSPC model of the tags with data from the baseline `runs` (closed runs of one
-    equipment and product). BaselineError with the reason when fewer than envelope.MIN_RUNS runs are given
-    (or the runs do not fit the alignment); an MSPC model needs mspc.MIN_RUNS runs, an envelope of a tag
-    MIN_RUNS runs with data: what cannot be built is in `refused` with its reason.
+    """Envelopes of each tag and an MSPC model of the tags with data from the baseline `runs` (closed
+    runs of one equipment and product). BaselineError with the reason when fewer than envelope.MIN_RUNS runs
+    are given (or the runs do not fit the alignment); an MSPC model needs mspc.MIN_RUNS runs, an envelope of
+    a tag MIN_RUNS runs with data: what cannot be built is in `refused` with its reason.
 
     read_buckets: TimeSeriesStore.read_buckets; phases_of: the catalog's phases of a run id."""
     runs = sorted(runs, key=lambda r: (r.start, r.id))
