@@ -31,7 +31,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -400,8 +400,14 @@ class AlarmMonitor:
         step = grid_step_h(refs.model.grid if refs.model is not None else refs.envelopes[0].grid)
         stored = self.alarms.alarms(run_id=run.id)
         plan = reconcile(stored, observed, timedelta(hours=MATCH_STEPS * step))
-        if run.end is not None:
+        if run.end is not None:  # nothing stays open after the run: what is still on ends with it
             self._watched.discard(run.id)
+            plan.inserts = [
+                o
+                if o.end is not None
+                else replace(o, end=run.end, detail={**o.detail, "closed": "the run ended"})
+                for o in plan.inserts
+            ]
             for a in stored:
                 if a.is_open and a.id not in plan.closes:
                     obs = plan.updates.get(a.id)

@@ -28,7 +28,7 @@ from processing.baseline import (
 from processing.envelope import Envelope
 from processing.live_alarms import LiveReferences, evaluate_run, reconcile
 from storage import Catalog, SqliteStore
-from storage.alarms import Alarm, AlarmObservation
+from storage.alarms import Alarm, AlarmObservation, Alarms
 from tests.processing import livesim
 
 T0 = datetime(2025, 3, 3, 6, 0, tzinfo=UTC)
@@ -335,5 +335,67 @@ def test_references_are_built_automatically_once_from_five_closed_baseline_runs(
     off = AlarmMonitor(config, store, catalog, interval_s=0, auto_build=False)
     off.on_pass([], set())
     assert refs.stamp("F-101", "demo enzyme") == (0, 0, 0)
+    store.close()
+    catalog.close()
+
+
+def _excursion_site(path: Path, until_h: float) -> tuple[SqliteStore, Catalog, Run]:
+    """The excursion above (13 from 1.0 h to 2.0 h, band [9, 11]) stored up to until_h, its envelope stored,
+    and its run open in the catalog."""
+    from storage.references import References, StoredEnvelope
+
+    store = SqliteStore(path)
+    catalog = Catalog(path)
+    n = int(until_h * 12) + 1
+    store.write([Sample("F-101.ph", at(i / 12), 13.0 if 12 <= i < 24 else 10.0, GOOD) for i in range(n)])
+    g = np.arange(0, 4.01, 0.25)
+    ones = np.ones(len(g))
+    env = Envelope(
+        "F-101", "demo enzyme", "F-101.ph", "pH", Alignment(), g, 10 * ones, 9 * ones, 11 * ones,
+        np.full(len(g), 10), tuple(f"B{i}" for i in range(10)), 0.01, T0,
+    )  # fmt: skip
+    stored = StoredEnvelope(
+        "F-101", "demo enzyme", "F-101.ph", "time_since_inoculation", "pH", env.runs, len(g), T0, "test",
+        env.to_json(),
+    )  # fmt: skip
+    References(catalog.db).save([stored])
+    run = catalog.create_run("F-101", "L1", at(0), None, product="demo enzyme", origin="live")
+    catalog.set_phases(run.id, [Phase("batch", at(0), None)])
+    return store, catalog, run
+
+
+def test_an_alarm_still_on_when_its_run_ends_is_closed_with_it(tmp_path: Path) -> None:
+    from processing.live_alarms import AlarmMonitor
+
+    config = livesim.site_config()
+    # seen live up to 1.6 h: raised and open; the run then ends at 1.8 h, still outside: closed at the end
+    store, catalog, run = _excursion_site(tmp_path / "a.db", 1.6)
+    monitor = AlarmMonitor(config, store, catalog, interval_s=0, auto_build=False)
+    (alarm_id,) = monitor.evaluate(run)
+    alarms = Alarms(catalog.db)
+    alarm = alarms.alarm(alarm_id)
+    assert alarm is not None and (alarm.state, alarm.raised, alarm.end) == ("open", at(1.5), None)
+    store.write([Sample("F-101.ph", at(i / 12), 13.0, GOOD) for i in range(20, 22)])  # 1.67 h, 1.75 h
+    catalog.close_run(run.id, at(1.8))
+    closed = catalog.run(run.id)
+    assert closed is not None
+    monitor.on_pass([closed], {run.id})
+    alarm = alarms.alarm(alarm_id)
+    assert alarm is not None and (alarm.state, alarm.last, alarm.end) == ("closed", at(1.75), at(1.8))
+    assert alarm.detail["closed"] == "the run ended" and len(alarms.alarms()) == 1
+    store.close()
+    catalog.close()
+    # a run first judged when it has ended (the service was down while it ran): stored closed at once
+    store, catalog, run = _excursion_site(tmp_path / "b.db", 1.75)
+    catalog.close_run(run.id, at(1.8))
+    closed = catalog.run(run.id)
+    assert closed is not None
+    (alarm_id,) = AlarmMonitor(config, store, catalog, interval_s=0, auto_build=False).evaluate(closed)
+    alarm = Alarms(catalog.db).alarm(alarm_id)
+    assert alarm is not None and (alarm.state, alarm.end, alarm.detail["closed"]) == (
+        "closed",
+        at(1.8),
+        "the run ended",
+    )
     store.close()
     catalog.close()
