@@ -596,6 +596,9 @@ class ProcessSpec(_Model):
     # recovery units: the equipment whose product this unit processes (the recovery unit before it); None:
     # the fermenter that ran the same batch id. Overall yields multiply along these links.
     upstream: str | None = None
+    # live runs whose batch id matches this pattern (fnmatch: * any text, ? one character) are recorded as
+    # kind "baseline" when they are first detected (others stay "other" until marked); None: none are
+    baseline_batches: str | None = None
 
 
 class ProcessingConfig(_Model):
@@ -604,6 +607,9 @@ class ProcessingConfig(_Model):
 
     interval_s: float = Field(default=2.0, gt=0)  # [s] wall clock between passes (run starts and ends)
     provisional_interval_s: float = Field(default=30.0, ge=0)  # [s] wall clock; 0: every pass
+    # build golden-batch envelopes and an MSPC model for an equipment + product that has none stored and at
+    # least 5 closed baseline runs (processing/live_alarms.py); live runs are then judged against them
+    auto_references: bool = True
 
 
 class EmissionFactor(_Model):

@@ -8,11 +8,18 @@ When KPIs are computed:
 - a closed run whose lab results arrive late over lab tags (a LIMS reports hours after sampling, often
   after the harvest): when the number of lab-tag samples in it changes, checked for the runs that ended
   in the last LAB_LATE_DAYS of the equipment's clock; the runs downstream of it are recomputed with it.
+
+Runs against the baseline (processing/live_alarms.py, AlarmMonitor): after the KPIs of a pass, golden-batch
+envelopes and an MSPC model are built for an equipment + product that has none stored and enough closed
+baseline runs, and each live run is judged against the stored ones (at most every provisional_interval_s,
+like its KPIs), its deviation alarms stored. A run detected live whose batch id matches the equipment's
+[[process]] baseline_batches pattern is recorded as a baseline run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 import time
 from collections.abc import Callable
@@ -21,9 +28,10 @@ from datetime import UTC, datetime, timedelta
 from biopilot.aio import wait_for_event
 from biopilot.config import EquipmentKind, Role, SiteConfig, Tag, process_spec
 from biopilot.ids import id_problem, shown
-from biopilot.records import KpiRecord, Phase, Run, run_id_for
+from biopilot.records import KpiRecord, Phase, Run, RunKind, RunOrigin, run_id_for
 from biopilot.samples import from_us, to_us, utcnow
 from processing.kpis import KPI_VERSION, compute_run_kpis
+from processing.live_alarms import AlarmMonitor
 from processing.runs import Change, detect_phases, detect_runs
 from storage.base import TimeSeriesStore
 from storage.catalog import Catalog
@@ -66,6 +74,9 @@ class Processing:
         # (tag, batch id) -> reason. Each is logged once.
         self.refused_batches: dict[tuple[str, str], str] = {}
         self._computed_at: dict[str, float] = {}
+        self.alarm_monitor = AlarmMonitor(
+            config, store, catalog, interval_s=self.provisional_interval_s, clock=clock
+        )
 
     async def run(self, stop: asyncio.Event, interval_s: float = 2.0) -> None:
         while not stop.is_set():
@@ -99,6 +110,7 @@ class Processing:
         for run in self._late_lab_runs(set(touched)):
             for r in [run, *self._downstream(run)]:
                 self.update_run(self.catalog.run(r.id) or r)
+        self._watch_baseline(order, changed)
         self.passes += 1
         return list(touched.values())
 
@@ -219,6 +231,7 @@ class Processing:
                 run = self.catalog.open_run(equipment, ev.batch_id, from_us(ev.ts_us))
                 if run.end is not None:  # the same batch id again after an end: it resumed
                     self.catalog.reopen_run(run_id)
+                self._initial_kind(run)
                 log.info("run %s started at %s", run_id, from_us(ev.ts_us).isoformat())
             else:
                 self.catalog.close_run(run_id, from_us(ev.ts_us))
@@ -243,6 +256,23 @@ class Processing:
             from_us(ts_us).isoformat(),
             problem,
         )
+
+    # -- runs against the baseline -----------------------------------------------------------------------
+    def _watch_baseline(self, runs: list[Run], changed: set[str]) -> None:
+        """Build missing baseline references and keep the live runs' deviation alarms up to date."""
+        self.alarm_monitor.on_pass([self.catalog.run(r.id) or r for r in runs], changed)
+
+    def _initial_kind(self, run: Run) -> None:
+        """A newly detected run whose batch id matches [[process]] baseline_batches is a baseline run."""
+        pattern = process_spec(self.config, run.equipment).baseline_batches
+        if (
+            pattern
+            and run.kind == RunKind.OTHER
+            and run.origin == RunOrigin.LIVE
+            and fnmatch.fnmatchcase(run.batch_id, pattern)
+        ):
+            self.catalog.update_run(run.id, kind=RunKind.BASELINE.value)
+            log.info("run %s is a baseline run (batch id matches %r)", run.id, pattern)
 
     def run_kpis(self, run: Run) -> list[KpiRecord]:
         """The run's KPIs (processing.kpis) over its span, or up to its clock while it is live."""

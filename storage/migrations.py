@@ -12,6 +12,8 @@ Types are portable (TEXT, BIGINT, DOUBLE PRECISION, INTEGER); see storage/db.py 
  10  users, login_attempts, sessions                         (access control, storage/users.py)
  11  trials, trial_invitations                                (storage/trials.py; charters etc. build on it)
  12  audit_log (hash chain), audit_anchors                    (storage/audit.py)
+ 30  baseline_envelopes, mspc_models: stored golden-batch envelopes and MSPC models (storage/references.py)
+ 31  alarms: live deviation alarms and their acknowledgement (storage/alarms.py)
  40  runs gain state ('ready', or 'importing' while an import that created the run publishes its samples);
      new table pending_imports, the journal of imports under way (storage/importers.py)
 """
@@ -204,5 +206,7 @@ MIGRATIONS: list[Migration] = [
     Migration(10, "users, login attempts, sessions", _V10_USERS),
     Migration(11, "trials and trial invitations", _V11_TRIALS),
     Migration(12, "audit log (hash chain) and its anchors", _V12_AUDIT),
+    Migration(30, "stored golden-batch envelopes and MSPC models", _V30),
+    Migration(31, "live deviation alarms", _V31),
     Migration(40, "run state and the journal of imports under way", _v40),
 ]

@@ -8,8 +8,15 @@ In CI (BIOPILOT_CI=1, set by .ci/run) a missing Mosquitto or Chromium is an erro
 
 from __future__ import annotations
 
-import asyncio
 import os
+
+# One BLAS thread for the whole suite (and the subprocesses it starts): the matrices here are tiny, and on
+# this shared 2-core machine a threaded OpenBLAS made the MSPC and envelope tests slower (measured: 116 s with
+# the default threads, 84 s with one, tests/processing/test_mspc.py + test_envelope.py). Set before anything
+# imports numpy; an explicit OPENBLAS_NUM_THREADS in the environment wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import asyncio
 import socket
 import subprocess
 import sys
@@ -170,6 +177,10 @@ def demo_config_text(*, opcua_port: int, mqtt_host: str, mqtt_port: int, tag: st
     text = text.replace('client_id = "biopilot-demo-collector"', f'client_id = "biopilot-test-{tag}"')
     text = text.replace("biopilot-demo/", f"biopilot-test-{tag}/")
     text = text.replace('mqtt_topic_prefix = "biopilot-demo"', f'mqtt_topic_prefix = "biopilot-test-{tag}"')
+    scenario = (
+        REPO / "config" / "scenarios" / "demo.toml"
+    )  # the config is written elsewhere: an absolute path
+    text = text.replace('scenario = "scenarios/demo.toml"', f'scenario = "{scenario}"')
     assert f"127.0.0.1:{opcua_port}" in text and f"port = {mqtt_port}" in text, "demo.toml changed its layout"
     return text
 

@@ -1,7 +1,9 @@
 """The `biopilot` subcommands, one module per area; each has `register(subparsers)`."""
 
 from biopilot.app.commands import (
+    alarms,
     audit,
+    baseline,
     browse,
     certs,
     check_config,
@@ -30,6 +32,8 @@ MODULES = [
     imports,
     lab,
     kpis,
+    baseline,
+    alarms,
     users,
     trials,
     report,
