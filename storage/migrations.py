@@ -157,6 +157,74 @@ CREATE TABLE IF NOT EXISTS trial_invitations (
 CREATE INDEX IF NOT EXISTS runs_by_trial ON runs (trial_id)
 """
 
+# -- 30–39: runs against the baseline (envelopes, MSPC models, alarms) --------------------------------------
+_V30 = """
+CREATE TABLE IF NOT EXISTS baseline_envelopes (
+    equipment TEXT NOT NULL,
+    product TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    alignment TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    runs TEXT NOT NULL,
+    n_runs BIGINT NOT NULL,
+    points BIGINT NOT NULL,
+    computed_us BIGINT NOT NULL,
+    computed_by TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (equipment, product, tag, alignment)
+);
+CREATE TABLE IF NOT EXISTS mspc_models (
+    equipment TEXT NOT NULL,
+    product TEXT NOT NULL,
+    alignment TEXT NOT NULL,
+    variables TEXT NOT NULL,
+    runs TEXT NOT NULL,
+    n_runs BIGINT NOT NULL,
+    n_components BIGINT NOT NULL,
+    points BIGINT NOT NULL,
+    computed_us BIGINT NOT NULL,
+    computed_by TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (equipment, product)
+)
+"""
+
+_V31 = """
+CREATE TABLE IF NOT EXISTS alarms (
+    id BIGINT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    alarm_key TEXT NOT NULL,
+    equipment TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    variable TEXT,
+    kind TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    start_us BIGINT NOT NULL,
+    raised_us BIGINT NOT NULL,
+    last_us BIGINT NOT NULL,
+    end_us BIGINT,
+    start_t DOUBLE PRECISION NOT NULL,
+    raised_t DOUBLE PRECISION NOT NULL,
+    axis_unit TEXT NOT NULL,
+    size DOUBLE PRECISION NOT NULL,
+    peak DOUBLE PRECISION NOT NULL,
+    size_unit TEXT NOT NULL,
+    size_relative DOUBLE PRECISION,
+    peak_relative DOUBLE PRECISION,
+    state TEXT NOT NULL,
+    ack_by TEXT,
+    ack_us BIGINT,
+    ack_comment TEXT,
+    detail TEXT NOT NULL,
+    created_us BIGINT NOT NULL,
+    updated_us BIGINT NOT NULL,
+    UNIQUE (run_id, alarm_key)
+);
+CREATE INDEX IF NOT EXISTS alarms_by_state ON alarms (state, raised_us);
+CREATE INDEX IF NOT EXISTS alarms_by_equipment ON alarms (equipment, raised_us)
+"""
+
+
 # Append-only; each entry's hash covers the previous entry's hash (storage/audit.py).
 _V12_AUDIT = """
 CREATE TABLE IF NOT EXISTS audit_log (
