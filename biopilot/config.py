@@ -107,9 +107,21 @@ class Site(_Model):
         return value
 
 
+class ArchiveConfig(_Model):
+    """[storage.archive]: the Parquet archive of closed runs beside the embedded database."""
+
+    path: str = "archive"  # relative paths are taken from the data directory
+    after_s: float = Field(default=30.0, ge=0)  # processing archives a run this long after it saw it close
+    keep_raw_days: float | None = Field(
+        default=7.0, ge=0
+    )  # raw rows kept in SQLite after archiving (None: ever)
+    compact_after_s: float = Field(default=60.0, ge=0)  # late samples folded into the files once this old
+
+
 class StorageConfig(_Model):
     backend: Literal["sqlite"] = "sqlite"
     path: str = "biopilot.db"  # relative paths are taken from the data directory
+    archive: ArchiveConfig = ArchiveConfig()
     # The catalog (runs, KPIs, trials, users, audit): None keeps it in the SQLite file above; a
     # "postgresql://user@host:5432/db" URL puts it on a PostgreSQL server, with the password taken from the
     # environment variable named by catalog_password_env (never written in this file).

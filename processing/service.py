@@ -8,6 +8,11 @@ When KPIs are computed:
 - a closed run whose lab results arrive late over lab tags (a LIMS reports hours after sampling, often
   after the harvest): when the number of lab-tag samples in it changes, checked for the runs that ended
   in the last LAB_LATE_DAYS of the equipment's clock; the runs downstream of it are recomputed with it.
+
+With a store that keeps a columnar tier (storage.base.RunArchive, the embedded default), each pass also
+archives every closed run whose span the archive does not hold yet — [storage.archive] after_s of wall clock
+after the pass that first saw it closed, so samples still in flight land before — with its equipment's
+tags, and lets the store do its housekeeping (late samples folded in, raw rows past retention pruned).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from biopilot.records import KpiRecord, Phase, Run, run_id_for
 from biopilot.samples import from_us, to_us, utcnow
 from processing.kpis import KPI_VERSION, compute_run_kpis
 from processing.runs import Change, detect_phases, detect_runs
-from storage.base import TimeSeriesStore
+from storage.base import RunArchive, TimeSeriesStore
 from storage.catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -39,7 +44,8 @@ class Processing:
     """provisional_interval_s: a live run's provisional KPIs are recomputed at most this often (wall
     clock; default: the config's [processing] provisional_interval_s); a run that just started or closed
     is always computed in the same pass. clock: the wall clock (time.monotonic) the interval is measured
-    on."""
+    on. archive: where closed runs are archived (None: nowhere; the embedded store is its own archive:
+    pass it); archive_after_s: default [storage.archive] after_s."""
 
     def __init__(
         self,
@@ -49,6 +55,8 @@ class Processing:
         *,
         provisional_interval_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        archive: RunArchive | None = None,
+        archive_after_s: float | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -62,6 +70,11 @@ class Processing:
         self.clock = clock
         self.computed = 0  # KPI computations so far (runs × passes that computed them)
         self._computed_at: dict[str, float] = {}
+        self.archive = archive
+        self.archive_after_s = config.storage.archive.after_s if archive_after_s is None else archive_after_s
+        self.archived = 0  # runs archived so far
+        self._closed_seen: dict[str, float] = {}
+        self._not_archived: set[tuple[str, datetime, datetime | None]] = set()  # runs the archive refused
 
     async def run(self, stop: asyncio.Event, interval_s: float = 2.0) -> None:
         while not stop.is_set():
@@ -95,8 +108,41 @@ class Processing:
         for run in self._late_lab_runs(set(touched)):
             for r in [run, *self._downstream(run)]:
                 self.update_run(self.catalog.run(r.id) or r)
+        self.archive_closed()
         self.passes += 1
         return list(touched.values())
+
+    # -- the columnar tier -----------------------------------------------------------------------------
+    def archive_closed(self) -> list[str]:
+        """Archive the closed runs the archive does not hold whole yet, archive_after_s after this object
+        first saw each closed; then the archive's housekeeping. Returns the runs archived."""
+        if self.archive is None:
+            return []
+        now = self.clock()
+        held = self.archive.archived_runs()
+        done = []
+        closed = set()
+        for run in self.catalog.runs():
+            if run.end is None:
+                continue
+            closed.add(run.id)
+            have = held.get(run.id)
+            if (have is not None and have.covers(run)) or (run.id, run.start, run.end) in self._not_archived:
+                continue
+            seen = self._closed_seen.setdefault(run.id, now)
+            if now - seen < self.archive_after_s:
+                continue
+            series = [t.name for t in self.config.tags_of(run.equipment)]
+            result = self.archive.archive_run(run, series)
+            if getattr(result, "skipped", None):  # e.g. overlaps another archived run: logged once
+                self._not_archived.add((run.id, run.start, run.end))
+                continue
+            self.archived += 1
+            done.append(run.id)
+        for run_id in set(self._closed_seen) - closed:  # reopened or deleted: start over when it closes
+            del self._closed_seen[run_id]
+        self.archive.maintain()
+        return done
 
     # -- late lab results ------------------------------------------------------------------------------
     def _lab_tags(self, equipment: str) -> list[str]:

@@ -7,7 +7,7 @@ last run's turnaround is over and the recovery line is idle. Each run's truth go
 <truth_dir>/<batch_id>.json (simulators/truth.py).
 
 Outputs (series are named by the site config's tags, so the data looks as if collected):
-- `write_store`: Samples through TimeSeriesStore.write, source timestamps, OPC UA status;
+- `write_store`: arrays through TimeSeriesStore.write_arrays, source timestamps, OPC UA status;
 - `write_csv`: historian-style exports, one file per equipment, <out>/historian/<equipment>.csv: a
   `timestamp` column (ISO-8601 UTC, µs, Z) and one column per tag; an empty cell is no sample at that
   time or a sample with bad status (wide files carry no status; the long format `timestamp,tag,value,
@@ -297,16 +297,18 @@ def to_samples(history: History, tags: dict[tuple[str, str], str]) -> Iterator[S
 def write_store(
     history: History, store: Any, tags: dict[tuple[str, str], str], batch: int | None = 200_000
 ) -> int:
-    """Write through TimeSeriesStore.write, `batch` samples per call (None: all in one transaction)."""
+    """Write every tagged column into the store through TimeSeriesStore.write_arrays (arrays in, no Sample
+    objects). `batch`: samples per write_arrays call (None: a column per call; the store commits long
+    columns in chunks of its own)."""
     n = 0
-    chunk: list[Sample] = []
-    for s in to_samples(history, tags):
-        chunk.append(s)
-        if batch is not None and len(chunk) >= batch:
-            n += store.write(chunk)
-            chunk = []
-    if chunk:
-        n += store.write(chunk)
+    for c in history.columns:
+        name = tags.get((c.equipment, c.signal.name))
+        if name is None or len(c.ts_us) == 0:
+            continue
+        step = len(c.ts_us) if batch is None else batch
+        for a in range(0, len(c.ts_us), step):
+            b = a + step
+            n += store.write_arrays(name, c.ts_us[a:b], c.values[a:b], c.status[a:b])
     return n
 
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
 
 from biopilot.errors import StoreError
 from biopilot.records import Buckets, Latest, Row, SeriesData
-from biopilot.samples import Sample, from_us, to_us, utcnow
+from biopilot.samples import GOOD, Sample, from_us, to_us, utcnow
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -38,6 +39,12 @@ CREATE TABLE IF NOT EXISTS samples (
 """
 
 _BAD = 0x80000000
+ARRAY_CHUNK = 262_144  # write_arrays commits this many samples per transaction
+
+_INSERT = (
+    "INSERT OR REPLACE INTO samples (series_id, ts_us, value, text, status, server_us)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -57,17 +64,25 @@ def connect(path: Path) -> sqlite3.Connection:
 class SqliteStore:
     """TimeSeriesStore on an SQLite file. Thread-safe (one connection, one lock)."""
 
+    schema_extra = ""  # tables a subclass keeps in the same file, created with the store's own
+
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
         self._conn = connect(self.path)
         self._lock = threading.Lock()
         try:
-            self._conn.executescript(_SCHEMA)
+            self._conn.executescript(_SCHEMA + self.schema_extra)
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(samples)")}
             if "server_us" not in columns:  # a database from before server timestamps were kept
                 self._conn.execute("ALTER TABLE samples ADD COLUMN server_us INTEGER")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot create the schema ({exc})") from None
+        if type(self) is SqliteStore and _has_archive(self._conn):
+            self._conn.close()
+            raise StoreError(
+                f"{self.path} has a Parquet archive of closed runs: open it with storage.open_store or "
+                "storage.tiered.TieredStore, which read and keep the archive"
+            )
         if read_only:
             self._conn.execute("PRAGMA query_only=ON")
         self._ids: dict[str, int] = {}
@@ -107,14 +122,11 @@ class SqliteStore:
                     else:
                         out.append((sid, ts_us, value, None, status, server_us))
                 touched = {row[0] for row in out}
-                self._conn.executemany(
-                    "INSERT OR REPLACE INTO samples (series_id, ts_us, value, text, status, server_us)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    out,
-                )
+                self._conn.executemany(_INSERT, out)
                 self._conn.executemany(
                     "UPDATE series SET last_received_us = ? WHERE id = ?", [(now, sid) for sid in touched]
                 )
+                self._wrote_rows(out)
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
@@ -123,6 +135,65 @@ class SqliteStore:
                 self._rollback()
                 raise
         return len(rows)
+
+    def write_arrays(
+        self,
+        series: str,
+        ts_us: np.ndarray,
+        values: np.ndarray,
+        status: np.ndarray | int = GOOD,
+        server_us: np.ndarray | None = None,
+    ) -> int:
+        """Samples of one series from arrays, as imports and the simulator's historical mode have them:
+        ts_us source timestamps [µs] (int64); values float64 (NaN: no value) or object (str for text
+        samples, numbers, None); status OPC UA codes (one per sample, or one for all); server_us server
+        timestamps [µs] or None. Idempotent like `write`. Committed ARRAY_CHUNK samples per transaction, so a
+        long import does not hold the write lock against the live writer; a failure leaves the chunks
+        before it stored (writing the same arrays again is harmless)."""
+        ts, vals, st, srv = _check_arrays(ts_us, values, status, server_us)
+        n = len(ts)
+        if n == 0:
+            return 0
+        for a in range(0, n, ARRAY_CHUNK):
+            b = min(a + ARRAY_CHUNK, n)
+            self._write_chunk(series, ts[a:b], vals[a:b], st[a:b], None if srv is None else srv[a:b])
+        return n
+
+    def _write_chunk(
+        self, series: str, ts: np.ndarray, vals: np.ndarray, st: np.ndarray, srv: np.ndarray | None
+    ) -> None:
+        n = len(ts)
+        if vals.dtype == object:
+            text = [v if isinstance(v, str) else None for v in vals.tolist()]
+            nums = [None if isinstance(v, str) else v for v in vals.tolist()]
+        else:
+            text, nums = repeat(None, n), vals.tolist()  # NaN is stored as NULL by SQLite
+        servers: Iterable[int | None] = repeat(None, n) if srv is None else srv.tolist()
+        now = to_us(utcnow())
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                sid = self._series_id(series, create=True)
+                assert sid is not None
+                self._conn.executemany(
+                    _INSERT, zip(repeat(sid, n), ts.tolist(), nums, text, st.tolist(), servers, strict=False)
+                )
+                self._conn.execute("UPDATE series SET last_received_us = ? WHERE id = ?", (now, sid))
+                self._wrote_arrays(sid, ts)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StoreError(f"{self.path}: write of {n} samples of {series!r} failed ({exc})") from None
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _wrote_rows(self, rows: list[tuple[int, int, float | None, str | None, int, int | None]]) -> None:
+        """Called inside the write transaction with the rows just stored (series id first); a subclass
+        that keeps derived data (the archive's late-sample index) extends it."""
+
+    def _wrote_arrays(self, sid: int, ts: np.ndarray) -> None:
+        """Like _wrote_rows, for write_arrays: the series id and the source timestamps [µs] just stored."""
 
     def _rollback(self) -> None:
         """End a failed write; series ids created inside it are gone, so forget the cached ones."""
@@ -144,27 +215,22 @@ class SqliteStore:
 
     # -- reading ---------------------------------------------------------------------------------------
     def read(self, series: str, start: datetime, end: datetime) -> SeriesData:
+        t0, t1 = to_us(start), to_us(end)
         with self._lock:
             sid = self._series_id(series, create=False)
             if sid is None:
                 return _empty(series)
-            rows = self._conn.execute(
-                "SELECT ts_us, value, text, status FROM samples"
-                " WHERE series_id = ? AND ts_us >= ? AND ts_us < ?"
-                " ORDER BY ts_us",
-                (sid, to_us(start), to_us(end)),
-            ).fetchall()
-        if not rows:
-            return _empty(series)
-        ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        status = np.fromiter((r[3] for r in rows), dtype=np.int64, count=len(rows))
-        if any(r[2] is not None for r in rows):
-            values = np.array([r[2] if r[2] is not None else r[1] for r in rows], dtype=object)
-        else:
-            values = np.fromiter(
-                (math.nan if r[1] is None else r[1] for r in rows), dtype=np.float64, count=len(rows)
-            )
-        return SeriesData(series, ts, values, status)
+            rows = self._fetch(sid, t0, t1)
+        return rows_to_series(series, rows)
+
+    def _fetch(self, sid: int, t0: int, t1: int) -> list[tuple[int, float | None, str | None, int]]:
+        """(ts µs, value, text, status) of the series' samples with t0 ≤ ts < t1, in time order."""
+        return self._conn.execute(
+            "SELECT ts_us, value, text, status FROM samples"
+            " WHERE series_id = ? AND ts_us >= ? AND ts_us < ?"
+            " ORDER BY ts_us",
+            (sid, t0, t1),
+        ).fetchall()
 
     def read_buckets(self, series: str, start: datetime, end: datetime, n: int) -> Buckets:
         if n <= 0:
@@ -205,14 +271,15 @@ class SqliteStore:
                 if wanted is not None and name not in wanted:
                     continue
                 row = self._conn.execute(
-                    "SELECT ts_us, value, text, status FROM samples"
+                    "SELECT ts_us, value, text, status, server_us FROM samples"
                     " WHERE series_id = ? ORDER BY ts_us DESC LIMIT 1",
                     (sid,),
                 ).fetchone()
                 if row is None:
                     continue
                 value = row[2] if row[2] is not None else row[1]
-                sample = Sample(name, from_us(row[0]), value, row[3])
+                server = from_us(row[4]) if row[4] is not None else None
+                sample = Sample(name, from_us(row[0]), value, row[3], server)
                 out[name] = Latest(sample, from_us(received) if received is not None else None)
         return out
 
@@ -235,6 +302,48 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def rows_to_series(series: str, rows: Sequence[tuple[int, float | None, str | None, int]]) -> SeriesData:
+    """SeriesData of (ts µs, value, text, status) rows: float64 values (NaN for none) unless a sample is
+    text, then object values (the text, else the number, else None)."""
+    if not rows:
+        return _empty(series)
+    ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    status = np.fromiter((r[3] for r in rows), dtype=np.int64, count=len(rows))
+    if any(r[2] is not None for r in rows):
+        values = np.array([r[2] if r[2] is not None else r[1] for r in rows], dtype=object)
+    else:
+        values = np.fromiter(
+            (math.nan if r[1] is None else r[1] for r in rows), dtype=np.float64, count=len(rows)
+        )
+    return SeriesData(series, ts, values, status)
+
+
+def _check_arrays(
+    ts_us: np.ndarray, values: np.ndarray, status: np.ndarray | int, server_us: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    ts = np.asarray(ts_us)
+    if ts.ndim != 1 or ts.dtype.kind not in "iu":
+        raise ValueError("ts_us must be a one-dimensional array of integer microseconds")
+    vals = np.asarray(values)
+    if vals.dtype != object:
+        vals = vals.astype(np.float64, copy=False)
+    st = np.full(len(ts), status, dtype=np.int64) if np.isscalar(status) else np.asarray(status, np.int64)
+    srv = None if server_us is None else np.asarray(server_us, np.int64)
+    for name, arr in (("values", vals), ("status", st), ("server_us", srv)):
+        if arr is not None and arr.shape != ts.shape:
+            raise ValueError(f"{name} has {len(arr)} elements, ts_us {len(ts)}")
+    return ts.astype(np.int64, copy=False), vals, st, srv
+
+
+def _has_archive(conn: sqlite3.Connection) -> bool:
+    """True when the file holds an archive index with runs in it (storage/tiered.py)."""
+    try:
+        row = conn.execute("SELECT 1 FROM archive_runs LIMIT 1").fetchone()
+    except sqlite3.OperationalError:  # no such table
+        return False
+    return row is not None
 
 
 def _empty(series: str) -> SeriesData:

@@ -49,7 +49,7 @@ class _Bar:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from storage import open_catalog, open_store
+    from storage import RunArchive, open_catalog, open_store
     from storage.importers import import_historian, load_mapping
 
     _, config = site_config(args)
@@ -101,6 +101,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
                 f"computed {len(records)} KPIs in {time.monotonic() - t0 - took:.1f} s: "
                 f"`biopilot kpis {run.id}` shows them"
             )
+        if isinstance(store, RunArchive) and run.end is not None:
+            archived = store.archive_run(run, [t.name for t in config.tags_of(run.equipment)])
+            print(f"archived run {run.id} as Parquet: {archived.rows:,} samples in {archived.seconds:.1f} s")
     finally:
         bar.done()
         catalog.close()
