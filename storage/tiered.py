@@ -673,7 +673,7 @@ class TieredStore(SqliteStore):
             )
             conn.execute(
                 "UPDATE archive_runs SET start_us = ?, end_us = ?, version = version + 1,"
-                " archived_us = COALESCE(archived_us, ?) WHERE run_id = ?",
+                " archived_us = COALESCE(archived_us, ?), pruned_us = NULL WHERE run_id = ?",
                 (start, end, to_us(utcnow()), run_id),
             )
             conn.executemany(
