@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from biopilot import stages
+    from biopilot.app import stages
     from simulators.scenario import default_scenario, load_scenario
 
     path, config = site_config(args)

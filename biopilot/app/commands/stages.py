@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
-    from biopilot import stages
+    from biopilot.app import stages
 
     path, config = site_config(args)
     stages.collect(config, path.resolve(), args.data_dir.resolve())
@@ -50,7 +50,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
 
 def _cmd_write_store(args: argparse.Namespace) -> int:
-    from biopilot import stages
+    from biopilot.app import stages
 
     _, config = site_config(args)
     stages.write_store(config, args.data_dir)
@@ -58,7 +58,7 @@ def _cmd_write_store(args: argparse.Namespace) -> int:
 
 
 def _cmd_process(args: argparse.Namespace) -> int:
-    from biopilot import stages
+    from biopilot.app import stages
 
     _, config = site_config(args)
     stages.process(config, args.data_dir, args.interval)
