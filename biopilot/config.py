@@ -112,9 +112,7 @@ class ArchiveConfig(_Model):
 
     path: str = "archive"  # relative paths are taken from the data directory
     after_s: float = Field(default=30.0, ge=0)  # processing archives a run this long after it saw it close
-    keep_raw_days: float | None = Field(
-        default=7.0, ge=0
-    )  # raw rows kept in SQLite after archiving (None: ever)
+    keep_raw_days: float = Field(default=7.0, ge=0)  # raw rows kept in SQLite after archiving
     compact_after_s: float = Field(default=60.0, ge=0)  # late samples folded into the files once this old
 
 

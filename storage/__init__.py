@@ -43,7 +43,7 @@ def open_store(config: SiteConfig, data_dir: Path, *, read_only: bool = False) -
         database_path(config, data_dir),
         archive_path(config, data_dir),
         read_only=read_only,
-        keep_raw_s=None if archive.keep_raw_days is None else archive.keep_raw_days * 86400.0,
+        keep_raw_s=archive.keep_raw_days * 86400.0,
         compact_after_s=archive.compact_after_s,
     )
 

@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from biopilot.errors import StoreError
 from biopilot.records import Run
@@ -170,8 +172,8 @@ def test_partition_values_are_percent_encoded_and_read_back(store: TieredStore, 
 def test_rollups_are_exact_aggregates_of_the_raw_points(store: TieredStore, tmp_path: Path) -> None:
     written = fill(store)
     store.archive_run(run_of("B-17", 0, HOURS * 3600 - 1), SERIES)
-    for name, (ts, v, st) in written.items():
-        keep = (st < 0x80000000) & ~np.isnan(v)
+    for name, (ts, v, status) in written.items():
+        keep = (status < 0x80000000) & ~np.isnan(v)
         ts, v = ts[keep], v[keep]
         for w in ROLLUP_WIDTHS_S:
             path = rollup_path(tmp_path / "archive", w, "F-101", "B-17")
@@ -209,6 +211,68 @@ def test_aligned_requests_are_answered_from_rollups_alone(
     store.read_buckets("F-101.temp", at(13.7), at(3600 + 13.7), 6)
     assert raw_reads, "an unaligned request needs the raw points around its edges"
     # (that every answer equals the numpy reference is checked in the conformance suite)
+
+
+@pytest.fixture(scope="module")
+def reviewed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TieredStore, dict]]:
+    """One archived run (six hours, see `fill`) with late samples pending in its second hour and live data
+    after it, and the numeric arrays it holds."""
+    place = tmp_path_factory.mktemp("reviewed")
+    store = TieredStore(place / "ts.db", place / "archive")
+    written = fill(store)
+    store.archive_run(run_of("B-17", 0, HOURS * 3600 - 1), SERIES)
+    ts, v, status = written["F-101.temp"]
+    late_ts = to_us(at(3600)) + np.arange(0, 3600_000_000, 97_000_000, dtype=np.int64)  # on and off the grid
+    late_v = np.linspace(-10, 80, len(late_ts))
+    store.write_arrays("F-101.temp", late_ts, late_v)
+    live_ts = ts[-1] + np.arange(1, 1800, dtype=np.int64) * 1_000_000
+    live_v = np.full(len(live_ts), 38.0)
+    store.write_arrays("F-101.temp", live_ts, live_v)
+    keep = ~np.isin(ts, late_ts)
+    all_ts = np.concatenate([ts[keep], late_ts, live_ts])
+    order = np.argsort(all_ts)
+    values = np.concatenate([v[keep], late_v, live_v])[order]
+    statuses = np.concatenate([status[keep], np.zeros(len(late_ts) + len(live_ts), np.int64)])[order]
+    yield (
+        store,
+        {"F-101.temp": (all_ts[order], values, statuses), "F-101.pressure": written["F-101.pressure"]},
+    )
+    store.close()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    series=st.sampled_from(["F-101.temp", "F-101.pressure"]),
+    start_s=st.floats(-900, HOURS * 3600 + 900, allow_nan=False),
+    length_s=st.floats(0.0005, HOURS * 3600 + 3600, allow_nan=False),
+    n=st.integers(1, 500),
+)
+def test_any_downsampled_read_agrees_with_numpy_on_the_raw_points(
+    reviewed: tuple[TieredStore, dict], series: str, start_s: float, length_s: float, n: int
+) -> None:
+    # Rollups (whole buckets), finer rollups and raw points at the edges, the deltas' raw path and the live
+    # SQLite part, combined: every field equals numpy on the same points (the mean to rounding).
+    store, written = reviewed
+    ts, v, status = written[series]
+    start, end = at(start_s), at(start_s + length_s)
+    t0, t1 = to_us(start), to_us(end)
+    width = max((t1 - t0 + n - 1) // n, 1)
+    keep = (ts >= t0) & (ts < t1) & (status < 0x80000000) & ~np.isnan(v)
+    k = (ts[keep] - t0) // width
+    b = store.read_buckets(series, start, end, n)
+    if len(k) == 0:
+        assert len(b) == 0
+        return
+    uniq, first = np.unique(k, return_index=True)
+    last = np.r_[first[1:], len(k)] - 1
+    vals = v[keep]
+    assert b.start.tolist() == (t0 + uniq * width).tolist()
+    assert b.count.tolist() == np.diff(np.r_[first, len(k)]).tolist()
+    assert b.t_first.tolist() == ts[keep][first].tolist()
+    assert b.t_last.tolist() == ts[keep][last].tolist()
+    assert b.min.tolist() == np.minimum.reduceat(vals, first).tolist()
+    assert b.max.tolist() == np.maximum.reduceat(vals, first).tolist()
+    assert b.mean.tolist() == pytest.approx((np.add.reduceat(vals, first) / b.count).tolist(), rel=1e-9)
 
 
 # -- late samples --------------------------------------------------------------------------------------
