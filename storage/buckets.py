@@ -17,6 +17,9 @@ import numpy as np
 from biopilot.records import Buckets
 
 BAD = 0x80000000  # status codes at or above this are bad (OPC UA severity bits 1x)
+ROLLUP_WIDTHS_S = (10, 60, 600, 3600)
+"""Rollup resolutions of the archive [s], finest first; each divides the next, so a coarser one is built
+from a finer one and a request is answered from the coarsest that is not wider than its buckets."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,39 @@ def bucket_width(t0: int, t1: int, n: int) -> int:
     if n <= 0:
         raise ValueError("n must be positive")
     return max((t1 - t0 + n - 1) // n, 1)
+
+
+def aligned(start_us: int, end_us: int, n: int) -> tuple[int, int, int]:
+    """A request of about n buckets covering [start, end) whose edges fall on multiples of a rollup width,
+    so an archived store answers it from rollups alone: (start, end, n) to pass to read_buckets. The
+    rollup is the widest not wider than a tenth of the requested bucket width (else the widest not wider
+    than it), so rounding the width up to a multiple of it adds at most about 10 %; start moves back to a
+    multiple of that rollup, end forward to a whole bucket. Requests finer than the finest rollup come back
+    as they are."""
+    width = bucket_width(start_us, end_us, n)
+    widths = [w * 1_000_000 for w in ROLLUP_WIDTHS_S]
+    fits = [w for w in widths if w * 10 <= width] or [w for w in widths if w <= width]
+    if not fits:
+        return start_us, end_us, n
+    r = fits[-1]
+    width = -(-width // r) * r
+    start = (start_us // r) * r
+    count = max(-(-(end_us - start) // width), 1)
+    return start, start + count * width, count
+
+
+def span_index(t: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Indexes of the (sorted) times t inside any of the disjoint, sorted spans [lo_i, hi_i): found by
+    binary search per span, so it costs O(spans · log len(t)) plus the points found."""
+    a = np.searchsorted(t, lo)
+    b = np.searchsorted(t, hi)
+    n = b - a
+    if n.sum() == 0:
+        return np.empty(0, np.int64)
+    keep = n > 0
+    a, n = a[keep], n[keep]
+    offsets = np.repeat(a - np.r_[0, np.cumsum(n)[:-1]], n)
+    return np.arange(int(n.sum()), dtype=np.int64) + offsets
 
 
 def in_spans(t: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

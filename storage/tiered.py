@@ -51,7 +51,6 @@ from biopilot.errors import StoreError
 from biopilot.records import Buckets, Latest, Run, SeriesData
 from biopilot.samples import Sample, from_us, to_us, utcnow
 from storage.archive import (
-    ROLLUP_WIDTHS_S,
     ArchiveReader,
     Columns,
     RunWriter,
@@ -63,11 +62,13 @@ from storage.archive import (
 )
 from storage.buckets import (
     BAD,
+    ROLLUP_WIDTHS_S,
     Partials,
     bucket_width,
     combine,
     from_points,
     in_spans,
+    span_index,
     split_free,
     to_buckets,
 )
@@ -351,7 +352,8 @@ class TieredStore(SqliteStore):
         coarsest rollup not wider than the requested buckets first, then finer ones for the rollup buckets
         a requested edge splits); only samples in a finest (10 s) rollup bucket that an edge splits are read
         raw. Requests whose edges fall on multiples of a rollup width never touch raw points. Exact for
-        min, max, count, first and last; the mean is the count-weighted mean of means."""
+        min, max, count, first and last; the mean is the count-weighted mean of means.
+        storage.buckets.aligned turns a request into one that needs no raw points."""
         t0, t1 = to_us(start), to_us(end)
         width = bucket_width(t0, t1, n)
         parts: list[Partials] = []
@@ -420,7 +422,7 @@ class TieredStore(SqliteStore):
                 return combine(parts)
         assert lo is not None and hi is not None
         cols = self.reader.samples(self._path(seg), series, max(a, int(lo[0])), min(b, int(hi[-1])))
-        cols = cols.take(in_spans(cols.ts, lo, hi))
+        cols = cols.take(span_index(cols.ts, lo, hi))
         parts.append(from_points(cols.ts, cols.value, cols.status, t0, width))
         return combine(parts)
 

@@ -24,9 +24,10 @@ from hypothesis import strategies as st
 
 from biopilot.errors import StoreError
 from biopilot.records import Run
-from biopilot.samples import BAD_SENSOR_FAILURE, GOOD, UNCERTAIN_LAST_USABLE_VALUE, Sample, to_us
+from biopilot.samples import BAD_SENSOR_FAILURE, GOOD, UNCERTAIN_LAST_USABLE_VALUE, Sample, from_us, to_us
 from storage import archive as archive_mod
 from storage.archive import ROLLUP_WIDTHS_S, rollup_path, samples_path
+from storage.buckets import aligned
 from storage.sqlite import SqliteStore
 from storage.tiered import TieredStore
 
@@ -206,6 +207,12 @@ def test_aligned_requests_are_answered_from_rollups_alone(
     for n in (36, 6, 180):
         b = store.read_buckets("F-101.temp", T0, at(HOURS * 3600), n)
         assert b.count.sum() > 0
+    assert raw_reads == []
+    # any request made aligned (storage.buckets.aligned) needs no raw points either
+    for start_s, end_s, n in ((13.7, 5 * 3600 + 1.3, 1000), (1234.5, 4321.5, 7), (99.9, HOURS * 3600, 250)):
+        a, b, m = aligned(to_us(at(start_s)), to_us(at(end_s)), n)
+        assert a <= to_us(at(start_s)) and b >= to_us(at(end_s)) and m <= n * 1.1 + 1
+        assert store.read_buckets("F-101.temp", from_us(a), from_us(b), m).count.sum() > 0
     assert raw_reads == []
     # Not aligned (edges 13.7 s past the minute): only the finest buckets the edges split are read raw.
     store.read_buckets("F-101.temp", at(13.7), at(3600 + 13.7), 6)
