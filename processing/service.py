@@ -77,16 +77,26 @@ class Processing:
         self._not_archived: set[tuple[str, datetime, datetime | None]] = set()  # runs the archive refused
 
     async def run(self, stop: asyncio.Event, interval_s: float = 2.0) -> None:
+        """Passes every interval_s until stop; archiving (minutes for a long run) runs in a thread of its
+        own, so live KPIs do not wait for it."""
+        loops = [self._every(stop, interval_s, lambda: self.process_once(archive=False), "processing pass")]
+        if self.archive is not None:
+            loops.append(self._every(stop, interval_s, self.archive_closed, "archiving"))
+        await asyncio.gather(*loops)
+
+    @staticmethod
+    async def _every(stop: asyncio.Event, interval_s: float, work: Callable[[], object], what: str) -> None:
         while not stop.is_set():
             try:
-                await asyncio.to_thread(self.process_once)
+                await asyncio.to_thread(work)
             except Exception:  # a bad run must not stop processing of the others
-                log.exception("processing pass failed; retrying in %.0f s", interval_s)
+                log.exception("%s failed; retrying in %.0f s", what, interval_s)
             await wait_for_event(stop, interval_s)
 
-    def process_once(self) -> list[Run]:
+    def process_once(self, *, archive: bool = True) -> list[Run]:
         """Detect run starts and ends since the last pass; recompute KPIs of open and just-closed runs
-        (upstream runs first, so a recovery run finds its fermenter's titer)."""
+        (upstream runs first, so a recovery run finds its fermenter's titer); then (archive) archive the
+        closed runs that are due."""
         touched: dict[str, Run] = {}
         changed: set[str] = set()
         for eq in self.config.equipment:
@@ -108,7 +118,8 @@ class Processing:
         for run in self._late_lab_runs(set(touched)):
             for r in [run, *self._downstream(run)]:
                 self.update_run(self.catalog.run(r.id) or r)
-        self.archive_closed()
+        if archive:
+            self.archive_closed()
         self.passes += 1
         return list(touched.values())
 

@@ -147,6 +147,8 @@ def test_a_closed_run_is_written_in_the_documented_layout(store: TieredStore, tm
     for g in range(meta.num_row_groups):
         assert len(set(pq.ParquetFile(path).read_row_group(g, columns=["series"]).column(0).to_pylist())) == 1
     assert meta.row_group(0).column(1).compression == "ZSTD"
+    assert "BYTE_STREAM_SPLIT" in meta.row_group(0).column(2).encodings  # value
+    assert "DELTA_BINARY_PACKED" in meta.row_group(0).column(1).encodings  # ts
 
     # Rollups: one table over every width, filtered by the partition.
     rollups = ds.dataset(root / "rollups", format="parquet", partitioning="hive").to_table(
