@@ -56,9 +56,16 @@ def gap_limits_h(
         return dt
     pad = np.full(window, np.nan)
     windows = np.lib.stride_tricks.sliding_window_view(np.concatenate([pad, dt, pad]), window)
+    # medians[j]: padded[j … j + window − 1]. Windows window … n hold no padding: a plain median (a
+    # partition, fast); only the windows at the ends need nanmedian (masked, ~50× slower per window).
+    medians = np.empty(len(windows))
+    inner = slice(window, n + 1) if not np.isnan(dt).any() else slice(0, 0)
+    medians[inner] = np.median(windows[inner], axis=1)
+    edges = np.ones(len(windows), dtype=bool)
+    edges[inner] = False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN window: a side without neighbours
-        medians = np.nanmedian(windows, axis=1)  # medians[j]: padded[j … j + window − 1]
+        medians[edges] = np.nanmedian(windows[edges], axis=1)
     before = medians[:n]  # dt[i − window … i − 1]
     after = medians[window + 1 : window + 1 + n]  # dt[i + 1 … i + window]
     nominal = np.fmax(before, after)  # NaN only where both sides are empty
