@@ -120,6 +120,7 @@ def main() -> None:
     ]
     stop = end + timedelta(seconds=1)
 
+    store.read(names[0], T0, stop)  # warm-up, not timed (what pyarrow imports on first use)
     bare_points, bare_s = bare_fetch(db, names, to_us(T0), to_us(stop))
     kpi_inputs = [f"F-1.{n_}" for n_, *_ in KPI_TAGS]
     bare_input_points, bare_inputs_s = bare_fetch(db, kpi_inputs, to_us(T0), to_us(stop))
