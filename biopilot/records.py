@@ -135,7 +135,9 @@ class KpiRecord:
     value: float | None
     unit: str
     coverage: float  # share of the run with usable data for the inputs (the lowest of `inputs`), 0..1
-    flags: tuple[str, ...] = ()  # e.g. "incomplete", "provisional", "missing_input", "uncertain_inputs"
+    flags: tuple[
+        str, ...
+    ] = ()  # e.g. "incomplete", "provisional", "missing_input:<tag>" (processing/kpis.py)
     final: bool = False  # False while the run is live (a provisional value)
     version: str = ""
     computed: datetime = field(default_factory=utcnow)

@@ -7,6 +7,7 @@ arrival time, and the OPC UA status code of the value. The severity is the top t
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from enum import IntEnum
 from typing import NamedTuple
@@ -35,6 +36,20 @@ def severity(status: int) -> Severity:
 
 def is_bad(status: int) -> bool:
     return status & 0x80000000 != 0
+
+
+MAX_ABS_VALUE = 1e12  # no plant sensor or lab assay reads beyond ±10^12 in any unit BioPilot accepts
+
+
+def value_problem(value: float) -> str | None:
+    """Why a number is no measurement at all (NaN, ±inf, beyond ±MAX_ABS_VALUE), or None."""
+    if math.isnan(value):
+        return "NaN is not a value a sensor or an assay can produce"
+    if math.isinf(value):
+        return "is infinite (or too large to be a number)"
+    if abs(value) > MAX_ABS_VALUE:
+        return f"is beyond ±{MAX_ABS_VALUE:.0e}, which no sensor or assay reads"
+    return None
 
 
 Value = float | str | None

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from asyncua import Client, Node, ua
 
-from biopilot.config import ROLE_UNITS, Role
+from biopilot import units
+from biopilot.config import ROLE_KINDS, Role
 
 MAX_NODES = 50_000
 
@@ -43,15 +44,21 @@ _ROLE_HINTS: list[tuple[str, Role]] = [
     ("power", Role.POWER),
     ("energy", Role.ENERGY),
     ("coolingwater", Role.COOLING_WATER_FLOW),
+    ("heatingwater", Role.HEATING_WATER_FLOW),
     ("steam", Role.STEAM_FLOW),
+    ("discharge", Role.DISCHARGE_FLOW),
+    ("harvest", Role.DISCHARGE_FLOW),
+    ("bleed", Role.DISCHARGE_FLOW),
+    ("acid", Role.ACID_FLOW),
+    ("antifoam", Role.ANTIFOAM_FLOW),
+    ("water", Role.WATER_FLOW),
     ("flow", Role.FLOW),
     ("speed", Role.SPEED),
     ("turbid", Role.TURBIDITY),
     ("conduct", Role.CONDUCTIVITY),
     ("concentration", Role.CONCENTRATION),
-    ("titer", Role.CONCENTRATION),
+    ("titer", Role.TITER),
 ]
-_UNIT_ALIASES = {"°C": "degC", "C": "degC", "rpm": "rpm", "l/h": "L/h", "l": "L", "bar(g)": "barg"}
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,7 @@ class Variable:
             if role in (Role.BATCH_ID, Role.PHASE):
                 if text:
                     return role
-            elif not text and self.unit in ROLE_UNITS[role]:
+            elif not text and units.kind_of(self.unit, ROLE_KINDS[role]) is not None:
                 return role  # else the unit says it is something else: "AgitatorPower" in kW is a power
         return None
 
@@ -123,7 +130,7 @@ async def _variable(
         if (await prop.read_browse_name()).Name == "EngineeringUnits":
             eu = await prop.read_value()
             text = getattr(getattr(eu, "DisplayName", None), "Text", "") or ""
-            unit = _UNIT_ALIASES.get(text, text)
+            unit = units.normalize(text)
     try:
         value = await node.read_value()
     except ua.UaError:

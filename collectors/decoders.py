@@ -2,7 +2,7 @@
 
 A decoder never raises for bad input: it returns a `Rejected` with a reason that is counted by the
 collector. Timestamps without a zone are read in the site's time zone. Formats: JSON objects, plain numbers,
-InfluxDB line protocol, Sparkplug B (its protobuf payload read here from the wire format, no dependency).
+InfluxDB line protocol, Sparkplug B (its payload decoded by protobuf, schema: collectors/sparkplug_b.proto).
 """
 
 from __future__ import annotations
@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import math
 import re
-import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 
+from google.protobuf.message import DecodeError
+
 from biopilot.samples import BAD_SENSOR_FAILURE, GOOD, UNCERTAIN_LAST_USABLE_VALUE
+from collectors import sparkplug_b_pb2 as _sparkplug_pb2
 
 _STATUS_WORDS = {"good": GOOD, "uncertain": UNCERTAIN_LAST_USABLE_VALUE, "bad": BAD_SENSOR_FAILURE}
 MAX_PAYLOAD = 256 * 1024  # bytes; a plant message is a few hundred
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,16 @@ def parse_number(payload: bytes) -> float | Rejected:
     return value
 
 
-def parse_time(raw: object, tz: tzinfo) -> datetime | Rejected:
-    """ISO-8601 text (a naive time is read in tz) or Unix epoch seconds as a number."""
+EPOCH_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}  # per second
+# Epoch numbers of the years 1990 to 2200 in each unit, to tell which unit a number is in.
+_EPOCH_SPANS = {unit: (631_152_000 * per_s, 7_258_118_400 * per_s) for unit, per_s in EPOCH_UNITS.items()}
+_EPOCH_PLAUSIBLE = (datetime(1980, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC))
+
+
+def parse_time(raw: object, tz: tzinfo, epoch_unit: str = "s") -> datetime | Rejected:
+    """ISO-8601 text (a naive time is read in tz) or a Unix epoch number in `epoch_unit` (s, ms, us, ns).
+    An epoch number that gives no time between 1980 and 2200 in its unit, but would in another, is rejected
+    with a hint naming that unit (epoch milliseconds read as seconds are the common mistake)."""
     if isinstance(raw, str):
         try:
             ts = datetime.fromisoformat(raw)
@@ -60,12 +70,42 @@ def parse_time(raw: object, tz: tzinfo) -> datetime | Rejected:
             return Rejected("bad_timestamp", repr(raw[:64]))
         return ts.replace(tzinfo=tz).astimezone(UTC) if ts.tzinfo is None else ts.astimezone(UTC)
     if isinstance(raw, int | float) and not isinstance(raw, bool):
+        ts = None
         try:  # an int too large for a float overflows in isfinite
             if math.isfinite(raw):
-                return datetime.fromtimestamp(raw, UTC)
+                per_s = EPOCH_UNITS[epoch_unit]
+                if isinstance(raw, int):
+                    ts = _EPOCH + timedelta(microseconds=raw * 1_000_000 // per_s)
+                else:
+                    ts = _EPOCH + timedelta(microseconds=round(raw * 1_000_000 / per_s))
         except (OverflowError, OSError, ValueError):
             pass
+        guess = _epoch_unit_of(raw)
+        if ts is not None and (guess is None or guess == epoch_unit or _plausible(ts)):
+            return ts
+        hint = ""
+        if guess is not None and guess != epoch_unit:
+            hint = f" (it looks like epoch {_UNIT_WORDS[guess]}: set epoch_unit = {guess!r})"
+        return Rejected("bad_timestamp", f"{raw!r:.40} as epoch {_UNIT_WORDS[epoch_unit]}{hint}")
     return Rejected("bad_timestamp", repr(raw)[:64])
+
+
+_UNIT_WORDS = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+
+
+def _epoch_unit_of(raw: float) -> str | None:
+    """The unit in which an epoch number falls between 1990 and 2200, if one does."""
+    try:
+        for unit, (low, high) in _EPOCH_SPANS.items():
+            if low <= raw < high:
+                return unit
+    except TypeError:
+        pass
+    return None
+
+
+def _plausible(ts: datetime) -> bool:
+    return _EPOCH_PLAUSIBLE[0] <= ts < _EPOCH_PLAUSIBLE[1]
 
 
 @dataclass(frozen=True)
@@ -95,9 +135,19 @@ def parse_status(raw: object) -> int | Rejected:
     return Rejected("bad_status", repr(raw)[:64])
 
 
-def numeric_value(raw: object) -> float | Rejected:
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
-        return Rejected("wrong_type", f"expected a number, got {type(raw).__name__} {raw!r:.40}")
+def numeric_value(raw: object, *, strings: bool = False) -> float | Rejected:
+    """A number as a float. Booleans are numbers here: true 1.0, false 0.0 (pump on/off, valve states).
+    With strings=True, text that is a decimal number ("12.5") is one too."""
+    if isinstance(raw, bool):
+        return 1.0 if raw else 0.0
+    if strings and isinstance(raw, str):
+        try:
+            raw = float(raw.strip()) if len(raw) <= 64 else raw
+        except ValueError:
+            return Rejected("wrong_type", f"expected a number, got text {raw!r:.40}")
+    if not isinstance(raw, int | float):
+        hint = " (numeric_strings = true accepts numbers sent as text)" if isinstance(raw, str) else ""
+        return Rejected("wrong_type", f"expected a number, got {type(raw).__name__} {raw!r:.40}{hint}")
     try:
         value = float(raw)
     except OverflowError:  # an int too large for a float
@@ -105,6 +155,11 @@ def numeric_value(raw: object) -> float | Rejected:
     if not math.isfinite(value):
         return Rejected("not_finite", repr(raw))
     return value
+
+
+def rounded(raw: object, value: object) -> bool:
+    """Was an integer changed by becoming a float (beyond 2**53 not every integer is a float)?"""
+    return type(raw) is int and isinstance(value, float) and abs(raw) > 2**53 and int(value) != raw
 
 
 def text_value(raw: object) -> str | Rejected:
@@ -129,7 +184,6 @@ _LP_MEASUREMENT_ESC = ", \\"
 _LP_KEY_ESC = ",= \\"
 
 LineValue = float | int | str | bool
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -276,10 +330,7 @@ def _epoch_ns(ns: int) -> datetime:
 
 
 # -- Sparkplug B -----------------------------------------------------------------------------------
-# The protobuf Payload of Eclipse Sparkplug B (sparkplug_b.proto), read straight from the wire format:
-# Payload {1 timestamp uint64, 2 metrics repeated Metric, 3 seq uint64}; Metric {1 name, 2 alias,
-# 3 timestamp (ms), 4 datatype, 5 is_historical, 7 is_null, 9 properties PropertySet, 10 int_value uint32,
-# 11 long_value uint64, 12 float_value, 13 double_value, 14 boolean_value, 15 string_value, 16 bytes, ...}.
+# The protobuf Payload of Eclipse Sparkplug B (collectors/sparkplug_b.proto), decoded by protobuf.
 
 # Sparkplug data types (the basic ones a tag can hold)
 SP_INT8, SP_INT16, SP_INT32, SP_INT64 = 1, 2, 3, 4
@@ -288,11 +339,19 @@ SP_FLOAT, SP_DOUBLE, SP_BOOLEAN, SP_STRING, SP_DATETIME, SP_TEXT, SP_UUID = 9, 1
 _SP_BITS = {SP_INT8: 8, SP_INT16: 16, SP_INT32: 32, SP_INT64: 64}  # signed, carried as uint32/uint64
 _SP_UNSIGNED = {SP_UINT8: 8, SP_UINT16: 16, SP_UINT32: 32, SP_UINT64: 64, SP_DATETIME: 64}
 # Without a datatype (none in the metric, no BIRTH seen): what the value field says, integers signed.
-_SP_BY_FIELD = {10: SP_INT32, 11: SP_INT64, 12: SP_FLOAT, 13: SP_DOUBLE, 14: SP_BOOLEAN, 15: SP_STRING}
+_SP_BY_FIELD = {
+    "int_value": SP_INT32,
+    "long_value": SP_INT64,
+    "float_value": SP_FLOAT,
+    "double_value": SP_DOUBLE,
+    "boolean_value": SP_BOOLEAN,
+    "string_value": SP_STRING,
+}
 # The "Quality" property (Cirrus Link / Ignition convention): 192 good, 500 stale, 0 bad.
 _SP_QUALITY_GOOD, _SP_QUALITY_STALE = 192, 500
 SP_BIRTH = ("NBIRTH", "DBIRTH")
 SP_DATA = ("NDATA", "DDATA")
+SP_DEATH = ("NDEATH", "DDEATH")
 
 
 @dataclass(frozen=True)
@@ -302,8 +361,8 @@ class SparkplugMetric:
     timestamp_ms: int | None
     datatype: int | None
     is_null: bool
-    value_field: int | None  # the field number of the value (10-19), None without a value
-    raw: int | float | bytes | None  # the value as on the wire: varint, fixed32/64 float, bytes
+    value_field: str | None  # the name of the value's field in the oneof (int_value, ...), None without
+    raw: int | float | bool | str | bytes | None  # the value as decoded from its field
     quality: int | None  # the "Quality" property, if any
 
 
@@ -313,147 +372,55 @@ class SparkplugPayload:
     seq: int | None
     metrics: list[SparkplugMetric]
 
-
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    result = shift = 0
-    n = len(buf)
-    while True:
-        if i >= n:
-            raise _MalformedError("truncated varint")
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result & 0xFFFFFFFFFFFFFFFF, i
-        shift += 7
-        if shift >= 70:
-            raise _MalformedError("varint longer than 10 bytes")
+    def metric(self, name: str) -> SparkplugMetric | None:
+        return next((m for m in self.metrics if m.name == name), None)
 
 
-def _fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
-    """(field number, wire type, value) of every field of a message: an int for varints, the raw bytes
-    for fixed64, fixed32 and length-delimited fields."""
-    i, n = 0, len(buf)
-    while i < n:
-        key, i = _varint(buf, i)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise _MalformedError("field number 0")
-        if wire == 0:
-            value, i = _varint(buf, i)
-            yield number, wire, value
-            continue
-        if wire == 1:
-            size = 8
-        elif wire == 5:
-            size = 4
-        elif wire == 2:
-            size, i = _varint(buf, i)
-        else:
-            raise _MalformedError(f"wire type {wire} of field {number}")
-        if i + size > n:
-            raise _MalformedError(f"field {number} runs past the end")
-        yield number, wire, buf[i : i + size]
-        i += size
-
-
-def _expect(number: int, wire: int, want: int) -> None:
-    if wire != want:
-        raise _MalformedError(f"field {number} has wire type {wire}, expected {want}")
-
-
-def _text(raw: int | bytes) -> str:
-    assert isinstance(raw, bytes)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _MalformedError("a string is not UTF-8") from None
+_SCALAR_FIELDS = frozenset(_SP_BY_FIELD) | {"bytes_value"}
 
 
 def parse_sparkplug(payload: bytes) -> SparkplugPayload | Rejected:
-    """A Sparkplug B payload, or Rejected `undecodable_sparkplug`. Metric values stay raw until asked for
-    (sparkplug_value): a message carries many metrics and a collector wants a few."""
+    """A Sparkplug B payload, or Rejected `undecodable_sparkplug`. DataSets, templates and arrays decode
+    (protobuf reads every field of the schema), but a tag holds none of them: sparkplug_value refuses them."""
     if len(payload) > MAX_PAYLOAD:
         return Rejected("payload_too_large", f"{len(payload)} bytes")
+    message = _sparkplug_pb2.Payload()
     try:
-        timestamp = seq = None
-        metrics: list[SparkplugMetric] = []
-        for number, wire, value in _fields(payload):
-            if number == 1:
-                _expect(number, wire, 0)
-                timestamp = value
-            elif number == 2:
-                _expect(number, wire, 2)
-                assert isinstance(value, bytes)
-                metrics.append(_metric(value))
-            elif number == 3:
-                _expect(number, wire, 0)
-                seq = value
-    except _MalformedError as exc:
+        message.ParseFromString(payload)
+        metrics = [_metric(m) for m in message.metrics]
+    except (DecodeError, UnicodeDecodeError, ValueError) as exc:
         return Rejected("undecodable_sparkplug", f"{exc}: {payload[:40].hex()}")
-    return SparkplugPayload(timestamp, seq, metrics)  # type: ignore[arg-type]
+    return SparkplugPayload(
+        message.timestamp if message.HasField("timestamp") else None,
+        message.seq if message.HasField("seq") else None,
+        metrics,
+    )
 
 
-_SP_VALUE_WIRE = {10: 0, 11: 0, 12: 5, 13: 1, 14: 0, 15: 2, 16: 2, 17: 2, 18: 2, 19: 2}
-
-
-def _metric(buf: bytes) -> SparkplugMetric:
-    name = alias = timestamp = datatype = quality = value_field = None
-    raw: int | float | bytes | None = None
-    is_null = False
-    for number, wire, value in _fields(buf):
-        if number == 1:
-            _expect(number, wire, 2)
-            name = _text(value)
-        elif number in (2, 3, 4, 7):
-            _expect(number, wire, 0)
-            assert isinstance(value, int)
-            if number == 2:
-                alias = value
-            elif number == 3:
-                timestamp = value
-            elif number == 4:
-                datatype = value & 0xFFFFFFFF
-            else:
-                is_null = bool(value)
-        elif number == 9:
-            _expect(number, wire, 2)
-            assert isinstance(value, bytes)
-            quality = _quality(value)
-        elif number in _SP_VALUE_WIRE:
-            _expect(number, wire, _SP_VALUE_WIRE[number])
-            value_field = number
-            if number == 12:
-                raw = struct.unpack("<f", value)[0]
-            elif number == 13:
-                raw = struct.unpack("<d", value)[0]
-            else:
-                raw = value
-    return SparkplugMetric(name, alias, timestamp, datatype, is_null, value_field, raw, quality)
-
-
-def _quality(buf: bytes) -> int | None:
-    """The integer "Quality" property of a PropertySet {1 keys repeated string, 2 values repeated
-    PropertyValue {1 type, 2 is_null, 3 int_value, 4 long_value, ...}}, if there is one."""
-    keys: list[str] = []
-    values: list[int | None] = []
-    for number, wire, value in _fields(buf):
-        if number == 1:
-            _expect(number, wire, 2)
-            keys.append(_text(value))
-        elif number == 2:
-            _expect(number, wire, 2)
-            assert isinstance(value, bytes)
-            found = None
-            for n, w, v in _fields(value):
-                if n in (3, 4) and w == 0:
-                    assert isinstance(v, int)
-                    found = v & 0xFFFFFFFF if n == 3 else v
-            values.append(found)
-    for key, value in zip(keys, values, strict=False):
-        if key == "Quality":
-            return value
-    return None
+def _metric(m: _sparkplug_pb2.Payload.Metric) -> SparkplugMetric:
+    field = m.WhichOneof("value")
+    raw = getattr(m, field) if field in _SCALAR_FIELDS else None
+    name = m.name if m.HasField("name") else None
+    if isinstance(name, bytes) or (field == "string_value" and isinstance(raw, bytes)):
+        raise ValueError("a string is not UTF-8")  # proto2 leaves that check to the reader
+    quality = None
+    if m.HasField("properties"):
+        props = m.properties
+        for key, value in zip(props.keys, props.values, strict=False):
+            if key == "Quality":
+                kind = value.WhichOneof("value")
+                quality = value.int_value if kind == "int_value" else value.long_value if kind else None
+                break
+    return SparkplugMetric(
+        name,
+        m.alias if m.HasField("alias") else None,
+        m.timestamp if m.HasField("timestamp") else None,
+        m.datatype if m.HasField("datatype") else None,
+        m.is_null,
+        field,
+        raw,
+        quality,
+    )
 
 
 def sparkplug_status(quality: int | None) -> int:
@@ -475,34 +442,34 @@ def sparkplug_status(quality: int | None) -> int:
 def sparkplug_value(metric: SparkplugMetric, datatype: int | None) -> float | int | str | bool | Rejected:
     """The metric's value by its datatype (the metric's own, else the one its BIRTH declared, else the one
     its value field implies). Signed integers travel in the uint32/uint64 fields as two's complement."""
-    if metric.value_field is None or metric.raw is None:
+    field = metric.value_field
+    if field is None:
         return Rejected("missing_value", f"metric {metric.name or metric.alias!r} has no value")
-    kind = datatype if datatype is not None else _SP_BY_FIELD.get(metric.value_field)
+    kind = datatype if datatype is not None else _SP_BY_FIELD.get(field)
     raw = metric.raw
     if kind in _SP_BITS or kind in _SP_UNSIGNED:
-        if not isinstance(raw, int) or isinstance(raw, bool) or metric.value_field not in (10, 11):
-            return Rejected("wrong_type", f"datatype {kind} in value field {metric.value_field}")
+        if field not in ("int_value", "long_value") or not isinstance(raw, int):
+            return Rejected("wrong_type", f"datatype {kind} in value field {field}")
         if kind in _SP_BITS:
             bits = _SP_BITS[kind]
             raw &= (1 << bits) - 1
             return raw - (1 << bits) if raw >= 1 << (bits - 1) else raw
         return raw & ((1 << _SP_UNSIGNED[kind]) - 1)
     if kind in (SP_FLOAT, SP_DOUBLE):
-        if metric.value_field not in (12, 13):
-            return Rejected("wrong_type", f"datatype {kind} in value field {metric.value_field}")
+        if field not in ("float_value", "double_value"):
+            return Rejected("wrong_type", f"datatype {kind} in value field {field}")
         return raw  # type: ignore[return-value]
     if kind == SP_BOOLEAN:
-        if metric.value_field != 14:
-            return Rejected("wrong_type", f"datatype {kind} in value field {metric.value_field}")
+        if field != "boolean_value":
+            return Rejected("wrong_type", f"datatype {kind} in value field {field}")
         return bool(raw)
     if kind in (SP_STRING, SP_TEXT, SP_UUID):
-        if metric.value_field != 15 or not isinstance(raw, bytes):
-            return Rejected("wrong_type", f"datatype {kind} in value field {metric.value_field}")
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return Rejected("undecodable_sparkplug", f"metric {metric.name!r}: string is not UTF-8")
-    return Rejected("unsupported_datatype", f"Sparkplug datatype {kind} (a tag holds a number or text)")
+        if field != "string_value" or not isinstance(raw, str):
+            return Rejected("wrong_type", f"datatype {kind} in value field {field}")
+        return raw
+    return Rejected(
+        "unsupported_datatype", f"Sparkplug datatype {kind} in {field} (a tag holds a number or text)"
+    )
 
 
 def sparkplug_time(ms: int) -> datetime | Rejected:

@@ -9,13 +9,22 @@ thread and the loop would hand the interpreter lock back and forth on every mess
 The message callback only queues the message; after each read of the socket the loop decodes what was
 queued, spools the samples as one frame, and only then acknowledges the messages (manual acks), so an
 acknowledged message is on disk. Rejected messages are acknowledged too (counted and quarantined), or the
-broker would redeliver garbage forever. When the spool is full, the collector disconnects (the broker keeps
-the session and the unacknowledged messages) and reconnects once there is room again.
+broker would redeliver garbage forever. When the spool is full or the file system refuses to write (a full
+disk, a read-only spool), the collector disconnects (the broker keeps the session and the unacknowledged
+messages) and reconnects by itself once the spool takes writes again.
 
 Payload formats: JSON, plain numbers, InfluxDB line protocol, Sparkplug B (collectors/decoders.py). A tag
 has a concrete topic, or a topic template of its broker ("hall3/{equipment}/{signal}") that is subscribed
-once as a wildcard ("hall3/+/+"); incoming topic segments pick the equipment and the tag. Sparkplug DATA
-topics come with their BIRTH topics, whose metrics map aliases to names for the DATA messages after them.
+once as a wildcard ("hall3/+/+"); incoming topic segments pick the equipment and the tag.
+
+Sparkplug B: BioPilot is a host application. Every message of a configured edge node is subscribed
+(spBv1.0/<group>/+/<edge node>/#): BIRTHs map aliases to names and datatypes (kept on disk, so a restarted
+collector resolves what its session held), DATA becomes samples, NDEATH/DDEATH mark the node's or device's
+tags source-down with a Bad_NoCommunication sample and a gap, and sequence numbers are checked
+(collectors/sparkplug.py). DATA that no BIRTH resolves is kept with its raw payload and replayed when the
+BIRTH comes, never acknowledged and lost. Optionally ([mqtt.brokers.B.sparkplug] rebirth_requests) the
+collector asks such an edge node for a BIRTH (NCMD Node Control/Rebirth): off by default, since it is the
+one message BioPilot would send to the plant.
 
 TLS and username/password: the TLS handshake happens inside paho's (blocking) connect, run in a thread;
 after it the socket is non-blocking and watched by the loop like a plain one (an SSL socket may hold
@@ -27,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import select
 import socket
 import ssl
@@ -35,17 +43,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
 from biopilot.aio import wait_for_any, wait_for_event
 from biopilot.config import MqttBroker, MqttPayload, MqttSource, MqttTls, Tag, template_filter
 from biopilot.errors import SourceError
-from biopilot.samples import GOOD, Sample, utcnow
+from biopilot.samples import BAD_NO_COMMUNICATION, GOOD, Sample, utcnow
+from biopilot.secrets import read_secret
 from collectors import decoders as dec
-from collectors.sink import Counts, SampleSink
-from collectors.spool import SpoolFullError
+from collectors import sparkplug_b_pb2 as spb
+from collectors.sink import Counts, GapEvent, SampleSink
+from collectors.sparkplug import Birth, HostState, Key
+from collectors.spool import SpoolError, SpoolFullError, SpoolWriteError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +68,8 @@ RESUME_FILL = 0.5  # after a full spool, reconnect once it is this empty again
 ACCEPTED = "msg_accepted"
 PARTIAL = "msg_partial"
 REJECTED = "msg_rejected:"
+PARKED = "msg_parked"  # Sparkplug DATA kept until a BIRTH resolves its aliases
+ONE_US = timedelta(microseconds=1)
 
 
 NULL_STATUS = 0x80000000  # Bad: a Sparkplug metric sent as null (is_null) is stored as no value with it
@@ -90,14 +104,6 @@ class _Template:
         return True, self.fields.get((parts[self.equipment], signal))
 
 
-@dataclass
-class _Birth:
-    """What the last BIRTH of a Sparkplug edge node or device declared."""
-
-    names: dict[int, str]  # alias -> metric name
-    datatypes: dict[str, int]  # metric name -> datatype
-
-
 class MqttCollector:
     def __init__(
         self,
@@ -108,7 +114,9 @@ class MqttCollector:
         counts: Counts,
         site_tz: tzinfo,
         window: dec.TimeWindow | None = None,
+        state_dir: Path | None = None,
     ) -> None:
+        """state_dir: where this broker's Sparkplug births and parked messages are kept (None: in memory)."""
         self.name = name
         self.broker = broker
         self.sink = sink
@@ -116,25 +124,28 @@ class MqttCollector:
         self.source = f"mqtt:{name}"
         self.tz = site_tz
         self.window = window or dec.TimeWindow()
-        self.topics: dict[str, list[_Field]] = {}  # concrete topics (Sparkplug: DATA and BIRTH)
+        self.topics: dict[str, list[_Field]] = {}  # concrete topics
         self.templates: dict[str, _Template] = {}
-        self._metrics: dict[str, dict[str, list[_Field]]] = {}  # Sparkplug topic -> metric name -> fields
-        self._births: dict[tuple[str, ...], _Birth] = {}  # (group, edge node[, device]) -> its last BIRTH
+        self._sp_fields: dict[Key, dict[str, list[_Field]]] = {}  # node or device -> metric name -> fields
+        self._sp_nodes: set[Key] = set()  # (group, edge node) with a configured metric
+        self._sp_last_ts: dict[str, datetime] = {}  # Sparkplug tag -> its newest source time
+        self._sp_awaiting_first: set[Key] = set()  # reborn, the first value after the gap not yet seen
+        self.sparkplug = HostState(state_dir)
+        self.events: list[GapEvent] = []  # drained by the runner into the health store
         for tag in tags:
             src = tag.source
             assert isinstance(src, MqttSource)
             if src.template is None:
                 assert src.topic is not None
-                f = _Field(tag, src, src.metric if src.format == "sparkplug" else src.field)  # type: ignore[arg-type]
-                topics = [src.topic]
                 if src.format == "sparkplug":
                     assert src.metric is not None
-                    parts = src.topic.split("/")
-                    topics.append("/".join([*parts[:2], parts[2].replace("DATA", "BIRTH"), *parts[3:]]))
-                    for topic in topics:
-                        self._metrics.setdefault(topic, {}).setdefault(src.metric, []).append(f)
-                for topic in topics:
-                    self.topics.setdefault(topic, []).append(f)
+                    parts = src.topic.split("/")  # spBv1.0/<group>/<NDATA|DDATA>/<edge node>[/<device>]
+                    key = (parts[1], *parts[3:])
+                    self._sp_nodes.add(key[:2])
+                    f = _Field(tag, src, src.metric)
+                    self._sp_fields.setdefault(key, {}).setdefault(src.metric, []).append(f)
+                    continue
+                self.topics.setdefault(src.topic, []).append(_Field(tag, src, src.field))
                 continue
             template = broker.templates[src.template]
             t = self.templates.get(src.template)
@@ -148,15 +159,21 @@ class MqttCollector:
                 t.fields.setdefault((tag.equipment, None), []).append(_Field(tag, template, src.signal))
         filters = [t.filter for t in self.templates.values()]
         # a concrete topic a template's wildcard covers arrives through that subscription (twice otherwise)
-        self.subscriptions = [
-            topic for topic in self.topics if not any(mqtt.topic_matches_sub(f, topic) for f in filters)
-        ] + filters
+        self.subscriptions = (
+            [topic for topic in self.topics if not any(mqtt.topic_matches_sub(f, topic) for f in filters)]
+            + filters
+            + [f"spBv1.0/{group}/+/{edge}/#" for group, edge in sorted(self._sp_nodes)]
+        )
         self.last_error: str | None = None
         self.connected = asyncio.Event()
+        self.subscribed = asyncio.Event()  # the broker confirmed the subscriptions of this connection
         self.connects = 0
-        self.messages = 0
-        self.last_message: float | None = None  # wall clock of the newest message
+        self.messages = 0  # messages taken (spooled, then acknowledged)
+        self.last_message: float | None = None  # wall clock of the newest message taken
+        self.last_received: float | None = None  # wall clock of the newest message that arrived
+        self.last_spooled: float | None = None  # wall clock of the newest samples spooled
         self.paused_for_spool = False
+        self.spool_error: str | None = None  # why the collector paused: the spool's error or fill
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
         self._inbox: list[mqtt.MQTTMessage] = []
@@ -188,6 +205,8 @@ class MqttCollector:
             return
         if self.subscriptions:
             client.subscribe([(topic, 1) for topic in self.subscriptions])
+        else:
+            self.subscribed.set()
         self.last_error = None
         self.connects += 1
         self.connected.set()
@@ -205,7 +224,17 @@ class MqttCollector:
         if self.connected.is_set() and not self.paused_for_spool and not self._stopping:
             log.warning("%s: disconnected (%s); reconnecting with backoff", self.source, rc)
         self.connected.clear()
+        self.subscribed.clear()
         self._lost.set()
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: object, mid: int, reason_codes: object, props: object
+    ) -> None:
+        failed = [str(rc) for rc in reason_codes if getattr(rc, "is_failure", False)]  # type: ignore[attr-defined]
+        if failed:
+            self.last_error = f"the broker refused a subscription: {', '.join(failed)}"
+            log.error("%s: %s", self.source, self.last_error)
+        self.subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self._inbox.append(msg)
@@ -266,18 +295,29 @@ class MqttCollector:
             self._loop.call_soon(self._readable, sock)
 
     def _drain(self) -> None:
-        """Decode queued messages, spool their samples as one frame, then acknowledge them."""
+        """Decode queued messages, spool their samples as one frame (and keep what Sparkplug must remember),
+        then acknowledge them. If any of it fails, nothing is acknowledged and the collector pauses."""
+        if self.paused_for_spool:
+            self._inbox.clear()  # not acknowledged: sent again later (never acknowledged on a new connection)
+            return
         if not self._inbox:
             return
         batch = list(self._inbox)
         self._inbox.clear()
+        self.last_received = time.time()
         samples: list[Sample] = []
-        for msg in batch:
-            samples.extend(self.decode(msg.topic, msg.payload))
         try:
+            for msg in batch:
+                samples.extend(self.decode(msg.topic, msg.payload))
             self.sink.put(samples)
-        except SpoolFullError as exc:
+            self.sparkplug.commit()
+        except SpoolError as exc:
+            self.sparkplug.forget_replays()
             self._pause(exc)  # not acknowledged: the broker redelivers them after we reconnect
+            return
+        except OSError as exc:  # the Sparkplug births or parked messages could not be written
+            self.sparkplug.forget_replays()
+            self._pause(SpoolWriteError(f"cannot keep Sparkplug state: {exc.strerror or exc}"))
             return
         client = self._client
         if client is not None:
@@ -286,23 +326,28 @@ class MqttCollector:
                     client.ack(msg.mid, msg.qos)
         self.messages += len(batch)
         self.last_message = time.time()
+        if samples:
+            self.last_spooled = self.last_message
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Decode one message and spool its samples (no acknowledgement: for messages not from paho)."""
         self.sink.put(self.decode(topic, payload))
+        self.sparkplug.commit()
 
     def decode(self, topic: str, payload: bytes) -> list[Sample]:
         """Samples for every tag mapped to the topic; counts the message's outcome (exactly one) and
         every rejected field by reason."""
         fields = self.topics.get(topic)
         if fields is None:
+            if topic.startswith("spBv1.0/") and self._sp_nodes:
+                parts = topic.split("/")
+                if len(parts) in (4, 5) and (parts[1], parts[3]) in self._sp_nodes:
+                    return self._sparkplug(topic, parts, payload)
             fields, why = self._match(topic)
             if fields is None:
                 self.counts.reject(self.source, "unknown_topic", why)
                 self.counts.add(self.source, REJECTED + "unknown_topic")
                 return []
-        if topic in self._metrics:
-            return self._sparkplug(topic, payload)
         samples: list[Sample] = []
         rejected: str | None = None
         obj: dict[str, object] | None = None
@@ -384,27 +429,36 @@ class MqttCollector:
         """The first Rejected among a sample's parts, counted."""
         for part in parts:
             if isinstance(part, dec.Rejected):
-                self.counts.reject(self.source, part.reason, f"{topic}#{f.field}: {part.detail}")
+                self.counts.reject(self.source, part.reason, f"{topic}#{f.field}: {part.detail}", f.tag.name)
                 return part
         return None
 
     def _json_field(self, f: _Field, obj: dict[str, object], topic: str) -> Sample | dec.Rejected:
         fmt = f.fmt
         if f.field not in obj:
-            self.counts.reject(self.source, "missing_field", f"{topic}: no {f.field!r}")
+            self.counts.reject(self.source, "missing_field", f"{topic}: no {f.field!r}", f.tag.name)
             return dec.Rejected("missing_field", f.field)
         raw = obj[f.field]
-        value = dec.text_value(raw) if f.tag.is_text else dec.numeric_value(raw)
+        value = self._value(f, raw)
         now = utcnow()
-        ts = dec.parse_time(obj[fmt.time_field], self.tz) if fmt.time_field in obj else now
+        ts = dec.parse_time(obj[fmt.time_field], self.tz, fmt.epoch_unit) if fmt.time_field in obj else now
         status = dec.parse_status(obj.get(fmt.status_field)) if fmt.status_field else 0
         window = self.window.check(ts, now) if isinstance(ts, datetime) else None
         bad = self._check(f, topic, (value, ts, status, window))
         return bad or Sample(f.tag.name, ts, value, status)  # type: ignore[arg-type]
 
+    def _value(self, f: _Field, raw: object) -> float | str | dec.Rejected:
+        """A tag's value from what the payload holds (rounding of large integers is counted)."""
+        if f.tag.is_text:
+            return dec.text_value(raw)
+        value = dec.numeric_value(raw, strings=f.fmt.numeric_strings)
+        if dec.rounded(raw, value):
+            self.counts.add(self.source, "rounded_integer")
+        return value
+
     def _line_field(self, f: _Field, point: dec.LinePoint, topic: str) -> Sample | dec.Rejected:
         raw = point.fields[f.field]
-        value = dec.text_value(raw) if f.tag.is_text else dec.numeric_value(raw)
+        value = self._value(f, raw)
         now = utcnow()
         ts = point.ts or now
         status: int | dec.Rejected = GOOD
@@ -416,38 +470,94 @@ class MqttCollector:
         bad = self._check(f, topic, (value, status, self.window.check(ts, now)))
         return bad or Sample(f.tag.name, ts, value, status)  # type: ignore[arg-type]
 
-    def _sparkplug(self, topic: str, payload: bytes) -> list[Sample]:
-        """A Sparkplug B message: a BIRTH records the node's or device's aliases and datatypes; the metrics
-        of configured names become samples (a BIRTH carries values too). A metric sent by an alias that no
-        BIRTH declared is counted as unknown_alias, not guessed."""
+    def _sparkplug(self, topic: str, parts: list[str], payload: bytes, replay: bool = False) -> list[Sample]:
+        """A Sparkplug B message of a configured edge node (see the module's docstring)."""
+        kind = parts[2]
+        if kind not in dec.SP_BIRTH and kind not in dec.SP_DATA and kind not in dec.SP_DEATH:
+            self.counts.add(self.source, "sp_ignored")  # commands (NCMD, DCMD) to the node, not from it
+            return []
         parsed = dec.parse_sparkplug(payload)
         if isinstance(parsed, dec.Rejected):
             self.counts.reject(self.source, parsed.reason, f"{topic}: {parsed.detail}")
             self.counts.add(self.source, REJECTED + parsed.reason)
             return []
-        parts = topic.split("/")  # spBv1.0/<group>/<type>/<edge node>[/<device>]
-        node = (parts[1], *parts[3:])
-        if parts[2] in dec.SP_BIRTH:
-            birth = self._births[node] = _Birth(
+        key: Key = (parts[1], *parts[3:])
+        node: Key = key[:2]
+        if not replay and kind != "NDEATH":
+            missing = self.sparkplug.check_seq(node, kind, parsed.seq)
+            if missing:
+                self.counts.add(self.source, "seq_missing", missing)
+                self.counts.reject(
+                    self.source,
+                    "seq_gap",
+                    f"{topic}: seq {parsed.seq} after a gap of {missing} message(s) from {'/'.join(node)}",
+                )
+        if kind in dec.SP_DEATH:
+            return self._sparkplug_death(topic, kind, key, parsed)
+        samples: list[Sample] = []
+        if kind in dec.SP_BIRTH:
+            bd_seq = parsed.metric("bdSeq")
+            birth = Birth(
                 {m.alias: m.name for m in parsed.metrics if m.alias is not None and m.name},
                 {m.name: m.datatype for m in parsed.metrics if m.name and m.datatype is not None},
+                bd_seq.raw if bd_seq is not None and isinstance(bd_seq.raw, int) else None,
             )
+            previous = self.sparkplug.births.get(key)
+            self.sparkplug.birth(key, birth)
+            if previous is not None and not previous.alive:
+                self._sp_back(key)
         else:
-            birth = self._births.get(node)
-        wanted = self._metrics[topic]
+            birth = self.sparkplug.births.get(key)
+        samples, rejected, unresolved = self._sparkplug_samples(topic, key, parsed, birth, replay)
+        if unresolved and not replay:
+            self._park(topic, key, payload)
+            self.counts.add(self.source, PARKED)
+            if samples:
+                self.counts.add(self.source, "values", len(samples))
+        elif replay:
+            self.counts.add(self.source, "sp_replayed")
+            if samples:
+                self.counts.add(self.source, "values", len(samples))
+        else:
+            samples = self._outcome(samples, rejected)
+        if kind in dec.SP_BIRTH and not replay and self.sparkplug.has_parked(key):
+            replayed = self.sparkplug.parked(key)
+            log.info(
+                "%s: replaying %d message(s) kept until this BIRTH of %s", self.source, len(replayed), topic
+            )
+            older: list[Sample] = []
+            for old_topic, old_payload in replayed:
+                older.extend(self._sparkplug(old_topic, old_topic.split("/"), old_payload, replay=True))
+            samples = (
+                older + samples
+            )  # sent before the BIRTH: at an equal source time, the BIRTH's value wins
+        if samples and key in self._sp_awaiting_first:
+            self._sp_awaiting_first.discard(key)
+            first = min(s.ts for s in samples)
+            self.events.append(GapEvent(self._sp_source(key), first_ts_after=first))
+        return samples
+
+    def _sparkplug_samples(
+        self, topic: str, key: Key, parsed: dec.SparkplugPayload, birth: Birth | None, replay: bool
+    ) -> tuple[list[Sample], str | None, bool]:
+        """(samples of the configured metrics, the first rejection, whether an alias was unresolved)."""
+        wanted = self._sp_fields.get(key, {})
         now = utcnow()
         samples: list[Sample] = []
         rejected: str | None = None
+        unresolved = False
         for m in parsed.metrics:
             name = m.name
             if name is None and birth is not None and m.alias is not None:
                 name = birth.names.get(m.alias)
             if name is None:
+                if not replay:
+                    unresolved = True  # the whole message is kept until a BIRTH resolves it
+                    continue
                 self.counts.reject(
                     self.source,
                     "unknown_alias",
-                    f"{topic}: metric alias {m.alias} is in no BIRTH seen since the collector started "
-                    "(it resolves after the edge node's next BIRTH)",
+                    f"{topic}: metric alias {m.alias} is not in the BIRTH that came after this message",
                 )
                 rejected = rejected or "unknown_alias"
                 continue
@@ -463,7 +573,99 @@ class MqttCollector:
                     rejected = rejected or sample.reason
                 else:
                     samples.append(sample)
-        return self._outcome(samples, rejected)
+                    last = self._sp_last_ts.get(f.tag.name)
+                    if last is None or sample.ts > last:
+                        self._sp_last_ts[f.tag.name] = sample.ts
+        return samples, rejected, unresolved
+
+    def _park(self, topic: str, key: Key, payload: bytes) -> None:
+        """Keep a message no BIRTH resolves; ask for a BIRTH if allowed. SpoolFullError past the limit."""
+        settings = self.broker.sparkplug
+        if self.sparkplug.parked_bytes > settings.parked_max_mb << 20:
+            raise SpoolFullError(
+                f"Sparkplug messages waiting for a BIRTH fill {self.sparkplug.parked_bytes >> 20} MB "
+                f"(mqtt.brokers.{self.name}.sparkplug.parked_max_mb); the broker keeps the rest"
+            )
+        self.sparkplug.park(key, topic, payload)
+        self.counts.reject(
+            self.source,
+            "waiting_for_birth",
+            f"{topic}: an alias that no BIRTH seen declares; kept, and replayed after the next BIRTH "
+            + (
+                "(a rebirth is requested)"
+                if settings.rebirth_requests
+                else f"(or set mqtt.brokers.{self.name}.sparkplug.rebirth_requests = true to ask for one)"
+            ),
+        )
+        if settings.rebirth_requests and self.sparkplug.may_ask_rebirth(key[:2], settings.rebirth_interval_s):
+            self._ask_rebirth(key[:2])
+
+    def _ask_rebirth(self, node: Key) -> None:
+        """NCMD Node Control/Rebirth = true to an edge node (only with rebirth_requests)."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            return
+        payload = spb.Payload(timestamp=int(time.time() * 1000))
+        payload.metrics.add(name="Node Control/Rebirth", datatype=spb.Boolean, boolean_value=True)
+        topic = f"spBv1.0/{node[0]}/NCMD/{node[1]}"
+        client.publish(topic, payload.SerializeToString(), qos=0)
+        self.counts.add(self.source, "sp_rebirth_requests")
+        log.warning("%s: asked %s for a rebirth (%s)", self.source, "/".join(node), topic)
+
+    def _sparkplug_death(self, topic: str, kind: str, key: Key, parsed: dec.SparkplugPayload) -> list[Sample]:
+        """NDEATH (the node and its devices) or DDEATH: their tags are source-down from now, with a
+        Bad_NoCommunication sample and a gap each."""
+        if kind == "NDEATH":
+            birth = self.sparkplug.births.get(key)
+            bd_seq = parsed.metric("bdSeq")
+            if (
+                birth is not None
+                and birth.bd_seq is not None
+                and bd_seq is not None
+                and bd_seq.raw != birth.bd_seq
+            ):
+                self.counts.add(self.source, "sp_stale_death")  # the will of an earlier session
+                log.info("%s: %s with bdSeq %s of an earlier session ignored", self.source, topic, bd_seq.raw)
+                return []
+        now = utcnow()
+        if kind == "DDEATH" and parsed.timestamp_ms is not None:
+            died = dec.sparkplug_time(parsed.timestamp_ms)
+            when = died if isinstance(died, datetime) else now
+        else:
+            when = now  # an NDEATH is the node's will, stamped when it connected: the broker sends it now
+        keys = self.sparkplug.death(key, f"{kind} at {when.isoformat()}")
+        self.counts.add(self.source, "sp_deaths")
+        markers = []
+        for k in keys:
+            tags = [f.tag.name for fields in self._sp_fields.get(k, {}).values() for f in fields]
+            last = max((self._sp_last_ts[t] for t in tags if t in self._sp_last_ts), default=None)
+            self.events.append(GapEvent(self._sp_source(k), lost=now, last_ts_before=last, reason=f"{kind}"))
+            for t in tags:
+                previous = self._sp_last_ts.get(t)
+                ts = when if previous is None or when > previous else previous + ONE_US
+                markers.append(Sample(t, ts, None, BAD_NO_COMMUNICATION))
+            log.warning("%s: %s: %s is down (%d tags)", self.source, topic, "/".join(k), len(tags))
+        self.counts.add(self.source, ACCEPTED)
+        return markers
+
+    def _sp_back(self, key: Key) -> None:
+        self.events.append(GapEvent(self._sp_source(key), back=utcnow(), reason="BIRTH"))
+        self._sp_awaiting_first.add(key)
+
+    def _sp_source(self, key: Key) -> str:
+        return f"{self.source}/{'/'.join(key)}"
+
+    def down_tags(self) -> dict[str, str]:
+        """Tags whose Sparkplug edge node or device is dead (an NDEATH or DDEATH since its BIRTH): why."""
+        out = {}
+        for key, metrics in self._sp_fields.items():
+            birth = self.sparkplug.births.get(key)
+            if birth is None or birth.alive:
+                continue
+            for fields in metrics.values():
+                for f in fields:
+                    out[f.tag.name] = f"{'/'.join(key)}: {birth.died_why}"
+        return out
 
     def _metric_sample(
         self,
@@ -482,24 +684,44 @@ class MqttCollector:
             status = status if status != GOOD else NULL_STATUS
         else:
             raw = dec.sparkplug_value(m, datatype)
-            if isinstance(raw, dec.Rejected):
-                value = raw
-            else:
-                value = dec.text_value(raw) if f.tag.is_text else dec.numeric_value(raw)
+            value = raw if isinstance(raw, dec.Rejected) else self._value(f, raw)
         window = self.window.check(ts, now) if isinstance(ts, datetime) else None
         bad = self._check(f, topic, (value, ts, window))
         return bad or Sample(f.tag.name, ts, value, status)  # type: ignore[arg-type]
 
-    def _pause(self, exc: SpoolFullError) -> None:
+    def _pause(self, exc: SpoolError) -> None:
+        self.spool_error = str(exc)
         if self.paused_for_spool:
             return
         log.error(
-            "%s: %s; disconnecting until there is room (the broker keeps our messages)", self.source, exc
+            "%s: %s; disconnecting until the spool takes samples again (the broker keeps our messages)",
+            self.source,
+            exc,
         )
         self.paused_for_spool = True
         self._inbox.clear()
         if self._client is not None:
             self._client.disconnect()
+
+    def _may_resume(self) -> bool:
+        """After a pause: does the spool take samples again (room, no write error, parked below limit)?"""
+        spool = self.sink.spool
+        why = None
+        if spool is not None:
+            why = spool.probe()
+            if why is None:
+                spool.refresh()
+                if spool.fill > RESUME_FILL:
+                    why = f"spool {spool.directory} is {100 * spool.fill:.0f} % full"
+        if why is None and self.sparkplug.parked_bytes > (self.broker.sparkplug.parked_max_mb << 20) // 2:
+            why = f"{self.sparkplug.parked_bytes >> 20} MB of Sparkplug messages wait for a BIRTH"
+        if why is None:
+            try:
+                self.sparkplug.commit()
+            except OSError as exc:
+                why = f"cannot keep Sparkplug state: {exc.strerror or exc}"
+        self.spool_error = why
+        return why is None
 
     def _new_client(self) -> mqtt.Client:
         """A paho client with our session, credentials and TLS (SourceError: what to fix)."""
@@ -513,12 +735,14 @@ class MqttCollector:
         if self.broker.username is not None:
             password = None
             if self.broker.password_env is not None:
-                password = os.environ.get(self.broker.password_env)
+                password = read_secret(
+                    self.broker.password_env, what=f"mqtt.brokers.{self.name}.password_env"
+                )
                 if password is None:
                     raise SourceError(
                         f"mqtt.brokers.{self.name}.password_env: the environment variable "
-                        f"{self.broker.password_env} is not set (it holds the password of "
-                        f"user {self.broker.username!r})"
+                        f"{self.broker.password_env} (or {self.broker.password_env}_FILE) is not set "
+                        f"(it holds the password of user {self.broker.username!r})"
                     )
             client.username_pw_set(self.broker.username, password)
         if self.broker.tls is not None:
@@ -543,6 +767,7 @@ class MqttCollector:
         client.max_inflight_messages_set(1000)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
@@ -555,13 +780,15 @@ class MqttCollector:
         try:
             while not stop.is_set():
                 spool = self.sink.spool
+                if spool is not None and spool.error is not None and not self.paused_for_spool:
+                    self._pause(
+                        SpoolWriteError(spool.error)
+                    )  # before connecting: take nothing we cannot keep
                 if self.paused_for_spool:
-                    if spool is not None:
-                        spool.refresh()
-                    if spool is not None and spool.fill > RESUME_FILL:
+                    if not self._may_resume():
                         await wait_for_event(stop, 0.5)
                         continue
-                    log.warning("%s: the spool has room again; reconnecting", self.source)
+                    log.warning("%s: the spool takes samples again; reconnecting", self.source)
                     self.paused_for_spool = False
                 try:
                     self._lost.clear()

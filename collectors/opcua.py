@@ -4,14 +4,21 @@ connect → resolve browse paths in the configured namespace (one request for al
 with a monitored item per tag (trigger StatusValueTimestamp, so an unchanged value with a new source
 timestamp still arrives; an absolute deadband where configured) → consume notifications. A heartbeat reads
 the server's clock every second; two misses in a row mean the server is gone (detected within ~3 s). Then
-the client is thrown away (asyncua's `connect()` can hang on a half-dead one) and a fresh one connects,
-with backoff, and subscribes again from scratch.
+the client is thrown away (asyncua's `connect()` can hang on a half-dead one) and a fresh one connects and
+subscribes again from scratch. A closed connection (the server process died) is noticed at once. After a
+loss the endpoint is probed every 0.25 s for 30 s, then with backoff up to 10 s, so values flow again
+within a second of the server being back.
 
-An outage is recorded as a gap (`events`, written to the health store by the runner). After reconnecting,
-what the server produced meanwhile is read back from its history (HistoryRead) where the server keeps one;
-where it does not, each tag gets a Bad_NoCommunication sample right after its last value, so no KPI
-integrates across the hole. A tag whose node cannot be resolved or monitored is reported and skipped; it
-never stops the others.
+An outage is recorded as a gap (`events`, written to the health store by the runner) from the moment the
+loss was observed, with the source times of the last value before it and the first after it. Each tag
+whose node keeps no history gets a Bad_NoCommunication sample at that moment (never before: the values
+before the loss were good), so no KPI integrates across the hole; after reconnecting, what a server with
+history produced meanwhile is read back (HistoryRead). A value the server still holds from before the loss
+(an unchanged batch id, say) arrives again when the subscription is made: it is stored again at the server's
+time, after the marker, so the tag is not left bad until it next changes. A spool that stops taking samples
+(full, or a disk fault) is an outage of its own: the session ends, and resumes with the same recovery when
+the spool takes samples again. A tag whose node cannot be resolved or monitored is reported as failed, with
+why, and skipped; it never stops the others.
 """
 
 from __future__ import annotations
@@ -19,8 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-from dataclasses import dataclass
+import time
 from datetime import UTC, datetime, timedelta
 
 from asyncua import Client, ua
@@ -31,10 +37,12 @@ from biopilot.aio import wait_for_event
 from biopilot.config import OpcUaServer, OpcUaSource, Tag
 from biopilot.errors import SourceError
 from biopilot.samples import BAD_NO_COMMUNICATION, Sample, is_bad, utcnow
+from biopilot.secrets import read_secret
+from collectors import decoders
 from collectors.decoders import TimeWindow
 from collectors.security import Pki, certificate_uri, check_client_certificate, check_server_certificate
-from collectors.sink import Counts, SampleSink
-from collectors.spool import SpoolFullError
+from collectors.sink import Counts, GapEvent, SampleSink
+from collectors.spool import SpoolError
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +50,20 @@ HEARTBEAT_S = 1.0
 HEARTBEAT_TIMEOUT_S = 1.5  # two misses in a row: a lost server is noticed within 5 s
 HISTORY_END = datetime(9999, 1, 1, tzinfo=UTC)
 ONE_US = timedelta(microseconds=1)
+PROBE_S = 0.25  # after a loss, try to connect this often ...
+PROBE_FOR_S = 30.0  # ... for this long, then back off
+MAX_BACKOFF_S = 10.0
 
 
 class ConnectionLostError(Exception):
     pass
 
 
+class SpoolOutageError(Exception):
+    """The spool stopped taking samples: end the session, resume when it takes them again."""
+
+
 _CONNECTION_ERRORS = (ConnectionLostError, OSError, TimeoutError, ua.UaError, asyncio.IncompleteReadError)
-
-
-@dataclass(frozen=True)
-class GapEvent:
-    """A source went away (back is None) or came back (lost is None)."""
-
-    source: str
-    lost: datetime | None
-    back: datetime | None
-    last_ts_before: datetime | None
-    reason: str
 
 
 class OpcUaCollector:
@@ -91,57 +95,154 @@ class OpcUaCollector:
         self._nodes: dict[str, ua.NodeId] = {}
         self._last_ts: dict[str, datetime] = {}  # tag -> newest source timestamp stored
         self._lost_at: datetime | None = None
+        self._first_miss_at: datetime | None = None  # when the heartbeat first failed (of this streak)
+        self._historizing: set[str] = set()  # tags whose node keeps history (read at subscription)
+        self._pending_markers: dict[str, datetime] = {}  # Bad_NoCommunication samples not yet spooled
+        self._marked_at_loss: set[str] = set()  # tags given a marker at the current outage
+        self._marked_at_gap: dict[str, datetime] = {}  # tag -> its marker, until a value comes after it
+        self._awaiting_first = False  # back after a gap, its first value after not yet seen
+        self._recovering = False
+        self._first_after: datetime | None = None
+        self._last_warning = 0.0  # monotonic time of the last "cannot connect" warning
         self.pki = pki
         self.last_error: str | None = None
+        self.last_received: float | None = None  # wall clock of the newest notification
+        self.last_spooled: float | None = None  # wall clock of the newest sample spooled
+        self.spool_error: str | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        delay = 0.5
+        failing_since: float | None = None  # monotonic time of the first failure of the current streak
+        delay = PROBE_S
         while not stop.is_set():
+            if self.spool_error is not None or self._spool_refuses():
+                await self._wait_for_spool(stop)
+                continue
             try:
                 await self._session(stop)
-                delay = 0.5
+                failing_since, delay = None, PROBE_S
+                continue
+            except SpoolOutageError as exc:
+                self._lost(f"the spool stopped taking samples: {exc}", 0.0)
+                continue
             except SourceError as exc:  # configuration or trust: say what to fix, keep trying slowly
                 self.last_error = str(exc)
-                log.error("%s: %s (retrying in %.0f s)", self.source, exc, delay)
+                log.error("%s: %s (retrying in %.0f s)", self.source, exc, max(delay, 5.0))
                 self._lost(exc, delay, quiet=True)
-                await wait_for_event(stop, delay)
+                await wait_for_event(stop, max(delay, 5.0))
                 delay = min(max(delay * 2, 5.0), 30.0)
+                continue
             except ua.UaStatusCodeError as exc:
-                why = _explain(exc, self.server, self.pki)
+                why = explain(exc, self.server, self.pki)
                 self.last_error = why
-                self._lost(why, delay)
-                await wait_for_event(stop, delay)
-                delay = min(delay * 2, 10.0)
+            except AssertionError as exc:
+                # asyncua asserts when the server answers OpenSecureChannel with a bad status (a peer that
+                # refuses our certificate: BadSecurityChecksFailed); a bare assert says nothing, so say it
+                why = refused_channel(exc, self.server, self.pki)
+                self.last_error = why
             except _CONNECTION_ERRORS as exc:
-                self._lost(exc or type(exc).__name__, delay)
-                await wait_for_event(stop, delay)
-                delay = min(delay * 2, 10.0)
+                why = str(exc) or type(exc).__name__
             except Exception as exc:  # a bug or an unexpected server answer: report it, never die
-                log.exception("%s: unexpected error; reconnecting in %.1f s", self.source, delay)
-                self._lost(exc, delay)
-                await wait_for_event(stop, delay)
-                delay = min(delay * 2, 10.0)
+                log.exception("%s: unexpected error; reconnecting", self.source)
+                why = f"{type(exc).__name__}: {exc}"
+            now = time.monotonic()
+            if failing_since is None or self.connected.is_set():
+                failing_since, delay = now, PROBE_S
+            elif now - failing_since > PROBE_FOR_S:
+                delay = min(max(delay * 2, 1.0), MAX_BACKOFF_S)
+            self._lost(why, delay)
+            await wait_for_event(stop, delay)
         self.connected.clear()
+
+    def _spool_refuses(self) -> bool:
+        spool = self.sink.spool
+        return spool is not None and spool.error is not None
+
+    async def _wait_for_spool(self, stop: asyncio.Event) -> None:
+        """Wait until the spool takes samples again (a write error gone, room below half its size)."""
+        spool = self.sink.spool
+        while not stop.is_set():
+            why = spool.probe() if spool is not None else None
+            if why is None and spool is not None:
+                spool.refresh()
+                if spool.fill > 0.5:
+                    why = f"spool {spool.directory} is {100 * spool.fill:.0f} % full"
+            if why is None:
+                if self.spool_error is not None:
+                    log.warning("%s: the spool takes samples again; reconnecting", self.source)
+                self.spool_error = None
+                return
+            self.spool_error = why
+            await wait_for_event(stop, 0.5)
 
     def _lost(self, why: object, delay: float, *, quiet: bool = False) -> None:
         if self.connected.is_set():
             log.warning("%s: connection lost (%s); reconnecting", self.source, why)
-            self._lost_at = utcnow()
+            self._lost_at = self._first_miss_at or utcnow()
             last = max(self._last_ts.values(), default=None)
-            self.events.append(GapEvent(self.source, self._lost_at, None, last, f"connection lost: {why}"))
+            self.events.append(
+                GapEvent(
+                    self.source, lost=self._lost_at, last_ts_before=last, reason=f"connection lost: {why}"
+                )
+            )
+            self._mark_lost(
+                [
+                    name
+                    for name in self._nodes
+                    if name not in self._historizing or not self.server.history_backfill
+                ]
+            )
         elif not quiet:
-            log.warning(
-                "%s: cannot connect to %s (%s); retrying in %.1f s",
+            now = time.monotonic()
+            level = logging.WARNING if now - self._last_warning > 30 else logging.DEBUG
+            if level == logging.WARNING:
+                self._last_warning = now
+            log.log(
+                level,
+                "%s: cannot connect to %s (%s); retrying in %.2f s",
                 self.source,
                 self.server.endpoint,
                 why,
                 delay,
             )
+        self._first_miss_at = None
         self.connected.clear()
+
+    def _mark_lost(self, tags: list[str]) -> None:
+        """A Bad_NoCommunication sample for each tag at the loss (never before its last value); kept for
+        later if the spool does not take it now."""
+        assert self._lost_at is not None
+        for name in tags:
+            last = self._last_ts.get(name)
+            if last is None:
+                continue
+            self._pending_markers[name] = self._lost_at if self._lost_at > last else last + ONE_US
+            self._marked_at_loss.add(name)
+        self._flush_markers()
+
+    def _flush_markers(self) -> bool:
+        if not self._pending_markers:
+            return True
+        markers = [Sample(name, ts, None, BAD_NO_COMMUNICATION) for name, ts in self._pending_markers.items()]
+        try:
+            self.sink.put(markers)
+        except SpoolError as exc:
+            self.spool_error = str(exc)
+            return False
+        self.last_spooled = time.time()
+        self._marked_at_gap.update(self._pending_markers)
+        for name, ts in self._pending_markers.items():
+            self._last_ts[name] = max(self._last_ts.get(name, ts), ts)
+        self._pending_markers.clear()
+        return True
 
     async def _session(self, stop: asyncio.Event) -> None:
         client = await self._client()
-        await asyncio.wait_for(client.connect(), timeout=10)
+        try:
+            await asyncio.wait_for(client.connect(), timeout=10)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.disconnect(), timeout=2)
+            raise
         self.last_error = None
         try:
             sub = await self._subscribe(client)
@@ -156,6 +257,8 @@ class OpcUaCollector:
             )
             if self._lost_at is not None:
                 await self._recover(client)
+            if not self._flush_markers():
+                raise SpoolOutageError(self.spool_error)
             consumer = asyncio.create_task(self._consume(sub))
             heartbeat = asyncio.create_task(self._heartbeat(client))
             stopper = asyncio.create_task(stop.wait())
@@ -176,9 +279,10 @@ class OpcUaCollector:
         """After an outage: read what the server produced meanwhile from its history, or mark the hole."""
         assert self._lost_at is not None
         recovered, unrecoverable = 0, []
+        self._awaiting_first, self._recovering, self._first_after = True, True, None
         for tag_name, node_id in self._nodes.items():
             last = self._last_ts.get(tag_name)
-            if last is None:
+            if last is None or tag_name in self._marked_at_loss:
                 continue
             values = (
                 await self._history(client, node_id, last + ONE_US) if self.server.history_backfill else None
@@ -190,17 +294,16 @@ class OpcUaCollector:
             for dv in values:
                 recovered += self._accept(tag, dv)
         if unrecoverable:
-            markers = [
-                Sample(name, self._last_ts[name] + ONE_US, None, BAD_NO_COMMUNICATION)
-                for name in unrecoverable
-            ]
-            self._put(markers)
+            self._mark_lost(unrecoverable)  # history was expected but is not there: the hole is marked now
+        marked = len(self._marked_at_loss)
+        self._marked_at_loss.clear()
         self.backfilled += recovered
         how = f"{recovered} values read back from the server's history"
-        if unrecoverable:
-            how += f"; {len(unrecoverable)} tags without history marked Bad_NoCommunication"
+        if marked:
+            how += f"; {marked} tags without history marked Bad_NoCommunication at the loss"
         log.info("%s: back after %.1f s; %s", self.source, (utcnow() - self._lost_at).total_seconds(), how)
-        self.events.append(GapEvent(self.source, None, utcnow(), None, how))
+        self.events.append(GapEvent(self.source, back=utcnow(), first_ts_after=self._first_after, reason=how))
+        self._recovering = False
         self._lost_at = None
 
     async def _history(
@@ -264,7 +367,19 @@ class OpcUaCollector:
                     self._by_handle[handle] = tag
                     self.monitored[tag.name] = node_id.to_string()
                     self._nodes[tag.name] = node_id
+        self._historizing = await self._keeps_history(client) if self.server.history_backfill else set()
         return sub
+
+    async def _keeps_history(self, client: Client) -> set[str]:
+        """The monitored tags whose node keeps history (its Historizing attribute), in one request."""
+        names = list(self._nodes)
+        try:
+            values = await client.read_attributes(
+                [client.get_node(self._nodes[n]) for n in names], ua.AttributeIds.Historizing
+            )
+        except ua.UaError:
+            return set()
+        return {n for n, dv in zip(names, values, strict=True) if dv.StatusCode.is_good() and dv.Value.Value}
 
     async def _resolve(self, client: Client) -> dict[Tag, ua.NodeId]:
         """Node ids of the tags: node_id as given, browse paths translated in one request."""
@@ -311,55 +426,82 @@ class OpcUaCollector:
             tag = self._by_handle.get(data.monitored_item.ClientHandle)
             if tag is None:
                 continue
+            self.last_received = time.time()
             self._accept(tag, data.monitored_item.Value)
 
     def _accept(self, tag: Tag, dv: ua.DataValue) -> int:
-        """Turn a DataValue into a sample and hand it to the sink; 1 if it was taken, else 0."""
+        """Turn a DataValue into a sample and hand it to the sink; 1 if it was taken, else 0.
+        SpoolOutageError when the spool does not take it."""
         raw = dv.Value.Value if dv.Value is not None else None
         status = dv.StatusCode.value if dv.StatusCode is not None else 0
         ts = dv.SourceTimestamp or dv.ServerTimestamp or utcnow()
         wrong_time = self.window.check(ts, utcnow())
         if wrong_time is not None:
-            self.counts.reject(self.source, wrong_time.reason, f"{tag.name}: {wrong_time.detail}")
+            self.counts.reject(self.source, wrong_time.reason, f"{tag.name}: {wrong_time.detail}", tag.name)
             return 0
         if tag.is_text:
             value: float | str | None = raw if isinstance(raw, str) else (None if raw is None else str(raw))
-        elif isinstance(raw, bool) or not isinstance(raw, int | float):
+        elif isinstance(raw, bool):
+            value = 1.0 if raw else 0.0
+        elif not isinstance(raw, int | float):
             if raw is None and is_bad(status):
                 value = None  # a bad value without a value: keep the status
             else:
-                self.counts.reject(self.source, "wrong_type", f"{tag.name}: {type(raw).__name__}")
+                self.counts.reject(self.source, "wrong_type", f"{tag.name}: {type(raw).__name__}", tag.name)
                 return 0
         else:
             value = float(raw)
-        if not self._put((Sample(tag.name, ts, value, status, dv.ServerTimestamp),)):
-            return 0
-        self.counts.add(self.source, "values")
+            if decoders.rounded(raw, value):
+                self.counts.add(self.source, "rounded_integer")
         previous = self._last_ts.get(tag.name)
+        marker = self._marked_at_gap.get(tag.name)
+        if marker is not None and ts <= marker:
+            # the value from before the loss, delivered again on subscribing: still current, so it is stored
+            # again when we got it back (the server's time if it read it after the loss), after the marker
+            server_ts = dv.ServerTimestamp
+            ts = server_ts if server_ts is not None and server_ts > marker else max(utcnow(), marker + ONE_US)
+        try:
+            self.sink.put((Sample(tag.name, ts, value, status, dv.ServerTimestamp),))
+        except SpoolError as exc:
+            self.counts.reject(self.source, "spool_refused", str(exc), tag.name)
+            self.spool_error = str(exc)
+            raise SpoolOutageError(str(exc)) from None
+        self.last_spooled = time.time()
+        self.counts.add(self.source, "values")
+        self._marked_at_gap.pop(tag.name, None)
         if previous is None or ts > previous:
             self._last_ts[tag.name] = ts
+            if self._awaiting_first:
+                self._awaiting_first = False
+                if self._recovering:  # the gap closes with it (in _recover)
+                    self._first_after = ts
+                else:
+                    self.events.append(GapEvent(self.source, first_ts_after=ts))
         return 1
 
-    def _put(self, samples: tuple[Sample, ...] | list[Sample]) -> bool:
-        try:
-            self.sink.put(samples)
-        except SpoolFullError as exc:
-            # An OPC UA server cannot be paused: what does not fit is dropped, loudly and counted.
-            self.counts.reject(self.source, "dropped_spool_full", str(exc))
-            return False
-        return True
-
     async def _heartbeat(self, client: Client) -> None:
-        """Read the server's clock every second; two failures in a row mean the server is gone."""
+        """Read the server's clock every second; two failures in a row (or a closed connection) mean the
+        server is gone. The first failure's time is the loss time of the gap."""
         node = client.get_node(ua.ObjectIds.Server_ServerStatus_CurrentTime)
+        closed = asyncio.Event()
+        protocol = getattr(client.uaclient, "protocol", None)
+        if protocol is not None and hasattr(protocol, "on_connection_lost"):
+            protocol.on_connection_lost = lambda exc: closed.set()
         misses = 0
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
+            if await wait_for_event(closed, HEARTBEAT_S):
+                self._first_miss_at = self._first_miss_at or utcnow()
+                raise ConnectionLostError("the server closed the connection")
             try:
                 await asyncio.wait_for(node.read_value(), timeout=HEARTBEAT_TIMEOUT_S)
                 misses = 0
+                self._first_miss_at = None
                 self.last_heartbeat = utcnow()
-            except (TimeoutError, OSError, ua.UaError, ConnectionError) as exc:
+            except ConnectionError as exc:
+                self._first_miss_at = self._first_miss_at or utcnow()
+                raise ConnectionLostError(f"the connection is closed ({exc})") from exc
+            except (TimeoutError, OSError, ua.UaError) as exc:
+                self._first_miss_at = self._first_miss_at or utcnow()
                 misses += 1
                 if misses >= 2:
                     raise ConnectionLostError(f"heartbeat failed twice ({type(exc).__name__})") from exc
@@ -404,7 +546,7 @@ _REFUSALS = {
 }
 
 
-def _explain(exc: ua.UaStatusCodeError, server: OpcUaServer, pki: Pki | None) -> str:
+def explain(exc: ua.UaStatusCodeError, server: OpcUaServer, pki: Pki | None) -> str:
     """A refusal by the server in words that name the certificate or the user and the fix."""
     name = type(exc).__name__
     template = _REFUSALS.get(name)
@@ -417,6 +559,20 @@ def _explain(exc: ua.UaStatusCodeError, server: OpcUaServer, pki: Pki | None) ->
     )
 
 
+def refused_channel(exc: AssertionError, server: OpcUaServer, pki: Pki | None) -> str:
+    """asyncua's bare AssertionError from open_secure_channel, in words: the server answered our request
+    for a secure channel with a bad status, which a server that refuses our certificate does."""
+    if server.security_policy == "None":
+        return f"{server.endpoint} refused to open a secure channel (no reason given; asyncua: {exc!r})"
+    cert = pki.cert if pki is not None else "(none)"
+    return (
+        f"{server.endpoint} refused the secure channel, as a server does that does not trust our client "
+        f"certificate {cert} (BadSecurityChecksFailed): trust it on the server (copy it into the server's "
+        "trusted certificates; a server that keeps refused certificates, as node-opcua does in rejected/, "
+        "has it there)"
+    )
+
+
 async def make_client(name: str, srv: OpcUaServer, pki: Pki | None) -> Client:
     """A fresh client with the configured identity and security, checked before connecting: the client
     certificate exists and is valid, the server offers the policy and mode, its certificate is trusted."""
@@ -426,11 +582,12 @@ async def make_client(name: str, srv: OpcUaServer, pki: Pki | None) -> Client:
     if srv.username is not None:
         client.set_user(srv.username)
         if srv.password_env is not None:
-            password = os.environ.get(srv.password_env)
+            password = read_secret(srv.password_env, what=f"opcua.servers.{name}.password_env")
             if password is None:
                 raise SourceError(
                     f"opcua.servers.{name}.password_env: the environment variable {srv.password_env} "
-                    f"is not set (it holds the password of user {srv.username!r})"
+                    f"(or {srv.password_env}_FILE) is not set "
+                    f"(it holds the password of user {srv.username!r})"
                 )
             client.set_password(password)
     if srv.security_policy == "None":

@@ -13,6 +13,7 @@ Every failure names the certificate and the fix.
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,12 +64,30 @@ def create_client_certificate(pki: Pki, *, hostname: str | None = None, days: in
         [ExtendedKeyUsageOID.CLIENT_AUTH],
         days=days,
     )
-    pki.cert.parent.mkdir(parents=True, exist_ok=True)
-    pki.key.write_bytes(cert_gen.dump_private_key_as_pem(key))
-    pki.key.chmod(0o600)
+    private_dir(pki, pki.cert.parent)
+    _write_private(pki.key, cert_gen.dump_private_key_as_pem(key))
     pki.cert.write_bytes(cert.public_bytes(serialization.Encoding.DER))
-    pki.trusted.mkdir(parents=True, exist_ok=True)
+    private_dir(pki, pki.trusted)
     return cert
+
+
+def private_dir(pki: Pki, folder: Path) -> None:
+    """pki/ and one of its folders, made 0700 when new whatever the umask: anyone who can write trusted/
+    decides which servers the collector believes."""
+    for path in (pki.root, folder):
+        if not path.exists():
+            path.mkdir(parents=True, mode=0o700)
+            path.chmod(0o700)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a file created 0600 from the start (no moment in which others may read it)."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def load_certificate(path: Path) -> x509.Certificate:
@@ -95,7 +114,7 @@ def describe(cert: x509.Certificate) -> str:
 def trust(pki: Pki, path: Path) -> x509.Certificate:
     """Add a server certificate (DER or PEM file) to the trust list."""
     cert = load_certificate(path)
-    pki.trusted.mkdir(parents=True, exist_ok=True)
+    private_dir(pki, pki.trusted)
     (pki.trusted / f"{thumbprint(cert)}.der").write_bytes(cert.public_bytes(serialization.Encoding.DER))
     return cert
 
@@ -135,7 +154,7 @@ def check_server_certificate(pki: Pki, der: bytes, endpoint: str) -> x509.Certif
     cert = x509.load_der_x509_certificate(der)
     if thumbprint(cert) in trusted_thumbprints(pki):
         return cert
-    pki.rejected.mkdir(parents=True, exist_ok=True)
+    private_dir(pki, pki.rejected)
     kept = pki.rejected / f"{thumbprint(cert)}.der"
     kept.write_bytes(der)
     raise SourceError(

@@ -34,7 +34,6 @@ import time
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
 
 from biopilot.errors import BioPilotError
 from biopilot.records import Row
@@ -46,8 +45,19 @@ _HEADER = struct.Struct(">II")
 _SUFFIX = ".spool"
 
 
-class SpoolFullError(BioPilotError):
-    """The spool reached its size limit; nothing was written."""
+class SpoolError(BioPilotError):
+    """The spool cannot take the samples; nothing was written (the caller keeps or redelivers them)."""
+
+
+class SpoolFullError(SpoolError):
+    """The spool reached its size limit."""
+
+
+class SpoolWriteError(SpoolError):
+    """The file system refused a write (disk full, read-only, gone): an OSError while spooling."""
+
+
+PROBE_FREE_BYTES = 256 << 10  # after a write error, resume only with at least this much free space
 
 
 def encode(samples: Sequence[Sample]) -> bytes:
@@ -87,22 +97,43 @@ def read_checkpoint(directory: Path) -> int:
 
 
 class Spool:
-    """The appending side."""
+    """The appending side.
+
+    Any OSError while opening or writing (a full disk, a read-only file system) is a SpoolWriteError: the
+    frame is taken back (the file is cut to the last complete frame), the spool remembers the error
+    (`error`, `error_since`) and the caller stops acknowledging its source. `probe` tells when the spool
+    takes writes again."""
 
     def __init__(self, directory: Path, *, max_bytes: int = 1 << 30, segment_bytes: int = 64 << 20) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
+        self.committed = 0
+        self.end = 0
+        self._segment_start = 0
+        self._fd: int | None = None
+        self._checkpoint_mtime = 0.0
+        self.error: str | None = None  # the last write error, until a write succeeds again
+        self.error_since: float | None = None  # wall clock of the first error of the current streak
+        self.write_errors = 0
+        self.last_append: float | None = None  # wall clock of the last successful append
+        try:
+            self._open()
+        except OSError as exc:
+            self._failed(exc, "cannot open the spool")
+
+    def _open(self) -> None:
+        directory = self.directory
         directory.mkdir(parents=True, exist_ok=True)
         self.committed = read_checkpoint(directory)
-        self._checkpoint_mtime = 0.0
         segments = _segments(directory)
         if not segments:
             segments = [self.committed]
             (directory / _name(self.committed)).touch()
         self._segment_start = segments[-1]
-        size = self._truncate_torn_tail(directory / _name(self._segment_start))
-        self._file: IO[bytes] = (directory / _name(self._segment_start)).open("ab")
+        path = directory / _name(self._segment_start)
+        size = self._truncate_torn_tail(path)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         self.end = self._segment_start + size
         if self.committed > self.end:  # a checkpoint ahead of the data: the data was lost or removed
             log.error(
@@ -110,9 +141,24 @@ class Spool:
             )
             self.committed = self.end
 
+    def _failed(self, exc: OSError, what: str) -> SpoolWriteError:
+        why = f"{what}: {exc.strerror or exc} ({self.directory})"
+        if self.error is None:
+            log.error("SPOOL ERROR: %s; the collectors stop taking data until it writes again", why)
+            self.error_since = time.time()
+        self.error = why
+        self.write_errors += 1
+        return SpoolWriteError(f"spool {self.directory}: {why}")
+
     def append(self, samples: Sequence[Sample]) -> int:
-        """Append one frame; return the position after it. Raises SpoolFullError when over max_bytes."""
+        """Append one frame; return the position after it. Raises SpoolFullError when over max_bytes and
+        SpoolWriteError when the file system refuses (nothing of the frame stays in the file)."""
         frame = encode(samples)
+        if self._fd is None:
+            try:
+                self._open()
+            except OSError as exc:
+                raise self._failed(exc, "cannot open the spool") from None
         if self.depth + len(frame) > self.max_bytes:
             self.refresh()  # the store writer may have committed meanwhile
             if self.depth + len(frame) > self.max_bytes:
@@ -120,30 +166,77 @@ class Spool:
                     f"spool {self.directory} is full "
                     f"({self.depth} of {self.max_bytes} bytes not yet in the store)"
                 )
-        if self.end - self._segment_start >= self.segment_bytes:
-            self._file.close()
-            self._segment_start = self.end
-            self._file = (self.directory / _name(self.end)).open("ab")
-        self._file.write(frame)
-        self._file.flush()  # into the OS: survives the death of this process
+        try:
+            if self.end - self._segment_start >= self.segment_bytes:
+                fd = os.open(
+                    self.directory / _name(self.end),
+                    os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                    0o644,
+                )
+                self._close_fd()
+                self._fd, self._segment_start = fd, self.end
+            self._write(frame)
+        except OSError as exc:
+            raise self._failed(exc, "cannot write") from None
         self.end += len(frame)
+        if self.error is not None:
+            log.warning(
+                "the spool writes again after %.0f s: %s", time.time() - (self.error_since or 0), self.error
+            )
+            self.error = self.error_since = None
+        self.last_append = time.time()
         return self.end
+
+    def _write(self, frame: bytes) -> None:
+        """Write the whole frame into the OS (it survives the death of this process), or nothing of it."""
+        assert self._fd is not None
+        view = memoryview(frame)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError:
+            try:  # take back what part of the frame got in: a reader must never see half a frame for good
+                os.ftruncate(self._fd, self.end - self._segment_start)
+            except OSError:
+                self._close_fd()  # reopening cuts the torn tail off (_truncate_torn_tail)
+            raise
+
+    def probe(self) -> str | None:
+        """After a write error: None when the spool takes writes again (it could open its file, there is some
+        free space, and an empty frame was written), else why not. Without an error: None."""
+        if self.error is None:
+            return None
+        try:
+            stat = os.statvfs(self.directory)
+            if stat.f_bavail * stat.f_frsize < PROBE_FREE_BYTES:
+                return f"{self.error} (still {stat.f_bavail * stat.f_frsize >> 10} KiB free)"
+            self.append([])  # an empty frame: the reader skips it
+        except SpoolWriteError:
+            return self.error
+        except OSError as exc:
+            return f"{self.error} ({exc.strerror or exc})"
+        return None
 
     def refresh(self) -> None:
         """Learn how far the store writer got (it commits in the checkpoint file)."""
         path = self.directory / "checkpoint"
         try:
             mtime = path.stat().st_mtime
-        except FileNotFoundError:
+        except OSError:
             return
         if mtime != self._checkpoint_mtime:
             self._checkpoint_mtime = mtime
-            with contextlib.suppress(BioPilotError):
+            with contextlib.suppress(BioPilotError, OSError):
                 self.committed = min(read_checkpoint(self.directory), self.end)
 
     def sync(self) -> None:
         """Make what was appended survive a power loss (fsync)."""
-        os.fsync(self._file.fileno())
+        if self._fd is None:
+            return
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._failed(exc, "cannot sync")
 
     @property
     def depth(self) -> int:
@@ -155,7 +248,13 @@ class Spool:
         return self.depth / self.max_bytes
 
     def close(self) -> None:
-        self._file.close()
+        self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
     def _truncate_torn_tail(self, path: Path) -> int:
         """Length of the valid frames of a segment; a torn or corrupt tail is cut off (logged)."""
@@ -185,7 +284,13 @@ class SpoolReader:
     def __init__(self, directory: Path, *, lock_timeout_s: float = 30.0) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self._lock = (directory / "reader.lock").open("w")
+        lock = directory / "reader.lock"
+        try:
+            self._lock = lock.open("a")
+        except OSError:
+            if not lock.exists():
+                raise
+            self._lock = lock.open("r")  # a read-only spool: still readable (an flock needs no write access)
         deadline = time.monotonic() + lock_timeout_s
         while True:
             try:
@@ -245,17 +350,21 @@ class SpoolReader:
         return out
 
     def commit(self, position: int) -> None:
-        """Everything before `position` is in the store: checkpoint it, delete segments no longer needed."""
+        """Everything before `position` is in the store: delete the segments no longer needed, then
+        checkpoint it. Segments go first: on a full disk the checkpoint needs the space they free (a
+        deleted segment was wholly in the store, and a reader starting from an older checkpoint skips to the
+        first segment there is). OSError when the file system refuses: the position is committed again by
+        the next call."""
         if position <= self.committed:
             return
-        self.committed = position
-        tmp = self.directory / "checkpoint.tmp"
-        tmp.write_text(str(position))
-        tmp.replace(self.directory / "checkpoint")
         segments = _segments(self.directory)
         for seg, nxt in itertools.pairwise(segments):
             if nxt <= position:
                 (self.directory / _name(seg)).unlink(missing_ok=True)
+        tmp = self.directory / "checkpoint.tmp"
+        tmp.write_text(str(position))
+        tmp.replace(self.directory / "checkpoint")
+        self.committed = position
 
     def end(self) -> int:
         """Position after the last byte in the spool files (complete frames or not)."""

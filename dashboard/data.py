@@ -1,4 +1,6 @@
-"""The dashboard's one door to storage: every page reads through `DashboardData`.
+"""The dashboard's one door to storage: `DashboardData` holds the store and catalog; pages get a `PageData`
+for the signed-in viewer, whose every read goes through the query layer (processing/queries/), filtered for
+that viewer.
 
 Pages get plain data (tiles, trends, runs) and never touch the store, a broker or a plant server.
 The site config and data directory come from BIOPILOT_CONFIG and BIOPILOT_DATA_DIR, which
@@ -7,6 +9,7 @@ The site config and data directory come from BIOPILOT_CONFIG and BIOPILOT_DATA_D
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,11 +18,18 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from biopilot import units
+from biopilot.access import Trial, User, Viewer, is_loopback
 from biopilot.config import Role, SiteConfig, Tag, load_config
 from biopilot.records import KpiRecord, Phase, Run
 from biopilot.samples import Severity, from_us, severity, utcnow
+from processing.queries import Query, open_query
+from processing.queries.auth import Authenticator
+from processing.queries.query import BaselineEnvelope, BaselineSummary, SiteInfo
 from storage import Catalog, HealthStore, TimeSeriesStore, open_catalog, open_health, open_store
-from storage.health import liveness, source_alive
+from storage.health import connection_verdict, liveness, source_alive, store_verdict, tag_state
+
+log = logging.getLogger(__name__)
 
 STALE_AFTER_S = 30.0  # without health from the collectors: a value older than this is shown as stale
 
@@ -86,17 +96,25 @@ class Trend:
 
 
 class DashboardData:
+    """What the dashboard process holds: the site config, the store, the catalog and the collectors' health —
+    and nothing of it reaches a page. Pages get a `PageData` for the signed-in viewer (`page(viewer)`),
+    whose every read goes through the query layer."""
+
     def __init__(
         self, config: SiteConfig, store: TimeSeriesStore, catalog: Catalog, health: HealthStore | None = None
     ) -> None:
-        self.config = config
-        self.store = store
-        self.catalog = catalog
-        self.health = health  # what the collectors report; without it, staleness is judged by age alone
+        self._config = config
+        self._store = store
+        self._catalog = catalog
+        self._health = health  # what the collectors report; without it, staleness is judged by age alone
+        self.auth = Authenticator(catalog)
 
     @classmethod
     def from_environment(cls) -> DashboardData:
-        config_path = os.environ.get("BIOPILOT_CONFIG", "config/demo.toml")
+        config_path = os.environ.get("BIOPILOT_CONFIG", "")
+        if not config_path:  # `biopilot dashboard` always sets it; a bare `streamlit run` may not
+            config_path = "config/demo.toml"
+            log.warning("using %s (no BIOPILOT_CONFIG given)", config_path)
         data_dir = Path(os.environ.get("BIOPILOT_DATA_DIR", "biopilot-data"))
         config = load_config(config_path)
         return cls(
@@ -107,24 +125,68 @@ class DashboardData:
         )
 
     @property
+    def site_name(self) -> str:
+        return self._config.site.name
+
+    @property
     def database(self) -> str:
-        return str(getattr(self.store, "path", "")) or "?"
+        return str(getattr(self._store, "path", "")) or "?"
+
+    def login_required(self, listening: str | None) -> bool:
+        """Login is required when the dashboard listens beyond the loopback interface, or once the data
+        directory has users."""
+        return not is_loopback(listening) or self._catalog.has_users()
+
+    def user(self, name: str) -> User | None:
+        return self._catalog.user(name)
+
+    def page(self, viewer: Viewer) -> PageData:
+        return PageData(open_query(viewer, self._config, self._catalog, self._store, self._health))
+
+
+class PageData:
+    """What a page may read: plain records for one viewer, through the query layer
+    (processing/queries/query.py). It holds the viewer's Query and nothing else — no store, no catalog, no
+    config."""
+
+    __slots__ = ("_q",)
+
+    def __init__(self, query: Query) -> None:
+        object.__setattr__(self, "_q", query)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("PageData is immutable")
+
+    @property
+    def viewer(self) -> Viewer:
+        return self._q.viewer
+
+    @property
+    def site(self) -> SiteInfo:
+        return self._q.site()
 
     # -- live ------------------------------------------------------------------------------------------
     def equipment_views(self) -> list[EquipmentView]:
-        latest = self.store.latest([t.name for t in self.config.tags])
+        q = self._q
+        tags = q.tags()
+        latest = q.latest([t.name for t in tags])
         now = utcnow()
         alive = self.sources_alive(now)
+        states = self.tag_states(now)
         views = []
-        for eq in self.config.equipment:
-            tags = self.config.tags_of(eq.id)
-            batch = _text(latest.get(_first_name(tags, Role.BATCH_ID)))
-            phase = _text(latest.get(_first_name(tags, Role.PHASE)))
+        for eq in q.equipment():
+            eq_tags = [t for t in tags if t.equipment == eq.id]
+            batch = _text(latest.get(_first_name(eq_tags, Role.BATCH_ID)))
+            phase = _text(latest.get(_first_name(eq_tags, Role.PHASE)))
             tiles = [
                 _tile(
-                    tag, latest.get(tag.name), now, alive.get(_source_of(tag)) if alive is not None else None
+                    tag,
+                    latest.get(tag.name),
+                    now,
+                    alive.get(_source_of(tag)) if alive is not None else None,
+                    states.get(tag.name),
                 )
-                for tag in _ordered(tags)
+                for tag in _ordered(eq_tags)
                 if tag.role != Role.BATCH_ID
             ]
             views.append(EquipmentView(eq.id, eq.name or eq.id, eq.kind.value, batch, phase, tiles))
@@ -132,40 +194,56 @@ class DashboardData:
 
     def sources_alive(self, now: datetime) -> dict[str, bool] | None:
         """Per collector connection ("opcua:<server>", "mqtt:<broker>"): is it alive? None when no collector
-        has reported health into this store (then staleness falls back to the age of the values)."""
-        components = self.health.components() if self.health is not None else {}
+        has reported health (then staleness falls back to the age of the values)."""
+        components = self._q.health().components
         if not components:
             return None
         return {name: source_alive(doc, updated, now) for name, (doc, updated) in components.items()}
 
+    def tag_states(self, now: datetime) -> dict[str, str]:
+        """The states the collectors' health gives the tags that are not simply live, stale or dead: failed
+        (their node cannot be monitored), source-down (a Sparkplug death), rejected (every input refused)."""
+        components = self.health.components() if self.health is not None else {}
+        if not components:
+            return {}
+        tags = self.health.tags() if self.health is not None else {}
+        out = {}
+        for tag in self.config.tags:
+            src = _source_of(tag)
+            doc, updated = components.get(src, (None, None))
+            ok = source_alive(doc, updated, now)
+            state, _ = tag_state(tag.name, tags.get(tag.name), doc, ok, tag.max_age_s, now)
+            if state in ("failed", "source-down", "rejected"):
+                out[tag.name] = state
+        return out
+
     def collection_status(self) -> list[ConnectionStatus]:
         """One line per collector connection and one for the store, as the collectors last reported."""
-        components = self.health.components() if self.health is not None else {}
+        components = self._q.health().components
         now = utcnow()
         out = []
         for name, (doc, updated) in components.items():
             kind = doc.get("kind")
             if kind in ("opcua", "mqtt"):
-                alive = source_alive(doc, updated, now)
-                state = doc.get("state", "?") if alive else "down"
-                detail = doc.get("last_error") or f"{doc.get('reconnects', 0)} reconnects"
-                out.append(ConnectionStatus(name, alive, state, detail))
+                ok, why = connection_verdict(doc, updated, now)
+                state = doc.get("state", "?") if ok else "down"
+                detail = f"{doc.get('reconnects', 0)} reconnects" if ok else why
+                out.append(ConnectionStatus(name, ok, state, detail))
         sink = components.get("sink", ({}, now))[0]
-        writer = components.get("writer", ({}, now))[0]
+        writer, writer_updated = components.get("writer", ({}, None))
         if sink or writer:
-            ok = bool(writer.get("store_ok", True))
+            ok, why = store_verdict(sink, writer, writer_updated, now)
             backlog = sink.get("spool_depth_bytes", 0) / 1e6
             detail = f"spool {backlog:.1f} MB not yet stored ({100 * sink.get('spool_fill', 0.0):.1f} %)"
-            out.append(ConnectionStatus("store", ok, "ok" if ok else "refusing writes", detail))
+            out.append(ConnectionStatus("store", ok, "ok" if ok else why, detail))
         return out
 
     def numeric_tags(self) -> list[Tag]:
-        return [t for t in self.config.tags if not t.is_text]
+        return [t for t in self._q.tags() if not t.is_text]
 
     def latest_time(self) -> datetime | None:
-        """Source time of the newest stored sample: the plant's 'now' (simulated time in the demo)."""
-        latest = self.store.latest([t.name for t in self.config.tags])
-        return max((v.sample.ts for v in latest.values()), default=None)
+        """Source time of the newest sample the viewer may see: the plant's 'now' (simulated in the demo)."""
+        return self._q.latest_time()
 
     def trends(self, tags: list[str], window: timedelta, buckets: int = 240) -> list[Trend]:
         """Min/mean/max per bucket over the last `window` of process time, downsampled in the store."""
@@ -175,27 +253,43 @@ class DashboardData:
         end = end + timedelta(microseconds=1)
         start = end - window
         # in the site's zone: plotly draws the wall time of an x value and ignores its offset
-        zone = ZoneInfo(self.config.site.timezone)
+        zone = ZoneInfo(self.site.timezone)
+        by_name = {t.name: t for t in self._q.tags()}
         out = []
         for name in tags:
-            tag = self.config.tag(name)
-            b = self.store.read_buckets(name, start, end, buckets)
+            tag = by_name.get(name)
+            if tag is None:
+                continue
+            b = self._q.buckets(name, start, end, buckets)
             mids = [
                 from_us((f + lst) // 2).astimezone(zone)
                 for f, lst in zip(b.t_first.tolist(), b.t_last.tolist(), strict=True)
             ]
-            out.append(Trend(name, tag.unit, mids, b.mean, b.min, b.max))
+            out.append(Trend(name, units.display(tag.unit), mids, b.mean, b.min, b.max))
         return out
 
     # -- runs ------------------------------------------------------------------------------------------
     def runs(self) -> list[Run]:
-        return self.catalog.runs()
+        return self._q.runs()
 
     def run_kpis(self, run_id: str) -> list[KpiRecord]:
-        return self.catalog.kpis(run_id)
+        return self._q.kpis(run_id)
 
     def run_phases(self, run_id: str) -> list[Phase]:
-        return self.catalog.phases(run_id)
+        return self._q.phases(run_id)
+
+    # -- trials ----------------------------------------------------------------------------------------
+    def trials(self) -> list[Trial]:
+        return self._q.trials()
+
+    def trial_runs(self, trial_id: str) -> list[Run]:
+        return self._q.runs(trial_id=trial_id)
+
+    def baseline(self, trial_id: str) -> BaselineSummary | None:
+        return self._q.baseline(trial_id)
+
+    def baseline_envelope(self, trial_id: str, role: str) -> BaselineEnvelope | None:
+        return self._q.baseline_envelope(trial_id, role)
 
 
 def _first_name(tags: list[Tag], role: Role) -> str:
@@ -213,7 +307,6 @@ def _ordered(tags: list[Tag]) -> list[Tag]:
 
 
 _ROLE_LABELS = {Role.PH: "pH", Role.OFFGAS_O2: "Off-gas O₂", Role.OFFGAS_CO2: "Off-gas CO₂"}
-_DISPLAY_UNITS = {"degC": "°C", "pH": "", "m3/h": "m³/h", "Nm3/h": "Nm³/h", "m3": "m³"}
 
 
 def _label(tag: Tag) -> str:
@@ -234,24 +327,25 @@ def _format(value: float | str | None) -> str:
 
 
 def _source_of(tag: Tag) -> str:
-    src = tag.source
-    return f"opcua:{src.server}" if src.protocol == "opcua" else f"mqtt:{src.broker}"
+    return tag.source_label or "import"  # an import-only tag has no collector
 
 
-def _tile(tag: Tag, latest: object, now: datetime, source_is_alive: bool | None) -> Tile:
+def _tile(
+    tag: Tag, latest: object, now: datetime, source_is_alive: bool | None, health_state: str | None = None
+) -> Tile:
     sample = getattr(latest, "sample", None)
     if sample is None:
-        state = "dead" if source_is_alive is False else "stale"
+        state = health_state or ("dead" if source_is_alive is False else "stale")
         return Tile(tag.name, _label(tag), "—", "", None, None, "none", state)
     received = getattr(latest, "received", None) or sample.ts
     age = max((now - received).total_seconds(), 0.0)
     if source_is_alive is None:  # no health reported: judge by age alone
         state = "stale" if age > STALE_AFTER_S else "live"
     else:
-        state = liveness(source_is_alive, age, tag.max_age_s)
+        state = health_state or liveness(source_is_alive, age, tag.max_age_s)
     quality = {Severity.GOOD: "good", Severity.UNCERTAIN: "uncertain", Severity.BAD: "bad"}[
         severity(sample.status)
     ]
     value = "—" if quality == "bad" else _format(sample.value)
-    unit = "" if tag.is_text or value == "—" else _DISPLAY_UNITS.get(tag.unit, tag.unit)
+    unit = "" if tag.is_text or value == "—" else units.display(tag.unit)
     return Tile(tag.name, _label(tag), value, unit, age, sample.ts, quality, state)

@@ -18,9 +18,11 @@ import math
 
 import numpy as np
 
+from biopilot import units
 from processing.energy import Integral, integrate_trapezoid
 
-MOLAR_VOLUME_STP = 22.414  # [L/mol] 0 °C, 1 atm
+MOLAR_VOLUME_STP = units.NORMAL_MOLAR_VOLUME  # [L/mol] 0 °C, 1.01325 bar (NL, Nm3: DIN 1343)
+_MIN_PER_H = units.factor("1/min", "1/h")  # 60
 Y_O2_AIR = 0.2095  # [mol/mol] dry air
 Y_CO2_AIR = 0.0004  # [mol/mol]
 C_BIOMASS_G_PER_CMOL = 24.6  # [g/C-mol] biomass CH1.8O0.5N0.2 (with ~5 % ash)
@@ -32,7 +34,7 @@ def gas_flow_mol_per_h(
 ) -> np.ndarray:
     """Inlet gas [mol/h] from a flow [L/min at the meter's reference conditions] and the molar volume
     there [L/mol]."""
-    return np.asarray(flow_l_per_min, dtype=np.float64) * 60.0 / molar_volume_l_per_mol
+    return np.asarray(flow_l_per_min, dtype=np.float64) * _MIN_PER_H / molar_volume_l_per_mol
 
 
 def our_cer(

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 from biopilot.aio import wait_for_event
 from biopilot.config import EquipmentKind, Role, SiteConfig, Tag, process_spec
+from biopilot.ids import id_problem, shown
 from biopilot.records import KpiRecord, Phase, Run, run_id_for
 from biopilot.samples import from_us, to_us, utcnow
 from processing.kpis import KPI_VERSION, compute_run_kpis
@@ -69,6 +70,9 @@ class Processing:
         )
         self.clock = clock
         self.computed = 0  # KPI computations so far (runs × passes that computed them)
+        # Batch ids refused from batch-id tags (not valid ids: no run is started for them), with why:
+        # (tag, batch id) -> reason. Each is logged once.
+        self.refused_batches: dict[tuple[str, str], str] = {}
         self._computed_at: dict[str, float] = {}
         self.archive = archive
         self.archive_after_s = config.storage.archive.after_s if archive_after_s is None else archive_after_s
@@ -263,6 +267,10 @@ class Processing:
         )
         changed: list[Run] = []
         for ev in events:
+            problem = id_problem(ev.batch_id)
+            if problem is not None:
+                self._refuse_batch(tag, ev.batch_id, ev.ts_us, problem)
+                continue
             run_id = run_id_for(equipment, ev.batch_id)
             if ev.change == Change.START:
                 run = self.catalog.open_run(equipment, ev.batch_id, from_us(ev.ts_us))
@@ -277,6 +285,21 @@ class Processing:
                 changed.append(run)
         self.catalog.set_cursor(cursor_name, int(data.ts[-1]))
         return changed
+
+    def _refuse_batch(self, tag: Tag, batch_id: str, ts_us: int, problem: str) -> None:
+        """A batch id that is no valid id (biopilot.ids) starts no run: logged once, kept in
+        refused_batches; the run before it still ends where it appeared."""
+        key = (tag.name, batch_id)
+        if key in self.refused_batches:
+            return
+        self.refused_batches[key] = problem
+        log.warning(
+            "%s: batch id %s at %s %s; no run is started for it (fix the batch-id source)",
+            tag.name,
+            shown(batch_id),
+            from_us(ts_us).isoformat(),
+            problem,
+        )
 
     def run_kpis(self, run: Run) -> list[KpiRecord]:
         """The run's KPIs (processing.kpis) over its span, or up to its clock while it is live."""

@@ -9,6 +9,7 @@ unit whose upstream that unit is. Every downstream run carries the batch id of t
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -17,7 +18,7 @@ import numpy as np
 from simulators import fermenter as fm
 from simulators import lab
 from simulators import recovery as rc
-from simulators.scenario import Lab, RunPlan, Scenario
+from simulators.scenario import PROCESS_FAULTS, Fault, Lab, RunPlan, Scenario
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,9 @@ class FermenterRun:
         true = {"titer": p, "dcw": x, "glucose": s}
         return self.lab.sample_volume_l, true, lab.measure(x, s, p, self.err, self.rng)
 
-    def step(self, dt_h: float) -> None:
-        self.state = fm.step(self.state, self.params, dt_h)
+    def step(self, dt_h: float, params: fm.FermenterParams | None = None) -> None:
+        """One model step; `params` stands in for the run's own during a process fault."""
+        self.state = fm.step(self.state, params or self.params, dt_h)
 
 
 def simulate_run(
@@ -190,6 +192,7 @@ class PlantModel:
                 self.units[eq].position = pos
                 pos, eq = pos + 1, self.units[eq].next
         self._downstream_first = sorted(self.units.values(), key=lambda u: -u.position)
+        self._process_faults: list[Fault] = [f for f in scenario.faults if f.kind in PROCESS_FAULTS]
 
     def now(self) -> datetime:
         return self.at(self.t_h)
@@ -254,7 +257,7 @@ class PlantModel:
             f.samples.append(sample)
             events.append(sample)
         before = run.state.phase
-        run.step(dt_h)
+        run.step(dt_h, self._upset(f) if self._process_faults else None)
         after = run.state.phase
         if before == fm.Phase.FED_BATCH and after == fm.Phase.HARVEST and f.first is not None:
             st = run.state
@@ -276,6 +279,26 @@ class PlantModel:
                     self.chain(f.equipment),
                 )
             )
+
+    def _upset(self, f: _Fermenter) -> fm.FermenterParams | None:
+        """The run's parameters with the multipliers of the process faults active now, or None if none is.
+
+        A fault with `run` is timed from that run's fill start, one without from the simulation start."""
+        assert f.run is not None and f.plan is not None
+        changes: dict[str, float] = {}
+        for fault in self._process_faults:
+            if fault.equipment != f.equipment:
+                continue
+            if fault.run is not None:
+                if fault.run != f.plan.number:
+                    continue
+                start = f.start_t_h + fault.at_h
+            else:
+                start = fault.at_h
+            if start - 1e-9 <= self.t_h < start + fault.duration_h - 1e-9:
+                param = PROCESS_FAULTS[fault.kind]
+                changes[param] = changes.get(param, getattr(f.run.params, param)) * fault.factor
+        return dataclasses.replace(f.run.params, **changes) if changes else None
 
     def _step_unit(self, u: _Unit, dt_h: float, events: list[Event]) -> None:
         was_idle = u.state.plan is None

@@ -14,6 +14,15 @@ Signal faults (signal = "<equipment>/<signal>", the simulator's signal name):
 For a field of a JSON message (off-gas o2/co2, lab, recovery fields) the status is the message's: a
 dropout of one field marks the whole message bad.
 
+Process faults (equipment = "<fermenter>"; the plant itself misbehaves, every sensor tells the truth):
+- feed_pump: the feed pump delivers `factor` × its set flow (0: stopped); FeedRate reads what is delivered,
+  and the culture, short of substrate, respires less (DO up, agitation and off-gas CO2 down).
+- oxygen_transfer: kLa is multiplied by `factor` (foaming, an antifoam overdose); the DO cascade raises the
+  agitator speed to make up for it and, at its maximum, the air flow: DO dips until they catch up.
+They act in the model (simulators/engine.py sets FermenterParams.feed_pump_factor / kla_factor for the
+window), in live and historical mode alike. The run's truth JSON lists every fault of the run with its
+window and the signals it shows on (simulators/truth.py).
+
 Protocol faults:
 - opcua_restart: the OPC UA server stops at the start of the window and serves again (a fresh server on
   the same endpoint, same namespace and browse paths) at its end; values of the window are never served.

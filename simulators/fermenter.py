@@ -48,6 +48,9 @@ Process model (state in masses, so that dilution, samples and discharges cannot 
   A discharge (bleed) of broth starts at `v_max` and stops at `v_after_discharge`.
 - Feed: after the batch glucose is exhausted (S < `feed_start_s`), exponential at μ_set from
   F0 = (μ_set/Y_XS + m_S)·m_X/S_feed, capped at `feed_max`.
+- Process faults (simulators/faults.py): `feed_pump_factor` multiplies the delivered feed flow (the FeedRate
+  signal reads what is delivered); `kla_factor` multiplies kLa, and the DO cascade, acting on the real kLa,
+  raises the speed (then the air flow) to make up for it, so DO dips only once the agitator is at n_max.
 
 `Totals` accumulates, exactly as the state changes, every quantity the run's truth reports (see
 simulators/truth.py for the definitions and units written to JSON).
@@ -157,6 +160,9 @@ class FermenterParams:
     sterilization_loss_kw: float = 3.0  # [kW] heat loss while holding at 121 °C
     agitation_sterilization: float = 100.0  # [rpm]
     agitation_harvest: float = 100.0  # [rpm]
+    # process-fault multipliers (1: healthy; a [[faults]] process fault sets them for its window)
+    feed_pump_factor: float = 1.0  # delivered / set feed flow (feed_pump fault: a failing or stopped pump)
+    kla_factor: float = 1.0  # oxygen transfer left (oxygen_transfer fault: foaming, antifoam overdose)
 
 
 class Totals(NamedTuple):
@@ -521,6 +527,56 @@ def _harvest(state: FermenterState, params: FermenterParams, dt_h: float) -> Fer
     )
 
 
+OXYGEN_LIMITED_MARGIN = 5.0  # [% of air saturation] DO this far below its set point: oxygen-limited
+
+
+class _Reaction(NamedTuple):
+    s_new: float  # [g/L]
+    consumed: float  # [g] glucose this step
+    r_x: float  # [g/h]
+    r_p: float  # [g/h]
+    o2: float  # [mol/h]
+    co2: float  # [mol/h]
+
+
+def _react(p: FermenterParams, f_o2: float, mx: float, avail: float, v_new: float, dt_h: float) -> _Reaction:
+    """Uptake, growth, product and gas exchange of one step (module docstring) at oxygen factor f_O2."""
+    qs_max = p.mu_max * f_o2 / p.y_xs + p.m_s
+    c = qs_max * mx * dt_h
+    bq = v_new * p.ks + c - avail
+    disc = bq * bq + 4 * v_new * avail * p.ks
+    s_new = 2 * avail * p.ks / (bq + math.sqrt(disc)) if bq > 0 else (-bq + math.sqrt(disc)) / (2 * v_new)
+    consumed = c * s_new / (p.ks + s_new)  # [g] this step
+    r_s = consumed / dt_h  # [g/h]
+    mu = p.y_xs * (r_s / mx - p.m_s) if mx > 0 else 0.0
+    r_x = mu * mx  # [g/h]
+    r_p = p.product_factor * (p.alpha * (mu if mu > 0 else 0.0) + p.beta) * mx  # [g/h]
+    cs, cx, cp_ = r_s / GLUCOSE_G_PER_CMOL, r_x / BIOMASS_G_PER_CMOL, r_p / p.product_g_per_cmol
+    co2 = cs - cx - cp_  # [mol/h]
+    o2 = (4 * cs - GAMMA_X * cx - p.gamma_p * cp_) / 4  # [mol/h]
+    return _Reaction(s_new, consumed, r_x, r_p, o2, co2)
+
+
+def _oxygen_limited(
+    p: FermenterParams, transfer: float, mx: float, avail: float, v_new: float, dt_h: float
+) -> tuple[float, _Reaction]:
+    """DO [%] and the step's reaction where uptake OUR(DO) equals transfer·(1 − DO/100), transfer = kLa·C*
+    [mol/L/h]: OUR rises with DO (f_O2 = DO/(K_DO + DO)) and transfer falls, so bisection on [0, 100]."""
+    lo, hi = 0.0, 100.0
+    rx = _react(p, 0.0, mx, avail, v_new, dt_h)
+    if rx.o2 / v_new >= transfer:  # not even maintenance is supplied
+        return 0.0, rx
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        rx = _react(p, mid / (p.k_do + mid), mx, avail, v_new, dt_h)
+        if mid - 100 * (1 - rx.o2 / v_new / transfer) > 0:
+            hi = mid
+        else:
+            lo = mid
+    do = 0.5 * (lo + hi)
+    return do, _react(p, do / (p.k_do + do), mx, avail, v_new, dt_h)
+
+
 def _grow(state: FermenterState, p: FermenterParams, dt_h: float) -> FermenterState:
     v, mx, ms, mp = state.v, state.mx, state.ms, state.mp
     fed_batch = state.phase == Phase.FED_BATCH
@@ -535,7 +591,7 @@ def _grow(state: FermenterState, p: FermenterParams, dt_h: float) -> FermenterSt
         if p.v_after_discharge < p.v_max:
             discharging = v >= p.v_max or (state.discharging and v > p.v_after_discharge)
         if v < p.v_max or p.v_after_discharge < p.v_max:
-            feed = min(state.feed_f0 * math.exp(p.mu_set * state.t_phase), p.feed_max)
+            feed = min(state.feed_f0 * math.exp(p.mu_set * state.t_phase), p.feed_max) * p.feed_pump_factor
     discharge = p.discharge_rate if discharging else 0.0
     base = p.ph_kc * (p.ph_set - state.ph)
     base = 0.0 if base < 0 else (p.base_max if base > p.base_max else base)
@@ -557,28 +613,14 @@ def _grow(state: FermenterState, p: FermenterParams, dt_h: float) -> FermenterSt
     v_new = v + (feed + base - evap) * dt_h - out
 
     # -- reactions (substrate implicit, so any step length keeps S ≥ 0 and the balance exact) --------
-    f_o2 = state.do / (p.k_do + state.do)
-    qs_max = p.mu_max * f_o2 / p.y_xs + p.m_s
     avail = ms * keep + feed * p.s_feed * dt_h  # [g] glucose that could be consumed
-    c = qs_max * mx * dt_h
-    bq = v_new * p.ks + c - avail
-    disc = bq * bq + 4 * v_new * avail * p.ks
-    s_new = 2 * avail * p.ks / (bq + math.sqrt(disc)) if bq > 0 else (-bq + math.sqrt(disc)) / (2 * v_new)
-    consumed = c * s_new / (p.ks + s_new)  # [g] this step
-    r_s = consumed / dt_h  # [g/h]
-    mu = p.y_xs * (r_s / mx - p.m_s) if mx > 0 else 0.0
-    r_x = mu * mx  # [g/h]
-    r_p = p.product_factor * (p.alpha * (mu if mu > 0 else 0.0) + p.beta) * mx  # [g/h]
-    cs, cx, cp_ = r_s / GLUCOSE_G_PER_CMOL, r_x / BIOMASS_G_PER_CMOL, r_p / p.product_g_per_cmol
-    co2 = cs - cx - cp_  # [mol/h]
-    o2 = (4 * cs - GAMMA_X * cx - p.gamma_p * cp_) / 4  # [mol/h]
-    our = o2 / v_new  # per L of the volume the state reports, so that OUR·V is the molar rate exactly
-    cer = co2 / v_new
+    rx = _react(p, state.do / (p.k_do + state.do), mx, avail, v_new, dt_h)
+    our = rx.o2 / v_new  # per L of the volume the state reports, so that OUR·V is the molar rate exactly
 
     # -- DO cascade ---------------------------------------------------------------------------------
     cs_sat = p.c_star_1atm * (1 + p.pressure / 1.01325)
     vs = air / 60000 / (math.pi * p.vessel_d**2 / 4)
-    need_kla = our / (cs_sat * (1 - p.do_set / 100))
+    need_kla = our / (cs_sat * (1 - p.do_set / 100)) / p.kla_factor  # the cascade acts on the real kLa
     pg_need = (need_kla / (93.6 * vs**0.5)) ** 2.5 * v / 1000  # [W]
     rpm = _rpm_for_power(p, pg_need, air, state.agitation or p.n_min) if pg_need > 0 else p.n_min
     ramp = p.n_ramp * dt_h
@@ -586,9 +628,20 @@ def _grow(state: FermenterState, p: FermenterParams, dt_h: float) -> FermenterSt
         rpm = min(max(rpm, state.agitation - ramp), state.agitation + ramp)
     rpm = min(max(rpm, p.n_min), p.n_max)
     pg = gassed_power_w(p, rpm, air)
-    kla = 93.6 * (pg / (v / 1000)) ** 0.4 * vs**0.5
+    kla = 93.6 * (pg / (v / 1000)) ** 0.4 * vs**0.5 * p.kla_factor
     do = 100 * (1 - our / (kla * cs_sat))
+    if do < p.do_set - OXYGEN_LIMITED_MARGIN and state.agitation > 0:
+        # the cascade cannot hold DO (kLa lost, agitator at its limit): the speed rises at its ramp, and
+        # DO settles where the culture's uptake equals the transfer (uptake limited by f_O2, solved
+        # consistently: a DO lagged by one step would swing between 0 and far above the set point)
+        rpm = min(state.agitation + ramp, p.n_max)
+        pg = gassed_power_w(p, rpm, air)
+        kla = 93.6 * (pg / (v / 1000)) ** 0.4 * vs**0.5 * p.kla_factor
+        do, rx = _oxygen_limited(p, kla * cs_sat, mx, avail, v_new, dt_h)
+        our = rx.o2 / v_new
     do = 0.0 if do < 0 else do
+    consumed, r_x, r_p, o2 = rx.consumed, rx.r_x, rx.r_p, rx.o2
+    cer = rx.co2 / v_new
 
     # -- heat, pH, utilities ------------------------------------------------------------------------
     p_ag = pg / 1000 / p.motor_efficiency * p.agitator_power_factor
@@ -623,7 +676,7 @@ def _grow(state: FermenterState, p: FermenterParams, dt_h: float) -> FermenterSt
         tot.s_discharged_g + ms * (1 - keep),
         tot.p_discharged_g + mp * (1 - keep),
         tot.o2_mol + o2 * dt_h,
-        tot.co2_mol + co2 * dt_h,
+        tot.co2_mol + rx.co2 * dt_h,
         tot.e_agitator_kwh + p_ag * dt_h,
         tot.e_compressor_kwh + p_co * dt_h,
         tot.e_chiller_kwh + p_ch * dt_h,
@@ -640,7 +693,7 @@ def _grow(state: FermenterState, p: FermenterParams, dt_h: float) -> FermenterSt
         state.t_run + dt_h,
         v_new,
         mx * keep + r_x * dt_h,
-        s_new * v_new,
+        rx.s_new * v_new,
         mp * keep + r_p * dt_h,
         temperature,
         ph,

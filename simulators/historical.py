@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from biopilot.ids import inside
 from biopilot.samples import GOOD, Sample, from_us, to_us
+from biopilot.units import Transform
 from simulators import lab as lab_mod
 from simulators.engine import (
     Event,
@@ -295,20 +297,29 @@ def to_samples(history: History, tags: dict[tuple[str, str], str]) -> Iterator[S
 
 
 def write_store(
-    history: History, store: Any, tags: dict[tuple[str, str], str], batch: int | None = 200_000
+    history: History,
+    store: Any,
+    tags: dict[tuple[str, str], str],
+    batch: int | None = 200_000,
+    transforms: Mapping[str, Transform] | None = None,
 ) -> int:
     """Write every tagged column into the store through TimeSeriesStore.write_arrays (arrays in, no Sample
-    objects). `batch`: samples per write_arrays call (None: a column per call; the store commits long
-    columns in chunks of its own)."""
+    objects), as the collectors would store them: with the tags' transforms (tag → scale, offset) applied
+    to numeric columns. `batch`: samples per write_arrays call (None: a column per call; the store commits
+    long columns in chunks of its own)."""
     n = 0
     for c in history.columns:
         name = tags.get((c.equipment, c.signal.name))
         if name is None or len(c.ts_us) == 0:
             continue
+        values = c.values
+        transform = (transforms or {}).get(name)
+        if transform is not None and values.dtype != object:
+            values = transform(values)
         step = len(c.ts_us) if batch is None else batch
         for a in range(0, len(c.ts_us), step):
             b = a + step
-            n += store.write_arrays(name, c.ts_us[a:b], c.values[a:b], c.status[a:b])
+            n += store.write_arrays(name, c.ts_us[a:b], values[a:b], c.status[a:b])
     return n
 
 
@@ -329,7 +340,7 @@ def write_csv(
             by_eq.setdefault(c.equipment, []).append((name, c))
     paths = []
     for eq, cols in by_eq.items():
-        path = folder / f"{eq}.csv"
+        path = inside(folder, f"{eq}.csv", "equipment id")  # ids are checked at config load too
         with path.open("w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             if fmt == "long":

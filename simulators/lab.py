@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from biopilot.ids import inside
+
 CSV_COLUMNS = ("time", "sample_volume_l", "titer [g/L]", "dcw [g/L]", "glucose [g/L]")
 
 
@@ -51,7 +53,7 @@ def append_csv(
 ) -> Path:
     """Append one result row to <directory>/<batch_id>.csv (with a header when the file is new)."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{batch_id}.csv"
+    path = inside(directory, f"{batch_id}.csv", "batch id")
     new = not path.exists()
     with path.open("a", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)

@@ -28,9 +28,13 @@ MAX_UNACKED = 10_000
 
 
 class MqttPlantPublisher:
-    def __init__(self, host: str, port: int, client_id: str) -> None:
+    def __init__(
+        self, host: str, port: int, client_id: str, username: str | None = None, password: str | None = None
+    ) -> None:
         self.host, self.port = host, port
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        if username is not None:  # a broker that requires login (the docker-compose deployment's Mosquitto)
+            self._client.username_pw_set(username, password)
         self._client.max_inflight_messages_set(200)
         self._client.reconnect_delay_set(0.2, 5)
         self._client.on_publish = self._on_publish

@@ -110,10 +110,14 @@ class OpcUaPlantServer:
         await self._server.stop()
         log.info("OPC UA simulator stopped serving %s (fault)", self.endpoint)
 
-    async def serve_again(self, ts: datetime) -> None:
+    async def serve_again(self, ts: datetime, *, keep_values: bool = False) -> None:
         """Serve again after `stop_serving`, every variable at Bad_WaitingForInitialData (source time ts)
-        until its next value, as a freshly started server (served, so counted as published)."""
+        until its next value, as a freshly started server (served, so counted as published); with
+        keep_values, the values it held (a network outage or a gateway that keeps its values)."""
         await self._server.start()
+        if keep_values:
+            log.info("OPC UA simulator serving %s again, values kept", self.endpoint)
+            return
         initial: dict[str, dict[str, float | str]] = {}
         for (equipment, signal), (_, vtype) in self._nodes.items():
             initial.setdefault(equipment, {})[signal] = "" if vtype == ua.VariantType.String else 0.0

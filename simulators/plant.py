@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Coroutine
@@ -70,6 +71,25 @@ class SimClock:
     def now(self) -> datetime:
         return self.start + timedelta(seconds=(time.monotonic() - self._t0) * self.speed)
 
+    def advance(self) -> None:
+        """Called after each tick; the wall clock moves by itself."""
+
+
+class LockstepClock(SimClock):
+    """Plant time that moves exactly `step_s` of plant time per tick, however late the tick ran: the same
+    plant hours publish the same number of samples on a loaded machine (tests that count messages per plant
+    hour use it; a live demo follows the wall clock instead)."""
+
+    def __init__(self, origin: datetime, speed: float, step_s: float) -> None:
+        super().__init__(origin, speed)
+        self._ticks, self._step = 0, timedelta(seconds=step_s)
+
+    def now(self) -> datetime:
+        return self.start + self._ticks * self._step
+
+    def advance(self) -> None:
+        self._ticks += 1
+
 
 class PlantSimulator:
     """Runs the configured simulated units live and serves them until stopped."""
@@ -84,7 +104,10 @@ class PlantSimulator:
         start: datetime | None = None,
         data_dir: Path | None = None,
         history_store: Any = None,
+        lockstep: bool = False,
     ) -> None:
+        """lockstep: plant time advances exactly interval_s × speed per tick (LockstepClock), not with the
+        wall clock."""
         self.config = config
         self.sim = simulator_of(config)
         self.scenario = scenario or default_scenario(seed=self.sim.seed)
@@ -95,7 +118,8 @@ class PlantSimulator:
         self._explicit_start = start
         self.data_dir = data_dir
         self.history_store = history_store
-        self.clock = SimClock(start or utcnow(), self.speed)
+        self.lockstep = lockstep
+        self.clock = self._clock(start or utcnow())
         self.rng = np.random.default_rng([self.scenario.seed, 3])
         self.opcua: OpcUaPlantServer | None = None
         self.mqtt: MqttPlantPublisher | None = None
@@ -169,7 +193,11 @@ class PlantSimulator:
             self.opcua = await self._opcua_up(self.model.now())
         if broker is not None:
             self.mqtt = MqttPlantPublisher(
-                broker.host, broker.port, f"biopilot-simulator-{self.sim.mqtt_topic_prefix}"
+                broker.host,
+                broker.port,
+                f"biopilot-simulator-{self.sim.mqtt_topic_prefix}",
+                broker.username,
+                os.environ.get(broker.password_env) if broker.password_env else None,
             )
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -187,11 +215,12 @@ class PlantSimulator:
                 # The live process starts now (plus the history), not when this object was made.
                 if self._explicit_start is None and history_h == 0:
                     self.model.start = utcnow()
-                self.clock = SimClock(self.model.now(), self.speed)
+                self.clock = self._clock(self.model.now())
                 loop = asyncio.get_running_loop()
                 next_tick = loop.time()
                 while not stop.is_set():
                     await self.tick(self.clock.now())
+                    self.clock.advance()
                     next_tick += self.interval_s
                     delay = next_tick - loop.time()
                     if delay < -5 * self.interval_s:  # fell far behind (a suspended laptop): no burst
@@ -202,6 +231,11 @@ class PlantSimulator:
         finally:
             if self.opcua is not None and not self._opcua_down:
                 await self.opcua.__aexit__(None, None, None)
+
+    def _clock(self, origin: datetime) -> SimClock:
+        if self.lockstep:
+            return LockstepClock(origin, self.speed, self.interval_s * self.speed)
+        return SimClock(origin, self.speed)
 
     def _history_hours(self) -> float:
         h = self.sim.history_h
@@ -221,7 +255,9 @@ class PlantSimulator:
         rng = np.random.default_rng([self.scenario.seed, 2])
         self.recorder.lab_until_h = self.model.t_h
         history = self.recorder.history(0, rng)
-        n = write_store(history, self.history_store, tag_map(self.config), batch=None)
+        n = write_store(
+            history, self.history_store, tag_map(self.config), batch=None, transforms=self.config.transforms()
+        )
         reported = [s for s in self.recorder.lab if s.report_t_h <= self.model.t_h]
         self._lab_sent = len(reported)
         if self.scenario.lab.delivery == "csv":  # (MQTT-delivered results went into the store above)

@@ -19,6 +19,11 @@ tags). Sections:
                 effects: known true effects of the startup's change, relative (0.06 = +6 %), see EFFECTS
                 changes: parameter values the startup changes, with no declared effect (the truth reports
                   the realised effect against the run's counterfactual twin)
+  [drift]       a slow change of the host process itself (seed train ageing, a raw-material lot, sensor
+                recalibration), not the startup's: parameter = relative change per run, compounding through
+                the whole scenario: run k uses value × (1 + drift)^(k − 1), on top of its campaign's draw
+                (a fermenter parameter name, or KIND.param for a recovery unit; |drift| < 0.2). A
+                counterfactual twin drifts too (the drift is not the startup's effect).
   [[faults]]    see simulators/faults.py
 
 Runs are numbered 1, 2, ... through the campaigns in order; after the last planned run the last campaign
@@ -158,9 +163,16 @@ class FaultKind(StrEnum):
     MQTT_DISCONNECT = "mqtt_disconnect"
     CLOCK_SKEW = "clock_skew"
     MALFORMED = "malformed"
+    FEED_PUMP = "feed_pump"
+    OXYGEN_TRANSFER = "oxygen_transfer"
 
 
 SIGNAL_FAULTS = frozenset({FaultKind.DROPOUT, FaultKind.FLATLINE, FaultKind.DRIFT, FaultKind.SPIKES})
+# process faults change the fermenter model itself in their window: the FermenterParams multiplier they set
+PROCESS_FAULTS: dict[FaultKind, str] = {
+    FaultKind.FEED_PUMP: "feed_pump_factor",
+    FaultKind.OXYGEN_TRANSFER: "kla_factor",
+}
 
 
 class Fault(_Model):
@@ -179,6 +191,8 @@ class Fault(_Model):
     count: int = Field(default=1, ge=1)  # spikes, malformed
     skew_s: float = 0.0  # clock_skew: the source's clock runs this far ahead (negative: behind)
     buffer: bool = False  # mqtt_disconnect: keep messages and publish them on reconnect
+    equipment: str | None = None  # process faults: the fermenter
+    factor: float = Field(default=0.0, ge=0)  # feed_pump: delivered / set flow; oxygen_transfer: kLa factor
 
     @model_validator(mode="after")
     def _fields(self) -> Fault:
@@ -203,6 +217,15 @@ class Fault(_Model):
         elif k == FaultKind.MALFORMED:
             if not self.source or self.source == "opcua":
                 raise ValueError("a malformed fault needs source = '<equipment>/<channel>' (an MQTT topic)")
+        elif k in PROCESS_FAULTS:
+            if not self.equipment:
+                raise ValueError(f"a {k.value} fault needs equipment = '<fermenter>'")
+            if self.duration_h <= 0:
+                raise ValueError(f"a {k.value} fault needs duration_h > 0")
+            if k == FaultKind.FEED_PUMP and not self.factor < 1:
+                raise ValueError("a feed_pump fault needs factor in [0, 1) (0: the pump stopped)")
+            if k == FaultKind.OXYGEN_TRANSFER and not 0 < self.factor < 1:
+                raise ValueError("an oxygen_transfer fault needs factor in (0, 1) (the share of kLa left)")
         elif k == FaultKind.CLOCK_SKEW:
             if not self.source:
                 raise ValueError("a clock_skew fault needs source ('opcua' or '<equipment>/<channel>')")
@@ -217,7 +240,16 @@ class Scenario(_Model):
     recovery: dict[UnitKind, dict[str, float]] = {}
     lab: Lab = Lab()
     campaigns: list[Campaign] = Field(default_factory=lambda: [Campaign(name="baseline", code="B", runs=1)])
+    drift: dict[str, float] = {}
     faults: list[Fault] = []
+
+    @field_validator("drift")
+    @classmethod
+    def _drift(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, rate in value.items():
+            if not -0.2 < rate < 0.2:
+                raise ValueError(f"{key}: a relative change per run in (-0.2, 0.2), got {rate:g}")
+        return value
 
     @property
     def seed(self) -> int:
@@ -251,6 +283,8 @@ class Scenario(_Model):
             key: 1 + sd * float(np.clip(rng.standard_normal(), -3, 3))
             for key, sd in sorted(campaign.variability.items())
         }
+        for key, rate in self.drift.items():
+            factors[key] = factors.get(key, 1.0) * (1 + rate) ** (number - 1)
         base_f = _scaled(self.fermenter_params(), {k: v for k, v in factors.items() if "." not in k})
         units = {}
         for kind in UnitKind:
@@ -363,6 +397,9 @@ def _cross_check(s: Scenario) -> str | None:
         for name in values:
             if name not in UNIT_PARAMS:
                 return _unknown(f"recovery.{kind.value}.{name}", name, UNIT_PARAMS)
+    problem = _check_params("drift", s.drift, units=True)
+    if problem:
+        return problem
     for i, c in enumerate(s.campaigns):
         for section in ("variability", "changes"):
             problem = _check_params(f"campaigns[{i}].{section}", getattr(c, section), units=True)

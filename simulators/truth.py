@@ -6,7 +6,8 @@ is written when the harvest is over and rewritten as each recovery unit finishes
 
 What (format "biopilot-truth-1"; every key's unit is in the file's "units" map, its definition in
 "definitions"): the scenario, run number, campaign, its declared effects and changes, the run's
-parameters; "fermentation": times (ISO-8601 UTC) and KPIs; "samples": each lab sample with its true and
+parameters; "fermentation": times (ISO-8601 UTC) and KPIs; "faults": the scenario's faults in the run
+(kind, target, window, the signals they show on, parameters); "samples": each lab sample with its true and
 measured values; "recovery": per unit, in process order, product in/out, step yield, volumes,
 concentrations, purity, buffer, water, energy; "overall": harvested and purified product, overall
 recovery yield, total energy and energy per kg purified; for a trial run "counterfactual": the same KPIs
@@ -36,10 +37,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from biopilot.ids import inside
 from simulators import fermenter as fm
 from simulators import recovery as rc
 from simulators.engine import FermentationEnded, UnitRunEnded, simulate_run
-from simulators.scenario import EFFECTS, Scenario
+from simulators.scenario import EFFECTS, PROCESS_FAULTS, FaultKind, Scenario
 
 FORMAT = "biopilot-truth-1"
 
@@ -126,6 +128,13 @@ DEFINITIONS: dict[str, str] = {
     "recovery.*.purity_*": "product / total protein",
     "overall.recovery_yield": "product out of the last unit / product harvested (Π step yields)",
     "effect.*": "this run / its counterfactual twin (same seed, no campaign change) − 1",
+}
+
+
+# the signals on which a process fault shows (its cause itself is not measured for oxygen transfer)
+FAULT_SIGNALS: dict[FaultKind, tuple[str, ...]] = {
+    FaultKind.FEED_PUMP: ("FeedRate",),
+    FaultKind.OXYGEN_TRANSFER: ("DissolvedOxygen", "AgitatorSpeed", "AirFlow"),
 }
 
 
@@ -301,6 +310,7 @@ class TruthBook:
                 }
                 for s in ev.samples
             ],
+            "faults": self._faults(ev),
             "recovery": {eq: None for eq, _ in ev.chain},
             "overall": {},
         }
@@ -323,6 +333,37 @@ class TruthBook:
         self._overall(doc)
         self._write(ev.batch_id)
         return doc
+
+    def _faults(self, ev: FermentationEnded) -> list[dict[str, Any]]:
+        """The scenario's faults in this run: kind, what they hit, their window (ISO-8601 UTC), the signals
+        they show on, and their parameters."""
+        out = []
+        for f in self.scenario.faults:
+            target = f.signal or f.equipment or f.source or ""
+            equipment = target.split("/", 1)[0] if target and target != "opcua" else None
+            if f.run is not None:
+                if f.run != ev.plan.number:
+                    continue
+                start = ev.start_t_h + f.at_h
+            else:
+                start = f.at_h
+                if not ev.start_t_h <= start < ev.t_h or equipment not in (None, ev.equipment):
+                    continue
+            signals = [f.signal.split("/", 1)[1]] if f.signal else list(FAULT_SIGNALS.get(f.kind, ()))
+            params = f.model_dump(mode="json", exclude_defaults=True, exclude={"kind", "run", "at_h"})
+            if f.kind in PROCESS_FAULTS:
+                params.setdefault("factor", f.factor)
+            out.append(
+                {
+                    "kind": f.kind.value,
+                    "target": target,
+                    "start": self._iso(start),
+                    "end": self._iso(start + f.duration_h) if f.duration_h > 0 else None,
+                    "signals": signals,
+                    "parameters": params,
+                }
+            )
+        return out
 
     def unit(self, ev: UnitRunEnded) -> dict[str, Any] | None:
         doc = self.docs.get(ev.batch_id)
@@ -360,7 +401,7 @@ class TruthBook:
         if self.directory is None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{batch_id}.json"
+        path = inside(self.directory, f"{batch_id}.json", "batch id")
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.docs[batch_id], indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         tmp.replace(path)

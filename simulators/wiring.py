@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from biopilot import units
 from biopilot.config import EquipmentKind, MqttSource, OpcUaSource, SimulatorConfig, SiteConfig
 from biopilot.errors import ConfigError
 from simulators.engine import UnitSpec
-from simulators.signals import OFFGAS_FIELD
+from simulators.signals import BY_NAME, OFFGAS_FIELD
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,28 @@ def topic(sim: SimulatorConfig, equipment: str, channel: str) -> str:
 
 
 def tag_map(config: SiteConfig) -> dict[tuple[str, str], str]:
-    """(equipment, simulator signal) -> the configured tag that collects it."""
+    """(equipment, simulator signal) -> the configured tag that collects it. ConfigError when a tag's unit
+    is not the unit the simulator serves that signal in (the KPIs would read its numbers in the wrong
+    unit)."""
+    out = _tag_map(config)
+    for (equipment, signal), name in out.items():
+        served = BY_NAME.get(signal)
+        tag = config.tag(name)
+        if served is None or served.text or tag.is_text:
+            continue
+        try:
+            same = units.conversion(served.unit, tag.unit).identity
+        except units.UnitError:
+            same = False
+        if not same:
+            raise ConfigError(
+                f"tags: {name!r} collects the simulated {equipment}/{signal}, served in {served.unit!r},"
+                f" but its unit is {tag.unit!r} (set unit = {served.unit!r})"
+            )
+    return out
+
+
+def _tag_map(config: SiteConfig) -> dict[tuple[str, str], str]:
     sim = simulator_of(config)
     prefix = sim.mqtt_topic_prefix + "/"
     from_field = {f: s for s, f in OFFGAS_FIELD.items()}

@@ -258,7 +258,7 @@ class _FileWriter:
     ) -> None:
         self.path = path
         self.tmp = path.with_name(path.name + ".tmp")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(path.parent)
         self.writer = pq.ParquetWriter(
             self.tmp,
             schema,
@@ -281,6 +281,7 @@ class _FileWriter:
     def commit(self) -> None:
         self.writer.add_key_value_metadata({**self.meta, "biopilot.series": json.dumps(self.index)})
         self.writer.close()
+        self.tmp.chmod(0o600)  # the plant's process data: its owner only, like the SQLite file
         _fsync(self.tmp)
         self.tmp.replace(self.path)
         _fsync(self.path.parent)
@@ -290,6 +291,17 @@ class _FileWriter:
             self.writer.close()
         with suppress(OSError):
             self.tmp.unlink()
+
+
+def private_dirs(path: Path) -> None:
+    """Create the folder and its missing parents readable by their owner only (0700, whatever the umask)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.chmod(0o700)
 
 
 def _fsync(path: Path) -> None:

@@ -17,7 +17,6 @@ work merged them in.
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 import threading
@@ -30,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from biopilot.errors import StoreError
 from biopilot.samples import to_us, utcnow
+from biopilot.secrets import read_secret
 from storage.sqlite import connect
 
 Params = Sequence[object]
@@ -171,9 +171,12 @@ class PostgresDatabase:
         self.where = redact_dsn(dsn)
         kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": 10}
         if password_env is not None:
-            password = os.environ.get(password_env)
+            password = read_secret(password_env, what="storage.catalog_password_env")
             if password is None:
-                raise StoreError(f"{self.where}: the catalog's password variable ${password_env} is not set")
+                raise StoreError(
+                    f"{self.where}: the catalog's password variable ${password_env} (or ${password_env}_FILE)"
+                    " is not set"
+                )
             kwargs["password"] = password
         try:
             self._conn = psycopg.connect(dsn, **kwargs)

@@ -37,7 +37,10 @@ CREATE TABLE IF NOT EXISTS health_tags (
     last_ts_us INTEGER,
     values_total INTEGER NOT NULL,
     rate_per_min REAL NOT NULL,
-    updated_us INTEGER NOT NULL
+    updated_us INTEGER NOT NULL,
+    rejected_total INTEGER NOT NULL DEFAULT 0,
+    last_rejected_us INTEGER,
+    reject_reason TEXT
 );
 CREATE TABLE IF NOT EXISTS gaps (
     source TEXT NOT NULL,
@@ -58,6 +61,11 @@ CREATE TABLE IF NOT EXISTS quarantine (
 """
 
 QUARANTINE_KEEP = 500
+_ADDED_TAG_COLUMNS = {
+    "rejected_total": "INTEGER NOT NULL DEFAULT 0",
+    "last_rejected_us": "INTEGER",
+    "reject_reason": "TEXT",
+}
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,9 @@ class TagHealth:
     values_total: int
     rate_per_min: float
     updated: datetime
+    rejected_total: int = 0  # inputs for this tag that were rejected
+    last_rejected: datetime | None = None  # wall clock of the newest rejection
+    reject_reason: str | None = None  # and its reason
 
 
 @dataclass(frozen=True)
@@ -88,10 +99,19 @@ class HealthStore:
         self._lock = threading.Lock()
         try:
             self._conn.executescript(_SCHEMA)
+            if not read_only:
+                columns = {r[1] for r in self._conn.execute("PRAGMA table_info(health_tags)")}
+                for column, kind in _ADDED_TAG_COLUMNS.items():  # a store made by an earlier version
+                    if column not in columns:
+                        self._conn.execute(f"ALTER TABLE health_tags ADD COLUMN {column} {kind}")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot create the health schema ({exc})") from None
         if read_only:
             self._conn.execute("PRAGMA query_only=ON")
+        try:
+            self._tag_columns = {r[1] for r in self._conn.execute("PRAGMA table_info(health_tags)")}
+        except sqlite3.Error:
+            self._tag_columns = set()
 
     def _write(self, statements: Iterable[tuple[str, Any]]) -> None:
         with self._lock:
@@ -132,7 +152,9 @@ class HealthStore:
                     [(name, json.dumps(doc, sort_keys=True), now_us) for name, doc in components.items()],
                 ),
                 (
-                    "INSERT OR REPLACE INTO health_tags VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO health_tags (tag, source, last_seen_us, last_ts_us, values_total,"
+                    " rate_per_min, updated_us, rejected_total, last_rejected_us, reject_reason)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             t.tag,
@@ -142,6 +164,9 @@ class HealthStore:
                             t.values_total,
                             t.rate_per_min,
                             now_us,
+                            t.rejected_total,
+                            _us(t.last_rejected),
+                            t.reject_reason,
                         )
                         for t in tags
                     ],
@@ -200,9 +225,28 @@ class HealthStore:
         }
 
     def tags(self) -> dict[str, TagHealth]:
-        rows = self._read("SELECT * FROM health_tags ORDER BY tag")
+        added = (
+            "rejected_total, last_rejected_us, reject_reason"
+            if "reject_reason" in self._tag_columns
+            else "0, NULL, NULL"  # a store of an earlier version that no collector has written to since
+        )
+        rows = self._read(
+            "SELECT tag, source, last_seen_us, last_ts_us, values_total, rate_per_min, updated_us,"
+            f" {added} FROM health_tags ORDER BY tag"
+        )
         return {
-            r[0]: TagHealth(r[0], r[1], _dt(r[2]), _dt(r[3]), int(r[4]), float(r[5]), from_us(r[6]))
+            r[0]: TagHealth(
+                r[0],
+                r[1],
+                _dt(r[2]),
+                _dt(r[3]),
+                int(r[4]),
+                float(r[5]),
+                from_us(r[6]),
+                int(r[7]),
+                _dt(r[8]),
+                r[9],
+            )
             for r in rows
         }
 
@@ -230,22 +274,102 @@ def _dt(us: int | None) -> datetime | None:
     return from_us(us) if us is not None else None
 
 
-COLLECTOR_SILENT_S = 10.0  # health older than this: the collector is not running
+COLLECTOR_SILENT_S = 10.0  # health older than this: the collector (or the store writer) is not running
 HEARTBEAT_LATE_S = 5.0  # an OPC UA heartbeat older than this (at the collector's last report): server gone
+NOT_SPOOLING_S = 10.0  # data arrived this much later than the last spool append: it is not being kept
+STORE_STALLED_S = 30.0  # a spool backlog with no store commit for this long: the store writer is stuck
+REJECTED_AFTER_S = 30.0  # a tag whose newest input was rejected, with no value for this long: "rejected"
+
+
+def _age(iso: str | None, now: datetime) -> float | None:
+    return (now - datetime.fromisoformat(iso)).total_seconds() if iso else None
+
+
+def connection_verdict(
+    doc: dict[str, Any] | None, updated: datetime | None, now: datetime
+) -> tuple[bool, str]:
+    """(ok, why) of a collector connection, from what it reported it did: ok only when it reported recently,
+    is connected, its spool takes its samples, and what arrived was spooled (an OPC UA server's heartbeat
+    answered lately, too)."""
+    if doc is None or updated is None:
+        return False, "no report from the collector"
+    silent = (now - updated).total_seconds()
+    if silent > COLLECTOR_SILENT_S:
+        return False, f"no report from the collector for {silent:.0f} s (is it running?)"
+    if doc.get("spool_error"):
+        return False, f"spool error: {doc['spool_error']}"
+    if doc.get("state") != "connected":
+        return False, f"{doc.get('state')}: {doc.get('last_error') or 'no reason given'}"
+    if doc.get("kind") == "opcua":
+        beat = doc.get("last_heartbeat")
+        if beat is None or (updated - datetime.fromisoformat(beat)).total_seconds() > HEARTBEAT_LATE_S:
+            return False, "the server stopped answering its heartbeat"
+    received, spooled = doc.get("last_received"), doc.get("last_spooled")
+    if received and (
+        spooled is None
+        or (datetime.fromisoformat(received) - datetime.fromisoformat(spooled)).total_seconds()
+        > NOT_SPOOLING_S
+    ):
+        return False, f"data arrives but is not spooled (last spooled: {spooled or 'never'})"
+    return True, "ok"
 
 
 def source_alive(doc: dict[str, Any] | None, updated: datetime | None, now: datetime) -> bool:
-    """Is a collector connection alive: reported recently, connected, and (OPC UA) its heartbeat fresh?"""
-    if doc is None or updated is None or (now - updated).total_seconds() > COLLECTOR_SILENT_S:
-        return False
-    if doc.get("state") != "connected":
-        return False
-    if doc.get("kind") == "opcua":
-        beat = doc.get("last_heartbeat")
-        if beat is None:
-            return False
-        return (updated - datetime.fromisoformat(beat)).total_seconds() <= HEARTBEAT_LATE_S
-    return True
+    """Is a collector connection alive: reported recently, connected, storing, its heartbeat fresh?"""
+    return connection_verdict(doc, updated, now)[0]
+
+
+def store_verdict(
+    sink: dict[str, Any] | None,
+    writer: dict[str, Any] | None,
+    writer_updated: datetime | None,
+    now: datetime,
+) -> tuple[bool, str]:
+    """(ok, why) of the way from the collectors to the store: the spool takes samples, the store writer runs
+    and commits what waits in the spool."""
+    sink = sink or {}
+    if sink.get("spool_error"):
+        return False, f"SPOOL ERROR: {sink['spool_error']}"
+    if not writer:
+        return False, "the store writer has not reported (is it running?)"
+    if writer_updated is not None and (now - writer_updated).total_seconds() > COLLECTOR_SILENT_S:
+        return False, f"the store writer has not reported for {(now - writer_updated).total_seconds():.0f} s"
+    state = writer.get("state", "ok")
+    if state != "ok":
+        return False, f"store writer: {state}: {writer.get('error') or 'no reason given'}"
+    lag = writer.get("lag_bytes", 0) or sink.get("spool_depth_bytes", 0)
+    idle = _age(writer.get("last_commit"), now)
+    if lag and (idle is None or idle > STORE_STALLED_S):
+        return False, f"store writer stalled: {lag} bytes wait in the spool, no commit for {idle or 0:.0f} s"
+    return True, "ok"
+
+
+def tag_state(
+    tag: str,
+    th: TagHealth | None,
+    source_doc: dict[str, Any] | None,
+    source_is_alive: bool,
+    max_age_s: float | None,
+    now: datetime,
+) -> tuple[str, str]:
+    """(state, why) of a tag: failed (its node cannot be monitored), source-down (its Sparkplug edge node
+    or device died), dead (its connection is not alive), rejected (what arrives for it is refused), stale
+    (silent longer than max_age_s), or live."""
+    doc = source_doc or {}
+    if tag in doc.get("failed", {}):
+        return "failed", doc["failed"][tag]
+    if tag in doc.get("down", {}):
+        return "source-down", doc["down"][tag]
+    if not source_is_alive:
+        return "dead", "its connection is not alive"
+    seen = th.last_seen if th else None
+    if th is not None and th.last_rejected is not None and (seen is None or seen < th.last_rejected):
+        silent = (now - seen).total_seconds() if seen else None
+        if silent is None or silent > REJECTED_AFTER_S:
+            return "rejected", th.reject_reason or "rejected"
+    age = (now - seen).total_seconds() if seen else None
+    state = liveness(True, age, max_age_s)
+    return state, "" if state == "live" else f"silent for more than {max_age_s} s"
 
 
 def liveness(source_is_alive: bool, age_s: float | None, max_age_s: float | None) -> str:

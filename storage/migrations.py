@@ -9,6 +9,11 @@ Types are portable (TEXT, BIGINT, DOUBLE PRECISION, INTEGER); see storage/db.py 
   1  runs (id, equipment, batch_id, start_us, end_us), run_kpis, cursors   (the first release)
   2  runs gain kind, trial_id, product, upstream_id, origin, note; run_kpis gains inputs (per-input
      coverage); new tables phases, lab_results, imports
+ 10  users, login_attempts, sessions                         (access control, storage/users.py)
+ 11  trials, trial_invitations                                (storage/trials.py; charters etc. build on it)
+ 12  audit_log (hash chain), audit_anchors                    (storage/audit.py)
+ 40  runs gain state ('ready', or 'importing' while an import that created the run publishes its samples);
+     new table pending_imports, the journal of imports under way (storage/importers.py)
 """
 
 from __future__ import annotations
@@ -93,7 +98,111 @@ def _v2(cur: Cursor, dialect: str) -> None:
             cur.execute(statement)
 
 
+# -- 10–19: access control (issue 12) ---------------------------------------------------------------------
+# equipment: a JSON list (an operator's equipment; [] = all); times in µs since the epoch, UTC.
+_V10_USERS = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    tenant TEXT,
+    equipment TEXT NOT NULL DEFAULT '[]',
+    display_name TEXT NOT NULL DEFAULT '',
+    password_hash TEXT,
+    must_change INTEGER NOT NULL DEFAULT 0,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    oidc_subject TEXT UNIQUE,
+    created_us BIGINT NOT NULL,
+    created_by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS login_attempts (
+    ts_us BIGINT NOT NULL,
+    user_name TEXT NOT NULL,
+    address TEXT NOT NULL,
+    ok INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_attempts_by_user ON login_attempts (user_name, ts_us);
+CREATE INDEX IF NOT EXISTS login_attempts_by_address ON login_attempts (address, ts_us);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_sha256 TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL,
+    address TEXT NOT NULL,
+    created_us BIGINT NOT NULL,
+    last_seen_us BIGINT NOT NULL,
+    ended_us BIGINT
+)
+"""
+
+# The trial a startup runs on the host's equipment, and the partners invited to see it. The trials feature
+# adds its charter versions, exclusions and verdicts as tables of their own referring to trials (id).
+_V11_TRIALS = """
+CREATE TABLE IF NOT EXISTS trials (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    equipment TEXT NOT NULL,
+    startup TEXT NOT NULL,
+    product TEXT,
+    created_us BIGINT NOT NULL,
+    created_by TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trials_by_startup ON trials (startup);
+CREATE TABLE IF NOT EXISTS trial_invitations (
+    trial_id TEXT NOT NULL REFERENCES trials (id),
+    user_name TEXT NOT NULL REFERENCES users (name),
+    invited_by TEXT NOT NULL,
+    invited_us BIGINT NOT NULL,
+    PRIMARY KEY (trial_id, user_name)
+);
+CREATE INDEX IF NOT EXISTS runs_by_trial ON runs (trial_id)
+"""
+
+# Append-only; each entry's hash covers the previous entry's hash (storage/audit.py).
+_V12_AUDIT = """
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq BIGINT PRIMARY KEY,
+    ts_us BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    why TEXT NOT NULL,
+    details TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_actor ON audit_log (actor, ts_us);
+CREATE TABLE IF NOT EXISTS audit_anchors (
+    seq BIGINT NOT NULL,
+    hash TEXT NOT NULL,
+    ts_us BIGINT NOT NULL,
+    note TEXT NOT NULL
+)
+"""
+_PENDING_IMPORTS = """
+CREATE TABLE IF NOT EXISTS pending_imports (
+    token TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    equipment TEXT NOT NULL,
+    file TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    created_run INTEGER NOT NULL DEFAULT 0,
+    rows BIGINT NOT NULL DEFAULT 0,
+    samples BIGINT NOT NULL DEFAULT 0,
+    replaced TEXT NOT NULL DEFAULT '[]',
+    started_us BIGINT NOT NULL
+)
+"""
+
+
+def _v40(cur: Cursor, dialect: str) -> None:
+    add_columns(cur, dialect, "runs", [("state", "TEXT NOT NULL DEFAULT 'ready'")])
+    cur.execute(_PENDING_IMPORTS)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "runs, KPIs, processing cursors", _V1),
     Migration(2, "run kinds and lineage, phases, lab results, imports", _v2),
+    Migration(10, "users, login attempts, sessions", _V10_USERS),
+    Migration(11, "trials and trial invitations", _V11_TRIALS),
+    Migration(12, "audit log (hash chain) and its anchors", _V12_AUDIT),
+    Migration(40, "run state and the journal of imports under way", _v40),
 ]

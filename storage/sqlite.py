@@ -8,12 +8,15 @@ rewrite of the same sample (a replay, a redelivered MQTT message) replaces it in
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from itertools import repeat
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -45,12 +48,30 @@ _INSERT = (
     "INSERT OR REPLACE INTO samples (series_id, ts_us, value, text, status, server_us)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
+_T = TypeVar("_T")
+
+
+def create_private(path: Path) -> None:
+    """Create the database file readable and writable by its owner only (0600, whatever the umask; its
+    folder 0700 when new). SQLite gives the -wal and -shm files the database file's permissions. An existing
+    file keeps the permissions its admin gave it."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.parent.chmod(0o700)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def connect(path: Path) -> sqlite3.Connection:
     """A connection with the pragmas every BioPilot connection to the embedded database uses."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(path)
         conn = sqlite3.connect(path, timeout=10.0, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -194,6 +215,86 @@ class SqliteStore:
 
     def _wrote_arrays(self, sid: int, ts: np.ndarray) -> None:
         """Like _wrote_rows, for write_arrays: the series id and the source timestamps [µs] just stored."""
+
+    def _wrote_span(self, sid: int, start_us: int, end_us: int) -> None:
+        """Like _wrote_rows, for a copy in SQL (publish_stage): samples of the series were written somewhere
+        in [start_us, end_us)."""
+
+    def publish_stage(
+        self,
+        stage: Path,
+        *,
+        chunk: int = 20_000,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Copy an import's stage file (storage/staging.py) into the store, `chunk` samples per write
+        transaction, so other writers (collectors, KPI writes) get the database between chunks. Idempotent
+        (a sample at a series and time is replaced), so an interrupted publish is finished by calling it
+        again. Returns the samples copied; `progress` gets the running count after each chunk."""
+        done = 0
+        with self._lock:
+            try:
+                self._conn.execute("ATTACH DATABASE ? AS stage", (str(stage),))
+            except sqlite3.Error as exc:
+                raise StoreError(f"{stage}: cannot open the import's stage file ({exc})") from None
+        try:
+            staged = self._locked(lambda: self._conn.execute("SELECT id, name FROM stage.series").fetchall())
+            for stage_sid, name in staged:
+                last = -(2**63)
+                while True:
+                    started = time.monotonic()
+                    copied, last = self._publish_chunk(stage_sid, name, last, chunk)
+                    done += copied
+                    if progress is not None:
+                        progress(done)
+                    if copied < chunk:
+                        break
+                    # Between chunks, leave the database to the writers that waited for it: SQLite has no
+                    # queue, a waiting writer retries with sleeps, and an importer that begins its next
+                    # transaction at once would win nearly every race.
+                    time.sleep(min(0.05, max(0.002, 0.3 * (time.monotonic() - started))))
+        finally:
+            with self._lock:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                self._conn.execute("DETACH DATABASE stage")
+        return done
+
+    def _locked(self, fn: Callable[[], _T]) -> _T:
+        with self._lock:
+            try:
+                return fn()
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: reading an import's stage failed ({exc})") from None
+
+    def _publish_chunk(self, stage_sid: int, name: str, after: int, chunk: int) -> tuple[int, int]:
+        """Copy up to `chunk` staged samples of one series with time > after; (copied, last time)."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                sid = self._series_id(name, create=True)
+                n, last = self._conn.execute(
+                    "SELECT COUNT(*), MAX(ts_us) FROM (SELECT ts_us FROM stage.staged"
+                    " WHERE sid = ? AND ts_us > ? ORDER BY ts_us LIMIT ?)",
+                    (stage_sid, after, chunk),
+                ).fetchone()
+                if n:
+                    self._conn.execute(
+                        "INSERT OR REPLACE INTO main.samples"
+                        " (series_id, ts_us, value, text, status, server_us)"
+                        " SELECT ?, ts_us, value, text, status, NULL FROM stage.staged"
+                        " WHERE sid = ? AND ts_us > ? AND ts_us <= ?",
+                        (sid, stage_sid, after, last),
+                    )
+                    self._conn.execute(
+                        "UPDATE main.series SET last_received_us = ? WHERE id = ?", (to_us(utcnow()), sid)
+                    )
+                    self._wrote_span(sid, after + 1, last + 1)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StoreError(f"{self.path}: publishing an import's samples failed ({exc})") from None
+        return int(n), int(last) if last is not None else after
 
     def _rollback(self) -> None:
         """End a failed write; series ids created inside it are gone, so forget the cached ones."""

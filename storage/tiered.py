@@ -57,6 +57,7 @@ from storage.archive import (
     concat,
     mixed,
     overlay,
+    private_dirs,
     rollup_path,
     samples_path,
 )
@@ -291,6 +292,21 @@ class TieredStore(SqliteStore):
         if spans is not None:
             late = ts[in_spans(ts, *spans)]
             self._mark_late([(sid, t) for t in late.tolist()])
+
+    def _wrote_span(self, sid: int, start_us: int, end_us: int) -> None:
+        spans = self._tracking().get(sid)
+        if spans is None:
+            return
+        now = to_us(utcnow())
+        for lo, hi in zip(*spans, strict=True):
+            a, b = max(int(lo), start_us), min(int(hi), end_us)
+            if a < b:  # every row of the series there (a superset of those just written: harmless)
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO archive_delta (series_id, ts_us, written_us)"
+                    " SELECT series_id, ts_us, ? FROM main.samples"
+                    " WHERE series_id = ? AND ts_us >= ? AND ts_us < ?",
+                    (now, sid, a, b),
+                )
 
     # -- the read plan: which pieces of a range come from where (one SQLite snapshot) ----------------------
     @contextmanager
@@ -545,7 +561,7 @@ class TieredStore(SqliteStore):
         if self.read_only:
             raise StoreError(f"{self.path}: opened read-only; the archive cannot be changed")
         with self._mlock:
-            self.archive_dir.mkdir(parents=True, exist_ok=True)
+            private_dirs(self.archive_dir)
             with (self.archive_dir / ".lock").open("a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 try:

@@ -94,9 +94,9 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
             "(did you mean 'temperature'?)",
         ],
     ),
-    "missing_source": (
-        edit(TEMPERATURE_SOURCE, ""),
-        [f"tags[{T}].source", "(tag 'F-101.temperature')", "missing (required)"],
+    "source_without_protocol": (
+        edit(TEMPERATURE_SOURCE, TEMPERATURE_SOURCE.replace('protocol = "opcua", ', "")),
+        [f"tags[{T}].source", "(tag 'F-101.temperature')", "missing 'protocol'"],
     ),
     "unknown_key": (
         edit('unit = "degC"', 'units = "degC"'),
@@ -114,8 +114,8 @@ BROKEN: dict[str, tuple[str, list[str]]] = {
         edit('unit = "degC"', 'unit = "bar"'),
         [
             f"tags[{T}].unit (tag 'F-101.temperature')",
-            "'bar' is not a unit for role 'temperature'",
-            "expected one of: 'degC', 'K'",
+            "'bar' (pressure) is not a unit for role 'temperature'",
+            "which accepts temperature (degC, K, degF…)",
         ],
     ),
     "unknown_opcua_server": (
@@ -187,7 +187,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], path: Path, 
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     line = lines[0]
-    assert line.startswith(f"biopilot: {path}: "), line
+    assert line.startswith(f"{path}: "), line
     for fragment in fragments:
         assert fragment in line, f"{fragment!r} not in {line!r}"
 
@@ -221,6 +221,122 @@ def test_parse_config_raises_config_error_naming_the_file(case: str) -> None:
 def test_broken_cases_differ_from_a_loading_file_only_by_their_defect() -> None:
     # Guards the cases above: the unedited text loads, so each failure is caused by its edit alone.
     assert parse_config(DEMO_TEXT, "demo.toml").site.name == "Pilot Hall (simulated)"
+
+
+# -- every problem, one line each ----------------------------------------------------------------------
+
+
+def test_check_config_lists_every_problem_one_line_each(tmp_path: Path) -> None:
+    # Three mistakes of different kinds: two the schema sees (a misspelled role, an unknown key) and one
+    # only the cross-checks see (a tag of an equipment that is not configured). Each is one line.
+    text = edit('role = "temperature"', 'role = "temprature"')
+    text = text.replace('unit = "pH"', 'unit = "pH"\ncolour = "blue"', 1)
+    text = text.replace(
+        'name = "F-101.dissolved_oxygen"\nequipment = "F-101"',
+        'name = "F-101.dissolved_oxygen"\nequipment = "F-109"',
+        1,
+    )
+    path = tmp_path / "three.toml"
+    path.write_text(text, encoding="utf-8")
+    result = check_config(path)
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3, result.stderr
+    assert all(line.startswith(f"{path}: tags[") for line in lines), lines
+    assert f"tags[{T}].role (tag 'F-101.temperature'): 'temprature' is not allowed" in lines[0]
+    assert f"tags[{tag_index('F-101.ph')}].colour (tag 'F-101.ph'): unknown key" in lines[1]
+    do = tag_index("F-101.dissolved_oxygen")
+    assert f"tags[{do}].equipment (tag 'F-101.dissolved_oxygen'): 'F-109' is not a configured" in lines[2]
+
+
+def test_load_config_raises_one_error_listing_them_with_a_summary_first() -> None:
+    text = edit('kind = "fermenter"', 'kind = "fermentor"').replace('unit = "degC"', 'unit = "bar"', 1)
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "site.toml")
+    lines = str(info.value).splitlines()
+    assert lines[0] == "site.toml: 2 problems:"
+    assert len(lines) == 3 and len(info.value.problems) == 2
+    assert lines[1].startswith("site.toml: equipment[0].kind: 'fermentor' is not allowed")
+    assert lines[2].startswith(f"site.toml: tags[{T}].unit (tag 'F-101.temperature'): 'bar' (pressure)")
+
+
+def test_a_refused_item_is_not_reported_again_as_a_dangling_reference() -> None:
+    # equipment[0] is refused by the schema; its tags are not also "not a configured equipment id", and the
+    # positions of the items after a refused one are the file's.
+    text = edit('kind = "fermenter"', 'kind = "fermentor"')
+    text = text.replace('role = "ph"', 'role = "ph"\nbogus = 1', 1).replace('unit = "rpm"', 'unit = "bar"', 1)
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "site.toml")
+    problems = info.value.problems
+    assert len(problems) == 3, problems
+    assert "equipment[0].kind" in problems[0]
+    assert f"tags[{tag_index('F-101.ph')}].bogus" in problems[1]
+    assert f"tags[{tag_index('F-101.agitation_speed')}].unit (tag 'F-101.agitation_speed')" in problems[2]
+
+
+def test_check_config_warns_when_a_password_variable_is_unset(tmp_path: Path) -> None:
+    text = DEMO_TEXT.replace(
+        "[mqtt.brokers.plant]\n", '[mqtt.brokers.plant]\nusername = "bp"\npassword_env = "BP_NOT_SET_X"\n', 1
+    )
+    assert text != DEMO_TEXT
+    path = tmp_path / "pw.toml"
+    path.write_text(text, encoding="utf-8")
+    result = check_config(path)
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+    assert result.stderr.splitlines() == [
+        f"{path}: warning: mqtt.brokers.plant.password_env: the environment variable BP_NOT_SET_X is not"
+        " set here; the collector needs it (the password) where it runs"
+    ]
+
+
+UNREADABLE = {
+    "not_utf8": (lambda p: p.write_bytes(DEMO_TEXT.encode("utf-8") + b"\n# caf\xe9\n"), "not UTF-8 text"),
+    "deeply_nested_arrays": (lambda p: p.write_text("x = " + "[" * 10_000 + "]" * 10_000), "nested"),
+    "deeply_nested_tables": (
+        lambda p: p.write_text("x = " + "{a = " * 10_000 + "1" + "}" * 10_000),
+        "nested",
+    ),
+    "nested_within_the_recursion_limit": (lambda p: p.write_text("x = " + "[" * 200 + "]" * 200), "nested"),
+    "directory": (lambda p: p.mkdir(), "is a directory"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE))
+def test_check_config_unreadable_files_are_one_line(case: str, tmp_path: Path) -> None:
+    make, fragment = UNREADABLE[case]
+    path = tmp_path / f"{case}.toml"
+    make(path)
+    assert_one_line_error(check_config(path), path, [fragment])
+
+
+def test_a_tag_without_source_is_import_only(tmp_path: Path) -> None:
+    config = parse_config(edit(TEMPERATURE_SOURCE, ""), "site.toml")
+    tag = config.tag("F-101.temperature")
+    assert tag.source is None and tag.source_label is None
+    path = tmp_path / "import-only.toml"
+    path.write_text(edit(TEMPERATURE_SOURCE, ""), encoding="utf-8")
+    result = check_config(path)
+    assert result.returncode == 0 and "1 import-only" in result.stdout, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "fragment"),
+    [
+        ('path = "biopilot.db"', 'path = "../../OUTSIDE.db"', "storage.path: '../../OUTSIDE.db' leads"),
+        ('path = "biopilot.db"', 'path = "/tmp/abs.db"', "storage.path: '/tmp/abs.db' leads outside"),
+        ('id = "F-101"', 'id = "../../F"', "equipment[0].id: equipment id '../../F' contains a path"),
+        ('id = "F-101"', 'id = "F\\u001b[31m"', "equipment id 'F\\x1b[31m' contains the control"),
+        ('id = "F-101"', 'id = ""', "equipment[0].id: equipment id '' is empty"),
+        ('id = "F-101"', 'id = "F:1"', "contains ':'"),
+        ('name = "F-101.ph"', 'name = "F-101/ph"', "tag name 'F-101/ph' contains a path separator"),
+        ('name = "F-101.ph"', 'name = "F-101.ph\\n"', "tag name 'F-101.ph\\n' contains the control"),
+    ],
+)
+def test_ids_and_paths_that_would_leave_their_folder_are_refused(old: str, new: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(DEMO_TEXT.replace(old, new, 1), "site.toml")
+    assert fragment in str(info.value), str(info.value)
 
 
 _ONE_FERMENTER = '[[equipment]]\nid = "F"\nkind = "fermenter"\n'

@@ -40,8 +40,7 @@ def test_every_published_value_is_stored(mqtt_broker: Broker, tmp_path: Path) ->
         sim_task = asyncio.create_task(sim.run(sim_stop, ready, go))
         await asyncio.wait_for(ready.wait(), 20)
         col_task = asyncio.create_task(collectors.run(col_stop))
-        assert await collectors.wait_connected(20), "collectors did not connect"
-        await asyncio.sleep(0.5)  # the MQTT subscription is made in the connect callback; let its SUBACK land
+        assert await collectors.wait_subscribed(20), "collectors did not connect and subscribe"
         go.set()
         await asyncio.sleep(WINDOW_S)
         sim_stop.set()

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from biopilot import __version__
 from biopilot.app.commands import MODULES
 from biopilot.errors import BioPilotError
+from biopilot.secrets import RedactingFilter
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,6 +47,8 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:  # no secret reaches a log, -v included (biopilot.secrets)
+        handler.addFilter(RedactingFilter())
     if not verbose:
         # asyncua logs every lost connection as an error with a traceback; the collector says it in one line
         logging.getLogger("asyncua").setLevel(logging.CRITICAL)

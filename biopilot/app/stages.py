@@ -15,7 +15,7 @@ from pathlib import Path
 
 from biopilot.aio import wait_for_event
 from biopilot.app.supervisor import die_with_parent
-from biopilot.config import SiteConfig
+from biopilot.config import SiteConfig, config_warnings
 from collectors.runner import Collectors
 from collectors.writer import StoreWriter
 from processing.service import Processing
@@ -121,10 +121,16 @@ def simulate_historical(
     else:
         store = open_store(config, data_dir)
         try:
-            n = historical.write_store(history, store, tags)
+            n = historical.write_store(history, store, tags, transforms=config.transforms())
         finally:
             store.close()
-        written = f"{n} samples into {database_path(config, data_dir)}"
+        influx = config.storage.influxdb
+        where = (
+            f"InfluxDB at {influx.url} (bucket {influx.bucket!r})"
+            if config.storage.backend == "influxdb" and influx is not None
+            else str(database_path(config, data_dir))
+        )
+        written = f"{n} samples into {where}"
     plant_h = (history.end - history.start).total_seconds() / 3600
     print(
         f"simulated {runs} run{'s' if runs != 1 else ''} ({plant_h:.0f} h of plant time,"
@@ -134,13 +140,46 @@ def simulate_historical(
     )
 
 
+def _audit_tag_changes(config: SiteConfig, config_path: Path, data_dir: Path) -> None:
+    """Tags live in the config file: the collector records in the audit log which tags were added, removed
+    or changed since the tags it last recorded."""
+    from storage import open_catalog
+    from storage.audit import record_tag_changes
+
+    catalog = open_catalog(config, data_dir)
+    try:
+        tags = {t.name: t.model_dump(mode="json", exclude={"name"}) for t in config.tags}
+        entry = record_tag_changes(catalog.audit, tags, str(config_path))
+        if entry is not None and entry.why != "first record of the tags":
+            d = entry.details
+            log.info(
+                "tags changed in %s: %d added, %d removed, %d changed (audit entry %d)",
+                config_path,
+                len(d["added"]),
+                len(d["removed"]),
+                len(d["changed"]),
+                entry.seq,
+            )
+    finally:
+        catalog.close()
+
+
 def collect(config: SiteConfig, config_path: Path, data_dir: Path) -> None:
     """The collectors in this process; the store writer in a child process (`write-store`), so the store's
     work never competes with the collectors for the interpreter. The child is restarted if it dies."""
+    for warning in config_warnings(config):
+        log.warning("%s", warning)
+    _audit_tag_changes(config, config_path, data_dir)
     store = open_store(config, data_dir)
     health = open_health(config, data_dir)
     collectors = Collectors.from_config(
-        config, store, spool_dir=data_dir / "spool", health=health, writer=False, pki_dir=data_dir / "pki"
+        config,
+        store,
+        spool_dir=data_dir / "spool",
+        health=health,
+        writer=False,
+        pki_dir=data_dir / "pki",
+        state_dir=data_dir / "collector-state",
     )
     writer_cmd = [
         sys.executable,
@@ -157,12 +196,22 @@ def collect(config: SiteConfig, config_path: Path, data_dir: Path) -> None:
         return subprocess.Popen(writer_cmd, preexec_fn=die_with_parent if sys.platform == "linux" else None)
 
     async def main(stop: asyncio.Event) -> None:
-        writer = start_writer()
+        writer, started = start_writer(), time.monotonic()
         task = asyncio.create_task(collectors.run(stop))
-        while not await wait_for_event(stop, 1.0):
-            if writer.poll() is not None:
-                log.error("the store writer exited with code %s; restarting it", writer.returncode)
-                writer = start_writer()
+        backoff, restart_at = 1.0, None
+        while not await wait_for_event(stop, 0.5):
+            if writer.poll() is None:
+                continue
+            now = time.monotonic()
+            if restart_at is None:
+                # a writer that keeps dying is restarted ever less often (up to a minute apart)
+                backoff = 1.0 if now - started > 60 else min(backoff * 2, 60.0)
+                restart_at = now + backoff
+                log.error(
+                    "the store writer exited (code %s); restarting it in %.0f s", writer.returncode, backoff
+                )
+            elif now >= restart_at:
+                writer, started, restart_at = start_writer(), now, None
         await task
         if writer.poll() is None:
             writer.send_signal(signal.SIGTERM)  # it writes what is complete in the spool, then exits

@@ -10,7 +10,7 @@ import streamlit as st
 
 from biopilot.config import Role
 from dashboard.charts import trend_figure
-from dashboard.data import DashboardData, EquipmentView, Tile
+from dashboard.data import EquipmentView, PageData, Tile
 
 REFRESH_S = 2.0
 WINDOWS = {
@@ -23,9 +23,15 @@ WINDOWS = {
 _DEFAULT_ROLES = (Role.DISSOLVED_OXYGEN, Role.AGITATION_SPEED, Role.OFFGAS_CO2, Role.FEED_RATE, Role.VOLUME)
 
 
-def render(data: DashboardData) -> None:
+def render(data: PageData) -> None:
     st.title("Live")
     numeric = data.numeric_tags()
+    if not numeric:
+        st.info(
+            "No live data for you here: a startup sees the equipment while a run of its trials is on it; "
+            "a partner sees its trials' evidence and the baseline as aggregates (Trials page)."
+        )
+        return
     defaults = [t.name for t in numeric if t.role in _DEFAULT_ROLES][:5]
     left, right = st.columns([4, 1])
     chosen = left.multiselect("Trend", [t.name for t in numeric], default=defaults, key="trend_tags")
@@ -34,13 +40,14 @@ def render(data: DashboardData) -> None:
 
 
 @st.fragment(run_every=REFRESH_S)
-def _live(data: DashboardData, chosen: list[str], window: timedelta) -> None:
-    tz = ZoneInfo(data.config.site.timezone)
+def _live(data: PageData, chosen: list[str], window: timedelta) -> None:
+    site = data.site
+    tz = ZoneInfo(site.timezone)
     latest = data.latest_time()
     if latest is None:
         st.info("No data yet. Waiting for the collectors to store the first values…")
     else:
-        simulated = " (simulated)" if data.config.simulator is not None else ""
+        simulated = " (simulated)" if site.simulated else ""
         st.caption(
             f"Plant time{simulated} {latest.astimezone(tz):%Y-%m-%d %H:%M:%S} {tz.key} · "
             f"refreshes every {REFRESH_S:.0f} s"
@@ -85,10 +92,10 @@ def _tile_html(tile: Tile) -> str:
         age = f"{_age(tile.age_s)} ago"
         if tile.quality != "good":
             age += f' · <span class="bp-warn">{tile.quality}</span>'
-        if tile.state == "dead":
+        if tile.state in ("dead", "source-down"):
             age += ' · <span class="bp-bad">source down</span>'
-        elif tile.state == "stale":
-            age += ' · <span class="bp-bad">stale</span>'
+        elif tile.state in ("stale", "failed", "rejected"):
+            age += f' · <span class="bp-bad">{tile.state}</span>'
     tag = escape(tile.tag)
     return (
         f'<div class="bp-tile" data-tag="{tag}" data-quality="{tile.quality}" title="{tag}">'

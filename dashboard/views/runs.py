@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import streamlit as st
 
 from biopilot.records import KpiRecord, Run, RunKind
-from dashboard.data import DashboardData
+from dashboard.data import PageData
 from processing.kpis import KPI_UNITS
 
 # headline KPIs in the runs table, in column order: (column title with its unit, KPI names in the order
@@ -17,7 +17,7 @@ from processing.kpis import KPI_UNITS
 _HEADLINE: list[tuple[str, tuple[str, ...], str]] = [
     ("titer [g/L]", ("titer",), "{:.2f}"),
     ("product [kg]", ("product_formed", "product_out"), "{:.3f}"),
-    ("Y P/S [g/g]", ("yield_product_substrate",), "{:.4f}"),
+    ("Y P/S [g/g]", ("yield_product_substrate_consumed",), "{:.4f}"),
     ("step yield", ("step_yield",), "{:.1%}"),
     ("overall yield", ("overall_yield",), "{:.1%}"),
     ("energy [kWh]", ("energy.total",), "{:,.1f}"),
@@ -69,9 +69,9 @@ def _row(
     return row
 
 
-def render(data: DashboardData) -> None:
+def render(data: PageData) -> None:
     st.title("Runs")
-    tz = ZoneInfo(data.config.site.timezone)
+    tz = ZoneInfo(data.site.timezone)
     runs = data.runs()
     if not runs:
         st.info(
@@ -133,7 +133,10 @@ def render(data: DashboardData) -> None:
     )
     st.caption(
         "coverage: the lowest share of the run any input of the KPI covered with usable data. "
-        "Flags: provisional (live run), incomplete (an input had a gap it needed), missing_input (no value), "
-        "assumed:… (a documented default stood in for a measurement), closure_out_of_range (a balance "
-        "outside 0.95–1.05), overall_yield_mismatch (Π step yields ≠ product out / product harvested)."
+        "Flags: provisional (live run), incomplete (an input had a gap it needed), "
+        "missing_input:<input> (that input has no data: no value), implausible:… (physically impossible: "
+        "no value), negative_values:<tag> (a tag that cannot be negative read negative), assumed:… (a "
+        "documented default stood in for a measurement), closure_out_of_range (a balance outside "
+        "0.95–1.05; :<balance> on the KPIs resting on it), overall_yield_mismatch (Π step yields ≠ product "
+        "out / product harvested). README, section KPIs."
     )

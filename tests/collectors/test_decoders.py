@@ -26,6 +26,7 @@ from collectors.decoders import (
     parse_sparkplug,
     parse_status,
     parse_time,
+    rounded,
     sparkplug_status,
     sparkplug_value,
     text_value,
@@ -131,6 +132,42 @@ def test_epoch_seconds() -> None:
 
 
 @pytest.mark.parametrize(
+    ("raw", "unit"),
+    [
+        (1_705_320_000_123, "ms"),
+        (1_705_320_000_123_000, "us"),
+        (1_705_320_000_123_000_000, "ns"),
+        (1_705_320_000.123, "s"),
+        (1_705_320_000_123.0, "ms"),
+    ],
+)
+def test_epoch_in_its_configured_unit(raw: float, unit: str) -> None:
+    # 1705320000 s = 2024-01-15 12:00:00 UTC (above); plus 123 ms, exact in every unit
+    assert parse_time(raw, UTC, unit) == datetime(2024, 1, 15, 12, 0, 0, 123_000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("raw", "unit", "hint"),
+    [
+        (1_705_320_000_123, "s", "it looks like epoch milliseconds: set epoch_unit = 'ms'"),
+        (1_705_320_000_123_000, "ms", "it looks like epoch microseconds: set epoch_unit = 'us'"),
+        (1_705_320_000, "ms", "it looks like epoch seconds: set epoch_unit = 's'"),  # 1970-01-20 as ms
+        (1_705_320_000_123_000_000, "s", "it looks like epoch nanoseconds: set epoch_unit = 'ns'"),
+    ],
+)
+def test_epoch_in_another_unit_is_refused_with_a_hint(raw: int, unit: str, hint: str) -> None:
+    bad = parse_time(raw, UTC, unit)
+    assert reason(bad) == "bad_timestamp"
+    assert isinstance(bad, Rejected) and hint in bad.detail, bad.detail
+
+
+def test_epoch_numbers_of_the_configured_unit_near_1970_are_kept() -> None:
+    # no other unit would make a plausible time of 0 or 86400: they are what they say
+    assert parse_time(0, UTC, "ms") == datetime(1970, 1, 1, tzinfo=UTC)
+    assert parse_time(86_400, UTC) == datetime(1970, 1, 2, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
     "raw",
     ["yesterday", "", "2024-13-01T00:00:00", None, True, [1], {"t": 1}, math.nan, math.inf, 1e20, 10**400],
     ids=["word", "empty", "month13", "none", "bool", "list", "dict", "nan", "inf", "far_future", "huge_int"],
@@ -172,7 +209,29 @@ def test_numeric_value() -> None:
     assert numeric_value(-2.5) == -2.5
 
 
-@pytest.mark.parametrize("raw", ["1.5", None, True, False, [1.0], {"v": 1}])
+def test_booleans_are_numbers_one_and_zero() -> None:
+    assert numeric_value(True) == 1.0 and numeric_value(False) == 0.0
+    assert isinstance(numeric_value(True), float)
+
+
+def test_numeric_strings_only_where_configured() -> None:
+    assert reason(numeric_value("12.5")) == "wrong_type"
+    bad = numeric_value("12.5")
+    assert isinstance(bad, Rejected) and "numeric_strings = true" in bad.detail
+    assert numeric_value("12.5", strings=True) == 12.5
+    assert numeric_value(" -3e2 ", strings=True) == -300.0
+    assert reason(numeric_value("high", strings=True)) == "wrong_type"
+    assert reason(numeric_value("nan", strings=True)) == "not_finite"
+
+
+def test_integers_beyond_2_to_the_53_are_flagged_when_rounded() -> None:
+    assert not rounded(2**53, numeric_value(2**53))
+    assert rounded(2**53 + 1, numeric_value(2**53 + 1))  # 9007199254740993 is no float
+    assert not rounded(2**60, numeric_value(2**60))  # a power of two is exact
+    assert not rounded(True, numeric_value(True)) and not rounded(1.5, 1.5)
+
+
+@pytest.mark.parametrize("raw", ["1.5", None, [1.0], {"v": 1}])
 def test_numeric_value_of_wrong_type(raw: object) -> None:
     assert reason(numeric_value(raw)) == "wrong_type"
 
@@ -325,7 +384,9 @@ def test_sparkplug_writer_matches_hand_built_bytes() -> None:
     by_hand = bytes.fromhex("0801 120e 0a0154 200a 69 000000000000f83f".replace(" ", ""))
     assert spb.payload(spb.metric("T", datatype=10, double_value=1.5), timestamp=1) == by_hand
     parsed = parse_sparkplug(by_hand)
-    assert parsed == SparkplugPayload(1, None, [SparkplugMetric("T", None, None, 10, False, 13, 1.5, None)])
+    assert parsed == SparkplugPayload(
+        1, None, [SparkplugMetric("T", None, None, 10, False, "double_value", 1.5, None)]
+    )
 
 
 def test_sparkplug_payload_fields() -> None:
@@ -434,9 +495,8 @@ def test_sparkplug_empty_payload_and_unknown_fields() -> None:
         b"\x12\x05ab",  # metrics field runs past the end
         b"\x0b",  # wire type 3 (group start)
         b"\x00\x01",  # field number 0
-        b"\x09" + b"\x00" * 8,  # timestamp with wire type 1 instead of a varint
         spb.payload(spb._len(1, b"\xff\xfe")),  # a metric name that is not UTF-8
-        spb.payload(spb._uint(13, 5)),  # double_value as a varint
+        spb.payload(spb.metric("m") + spb._len(15, b"\xc3\x28")),  # a string value that is not UTF-8
         spb.payload(spb._key(12, 5) + b"\x00\x00"),  # float cut short
     ],
     ids=[
@@ -445,14 +505,22 @@ def test_sparkplug_empty_payload_and_unknown_fields() -> None:
         "past_end",
         "group",
         "field0",
-        "wire",
         "utf8",
-        "value_wire",
+        "utf8_value",
         "short_float",
     ],
 )
 def test_undecodable_sparkplug(raw: bytes) -> None:
     assert reason(parse_sparkplug(raw)) == "undecodable_sparkplug"
+
+
+def test_a_field_with_another_wire_type_is_an_unknown_field() -> None:
+    # protobuf's rule (what every Sparkplug library does): it is skipped, not an error; a metric left
+    # without its value is then refused as missing_value when its value is asked for
+    assert parse_sparkplug(b"\x09" + b"\x00" * 8) == SparkplugPayload(None, None, [])  # timestamp as fixed64
+    parsed = parse_sparkplug(spb.payload(spb.metric("m") + spb._uint(13, 5)))  # double_value as a varint
+    assert isinstance(parsed, SparkplugPayload)
+    assert reason(sparkplug_value(parsed.metrics[0], 10)) == "missing_value"
 
 
 def test_sparkplug_payload_too_large() -> None:

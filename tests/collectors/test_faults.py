@@ -23,7 +23,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from biopilot.config import SiteConfig, parse_config
-from collectors.mqtt import ACCEPTED, REJECTED, MqttCollector
+from collectors.mqtt import ACCEPTED, PARKED, PARTIAL, REJECTED, MqttCollector
 from collectors.sink import Counts, SpoolSink
 from collectors.spool import Spool
 from collectors.writer import StoreWriter
@@ -111,48 +111,85 @@ async def collecting(
     stop = asyncio.Event()
     tasks = [asyncio.create_task(collector.run(stop)), asyncio.create_task(writer.run(stop))]
     try:
-        await asyncio.wait_for(collector.connected.wait(), 10)
-        await asyncio.sleep(0.3)  # the SUBSCRIBE is sent in the connect callback: let its SUBACK land
+        await asyncio.wait_for(collector.subscribed.wait(), 10)
         yield collector, writer
     finally:
         stop.set()
         await asyncio.gather(*tasks)
 
 
+def _missing(store: SqliteStore, n: int) -> list[int]:
+    have = {int(v) for v in store.read("R-1.flow", T0, T0 + timedelta(days=1)).values.tolist()}
+    return [i for i in range(n) if i not in have]
+
+
 def _assert_all_stored_once(store: SqliteStore, n: int) -> None:
     data = store.read("R-1.flow", T0, T0 + timedelta(days=1))
-    assert len(data) == n, f"stored {len(data)} of {n}"
+    assert len(data) == n, f"stored {len(data)} of {n}; missing {_missing(store, n)[:50]}"
     assert sorted(data.values.tolist()) == [float(i) for i in range(n)]
 
 
 def test_broker_killed_mid_stream_loses_nothing(tmp_path: Path, private_mosquitto: PrivateMosquitto) -> None:
+    """kill -9 of a durable Mosquitto mid-stream: every message the broker delivered to the collector is
+    stored once, and every message published is stored - but for what the broker itself lost.
+
+    Mosquitto 2.0.11 (Debian 12's) can lose a message it held for a subscriber across a kill -9: on restoring
+    its persistence it gives a new message the id of a restored one, and one of the two is gone (found when
+    this test failed 1 of 4 runs on a loaded machine with one value short; a bare paho subscriber with manual
+    acks loses one the same way, 2 of 6 runs under load). So the test counts what
+    reached the collector (a tap on its decoder) and asserts: all of that stored, and anything else missing is
+    a message the broker held at the kill (published before it), never one published after the restart."""
     broker = private_mosquitto
     prefix = uuid.uuid4().hex[:8]
     config = parse_config(_config(broker.port, prefix))
     store = SqliteStore(tmp_path / "t.db")
     n = 3000
+    received: set[int] = set()
 
-    async def main() -> MqttCollector:
+    async def main() -> tuple[MqttCollector, int]:
         async with collecting(config, store, tmp_path / "spool") as (collector, _):
+            decode = collector.decode
+
+            def tap(topic: str, payload: bytes) -> list:
+                samples = decode(topic, payload)
+                received.update(int(s.value) for s in samples)
+                return samples
+
+            collector.decode = tap  # type: ignore[method-assign]
             publisher = SteadyPublisher(broker.port, f"{prefix}/R-1/flow", n, rate=1500)
             publisher.start()
             try:
                 assert await wait_until(lambda: publisher.published >= n // 3, 10)
                 broker.kill()  # kill -9, mid-stream
-                await asyncio.sleep(1.0)
+                killed_at = publisher.published
+                assert await wait_until(lambda: not collector.connected.is_set(), 10)
                 broker.start()  # same port, same persistence file
                 assert await asyncio.to_thread(publisher.wait_all_acked, 60), "the publisher could not finish"
-                assert await wait_until(lambda: store.count("R-1.flow") >= n, 60)
+                # done when everything is stored, or (a message the broker lost) all it delivered is
+                assert await wait_until(
+                    lambda: (
+                        store.count("R-1.flow") >= n
+                        or (n - 1 in received and store.count("R-1.flow") >= len(received))
+                    ),
+                    60,
+                ), f"stored {store.count('R-1.flow')} of {n}, {len(received)} received"
             finally:
                 publisher.close()
-        return collector
+        return collector, killed_at
 
-    collector = asyncio.run(main())
+    collector, killed_at = asyncio.run(main())
+    missing = _missing(store, n)
+    lost_by_broker = [i for i in range(n) if i not in received]
     print(
-        f"\nbroker kill -9: {n} published, {store.count('R-1.flow')} stored, "
-        f"collector connected {collector.connects} times, counts {collector.counts.of('mqtt:b')}"
+        f"\nbroker kill -9 after {killed_at} published: {n} published, {n - len(lost_by_broker)} delivered "
+        f"by the broker, {store.count('R-1.flow')} stored; lost by the broker: {lost_by_broker}; collector "
+        f"connected {collector.connects} times, counts {collector.counts.of('mqtt:b')}"
     )
-    _assert_all_stored_once(store, n)
+    assert missing == lost_by_broker, "the collector lost what the broker delivered"
+    assert all(i < killed_at for i in lost_by_broker), "the broker lost a message published after its restart"
+    assert len(lost_by_broker) <= 2  # the id reuse costs one message per restart; more is something else
+    data = store.read("R-1.flow", T0, T0 + timedelta(days=1))
+    assert len(data) == len(set(data.values.tolist())) == n - len(lost_by_broker)  # each stored once
     assert collector.connects >= 2
 
 
@@ -305,7 +342,7 @@ def _fuzz(rng: random.Random, i: int) -> tuple[str, bytes, str]:
     if kind == "truncated":
         return "json", good[: rng.randint(0, len(good) - 1)], kind
     if kind == "wrong_type":
-        value = rng.choice(["high", [1, 2], {"v": 1}, True, None])
+        value = rng.choice(["high", [1, 2], {"v": 1}, "1.5", None])  # (a boolean is a number: 1 or 0)
         return "json", json.dumps({"ts": ts, "value": value}).encode(), kind
     if kind == "not_finite":
         return (
@@ -383,7 +420,9 @@ def test_100k_fuzzed_payloads_are_all_counted_and_the_collector_stays_up(tmp_pat
     collector = asyncio.run(main())
     counts = collector.counts.of("mqtt:b")
     outcomes = {
-        k: v for k, v in counts.items() if k == ACCEPTED or k.startswith(REJECTED) or k == "msg_partial"
+        k: v
+        for k, v in counts.items()
+        if k in (ACCEPTED, PARTIAL, PARKED) or k.startswith(REJECTED)  # parked: a mutated alias
     }
     print(f"\nfuzz: {n + 1} messages, outcomes {dict(sorted(outcomes.items()))}")
     assert sum(outcomes.values()) == n + 1, "every message has exactly one outcome"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -16,7 +17,7 @@ from biopilot.config import parse_config
 from collectors.runner import Collectors
 from storage import HealthStore, SqliteStore
 from storage.health import COLLECTOR_SILENT_S, liveness, source_alive
-from tests.conftest import REPO, Broker
+from tests.conftest import REPO, Broker, wait_until
 
 NOW = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
 
@@ -83,8 +84,7 @@ def test_collectors_write_health_and_status_prints_it(mqtt_broker: Broker, tmp_p
         collectors = Collectors.from_config(config, store, spool_dir=tmp_path / "spool", health=health)
         stop = asyncio.Event()
         task = asyncio.create_task(collectors.run(stop))
-        assert await collectors.wait_connected(10)
-        await asyncio.sleep(0.3)
+        assert await collectors.wait_subscribed(10)
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"p-{prefix}")
         pub.connect(mqtt_broker.host, mqtt_broker.port)
         pub.loop_start()
@@ -147,3 +147,63 @@ def test_collectors_write_health_and_status_prints_it(mqtt_broker: Broker, tmp_p
         check=True,
     ).stdout
     assert "mqtt:b" in text and "undecodable_json 1" in text and "R-1.flow" in text
+
+
+def test_a_tag_whose_every_value_is_rejected_is_not_live(mqtt_broker: Broker, tmp_path: Path) -> None:
+    prefix = uuid.uuid4().hex[:8]
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(_config(mqtt_broker, prefix))
+    config = parse_config(cfg.read_text())
+    store = SqliteStore(tmp_path / "biopilot.db")
+    health = HealthStore(tmp_path / "biopilot.db")
+
+    async def main() -> dict:
+        collectors = Collectors.from_config(config, store, spool_dir=tmp_path / "spool", health=health)
+        stop = asyncio.Event()
+        task = asyncio.create_task(collectors.run(stop))
+        try:
+            assert await collectors.wait_subscribed(10)
+            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"p-{prefix}")
+            pub.connect(mqtt_broker.host, mqtt_broker.port)
+            pub.loop_start()
+            ts = NOW.isoformat()
+            for value in ("fast", "slow", "stopped"):  # text where a speed is expected: all refused
+                pub.publish(
+                    f"{prefix}/speed", json.dumps({"ts": ts, "value": value}), qos=1
+                ).wait_for_publish(5)
+            pub.publish(f"{prefix}/flow", json.dumps({"ts": ts, "value": 1.5}), qos=1).wait_for_publish(5)
+            pub.loop_stop()
+            pub.disconnect()
+            assert await wait_until(lambda: collectors.mqtt[0].messages == 4)
+            await asyncio.to_thread(collectors.publish_health)
+            out = await asyncio.to_thread(
+                subprocess.run,
+                [
+                    sys.executable,
+                    "-m",
+                    "biopilot",
+                    "status",
+                    "--json",
+                    "--config",
+                    str(cfg),
+                    "--data-dir",
+                    ".",
+                ],
+                capture_output=True,
+                text=True,
+                cwd=tmp_path,
+                check=True,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+            )
+        finally:
+            stop.set()
+            await task
+        return json.loads(out.stdout)
+
+    status = asyncio.run(main())
+    rows = {r["tag"]: r for r in status["tags"]}
+    speed = rows["R-1.speed"]
+    print(f"\nstatus of a tag whose every value is refused: {speed['state']}: {speed['reason']}")
+    assert rows["R-1.speed"]["state"] == "rejected" and rows["R-1.speed"]["rejected_total"] == 3
+    assert "wrong_type" in rows["R-1.speed"]["reason"]
+    assert rows["R-1.flow"]["state"] == "live"

@@ -73,8 +73,7 @@ def test_json_values_keep_source_time_and_status(mqtt_broker: Broker, tmp_path: 
         )
         stop = asyncio.Event()
         tasks = [asyncio.create_task(collector.run(stop)), asyncio.create_task(sink.run(stop))]
-        await asyncio.wait_for(collector.connected.wait(), 10)
-        await asyncio.sleep(0.3)  # the SUBSCRIBE is sent in on_connect; give the broker its SUBACK
+        await asyncio.wait_for(collector.subscribed.wait(), 10)  # the broker's SUBACK came
         pub = _publisher(mqtt_broker)
         for i in range(n):
             payload = {
@@ -126,8 +125,7 @@ def test_bad_payloads_are_counted_by_reason_and_collection_goes_on(
         collector = MqttCollector("b", config.mqtt.brokers["b"], config.tags, sink, Counts(), UTC)
         stop = asyncio.Event()
         tasks = [asyncio.create_task(collector.run(stop)), asyncio.create_task(sink.run(stop))]
-        await asyncio.wait_for(collector.connected.wait(), 10)
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(collector.subscribed.wait(), 10)
         pub = _publisher(mqtt_broker)
         for topic, payload in bad:
             pub.publish(topic, payload, qos=1).wait_for_publish(5)

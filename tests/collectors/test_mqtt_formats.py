@@ -59,6 +59,7 @@ field = "temp"
 measurement = "reactor"
 match_tags = {{ unit = "F-1" }}
 precision = "ms"
+status_field = "status"
 
 [[tags]]
 name = "F-1.ph"
@@ -140,8 +141,7 @@ class _Run:
             asyncio.create_task(self.collector.run(self.stop)),
             asyncio.create_task(self.sink.run(self.stop)),
         ]
-        await asyncio.wait_for(self.collector.connected.wait(), 10)
-        await asyncio.sleep(0.3)  # SUBACK
+        await asyncio.wait_for(self.collector.subscribed.wait(), 10)
         self.pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{self.p}")
         self.pub.connect(self.broker.host, self.broker.port)
         self.pub.loop_start()
@@ -220,8 +220,8 @@ def test_sparkplug_births_aliases_and_data(mqtt_broker: Broker, tmp_path: Path) 
 
     async def main() -> None:
         async with run:
-            # DATA by alias before any BIRTH: counted, not guessed
-            await run.send(ddata, spb.payload(spb.metric(alias=1, double_value=7.0), timestamp=T0_MS))
+            # DATA by alias before any BIRTH: kept, and replayed when the BIRTH comes (not guessed)
+            await run.send(ddata, spb.payload(spb.metric(alias=1, double_value=7.0), timestamp=T0_MS - 1000))
             birth = spb.payload(
                 spb.metric("Reactor/pH", alias=1, datatype=10, double_value=7.01),
                 spb.metric("Batch", alias=2, datatype=12, string_value="B-1"),
@@ -229,11 +229,10 @@ def test_sparkplug_births_aliases_and_data(mqtt_broker: Broker, tmp_path: Path) 
                 timestamp=T0_MS,
             )
             await run.send(dbirth, birth)
-            # by alias now: pH (its own timestamp), an unconfigured metric, and an unknown alias
+            # by alias now: pH (its own timestamp) and an unconfigured metric
             data = spb.payload(
                 spb.metric(alias=1, timestamp=T0_MS + 1000, double_value=7.02, quality=500),
                 spb.metric(alias=3, float_value=41.0),
-                spb.metric(alias=9, double_value=1.0),
                 timestamp=T0_MS + 2000,
             )
             await run.send(ddata, data)
@@ -268,6 +267,8 @@ def test_sparkplug_births_aliases_and_data(mqtt_broker: Broker, tmp_path: Path) 
     asyncio.run(main())
     s = timedelta(seconds=1)
     ph = run.values("F-1.ph")
+    assert ph[0] == (T0 - s, 7.0, GOOD)  # sent before the BIRTH, kept, and replayed after it
+    ph = ph[1:]
     assert math.isnan(ph[3][1])  # a null: no value (NaN in a numeric series), status Bad
     assert [*ph[:3], (ph[3][0], None, ph[3][2]), *ph[4:]] == [
         (T0, 7.01, GOOD),  # from the BIRTH
@@ -284,15 +285,15 @@ def test_sparkplug_births_aliases_and_data(mqtt_broker: Broker, tmp_path: Path) 
     ]
     assert [(t, v) for t, v, _ in run.values("F-1.air_flow")] == [(T0, 10.0), (T0 + s, -2.0)]
     assert run.outcomes() == {
-        "msg_rejected:unknown_alias": 1,  # DATA before BIRTH
-        "msg_accepted": 7,  # BIRTH, by name, null, NBIRTH, NDATA, rebirth, B-4
-        "msg_partial": 1,  # alias 9 unknown, pH taken
+        "msg_parked": 1,  # DATA before BIRTH ...
+        "waiting_for_birth": 1,
+        "sp_replayed": 1,  # ... replayed after it
+        "msg_accepted": 8,  # BIRTH, by alias, by name, null, NBIRTH, NDATA, rebirth, B-4
         "msg_rejected:wrong_type": 1,  # a double for the text tag Batch
         "msg_rejected:undecodable_sparkplug": 1,
-        "unknown_alias": 2,
         "wrong_type": 1,
         "undecodable_sparkplug": 1,
-        "values": 11,  # pH 5, batch 4, air 2
+        "values": 12,  # pH 6, batch 4, air 2
     }
 
 
@@ -303,10 +304,7 @@ def test_topic_templates_map_segments_to_equipment_and_tag(mqtt_broker: Broker, 
             f"{run.p}/lp",
             f"{run.p}/hall/+/+",
             f"{run.p}/state/+/+",
-            f"spBv1.0/{run.p}/DDATA/edge1/F-1",
-            f"spBv1.0/{run.p}/DBIRTH/edge1/F-1",
-            f"spBv1.0/{run.p}/NDATA/edge1",
-            f"spBv1.0/{run.p}/NBIRTH/edge1",
+            f"spBv1.0/{run.p}/+/edge1/#",  # every message of the edge node: births, data, deaths, seq
         ]
     )
     ts = T0.isoformat()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +16,9 @@ from biopilot.samples import (
     BAD_SENSOR_FAILURE,
     GOOD,
     UNCERTAIN_LAST_USABLE_VALUE,
+    from_us,
     to_us,
+    utcnow,
 )
 from collectors.opcua import OpcUaCollector
 from collectors.runner import Collectors, TagTracker
@@ -22,7 +27,7 @@ from collectors.spool import Spool
 from collectors.writer import StoreWriter
 from simulators.opcua_server import OpcUaPlantServer
 from storage import HealthStore, SqliteStore
-from tests.conftest import free_port, wait_until
+from tests.conftest import REPO, free_port, wait_until
 
 NS = "urn:biopilot:test"
 SIGNALS = {"Temperature": ("float", "degC"), "BatchId": ("text", "")}
@@ -118,10 +123,16 @@ def test_values_arrive_with_source_time_and_status_and_a_bad_node_is_isolated(tm
     assert collector.counts.of("opcua:s")["unresolved_node"] == 1
 
 
+def _health_of(collector: OpcUaCollector, sink: SpoolSink | SampleSink, health: HealthStore) -> None:
+    """Write the collector's gap events and health into the health store, as the runner does."""
+    Collectors(sink, collector.counts, TagTracker({}), health, opcua=[collector]).publish_health()
+
+
 def test_server_restart_gap_is_recorded_and_every_value_after_it_is_stored(tmp_path: Path) -> None:
-    """Fault test: stop and restart the asyncua server. The loss is detected by the heartbeat, a fresh client
-    reconnects within 10 s, the outage is recorded as a gap, and every value the new server produced is
-    stored - those it produced before we were back are read from its history."""
+    """Fault test: stop and restart the asyncua server. The loss is noticed at once (the connection closes),
+    the endpoint is probed every 0.25 s, and values are stored again within 1 s of the restarted server being
+    ready; the outage is a gap with the last value before and the first after, and every value the new
+    server produced is stored - those it produced before we were back are read from its history."""
     port = free_port()
     config = parse_config(_config(port))
     store = SqliteStore(tmp_path / "t.db")
@@ -129,7 +140,7 @@ def test_server_restart_gap_is_recorded_and_every_value_after_it_is_stored(tmp_p
     endpoint = config.opcua.servers["s"].endpoint
     restart_ts = T0 + timedelta(minutes=10)
 
-    async def main() -> tuple[OpcUaCollector, float, float]:
+    async def main() -> tuple[OpcUaCollector, float, float, float]:
         server = await _server(endpoint)
         sink = SpoolSink(Spool(tmp_path / "spool"))
         writer = StoreWriter(tmp_path / "spool", store, poll_s=0.01)
@@ -146,65 +157,153 @@ def test_server_restart_gap_is_recorded_and_every_value_after_it_is_stored(tmp_p
             assert await wait_until(lambda: not collector.connected.is_set(), 10), "the loss was not detected"
             detected = time.monotonic() - stopped
             server = await _server(endpoint)
-            restarted = time.monotonic()
+            ready = time.monotonic()
             for i in range(20):  # produced at once, before the collector is back
                 await server.publish("E-1", {"Temperature": 100.0 + i}, restart_ts + timedelta(seconds=i))
-            assert await wait_until(lambda: collector.connects == 2, 10), (
-                "no reconnect within 10 s of the restart"
-            )
-            back = time.monotonic() - restarted
+            assert await wait_until(lambda: store.count("E-1.temperature", restart_ts) > 0, 10, poll_s=0.01)
+            stored_again = time.monotonic() - ready
+            assert await wait_until(lambda: collector.connects == 2, 10)
             for i in range(20, 30):  # and produced live after it is back
                 await server.publish("E-1", {"Temperature": 100.0 + i}, restart_ts + timedelta(seconds=i))
                 await asyncio.sleep(0.02)
             assert await wait_until(lambda: store.count("E-1.temperature", restart_ts) == 30)
-            collectors_view = Collectors(sink, collector.counts, TagTracker({}), health, opcua=[collector])
-            collectors_view.publish_health()
+            _health_of(collector, sink, health)
         finally:
             stop.set()
             await asyncio.gather(*tasks)
             await server.__aexit__(None, None, None)
-        return collector, detected, back
+        return collector, detected, stored_again, ready
 
-    collector, detected, back = asyncio.run(main())
+    collector, detected, stored_again, _ = asyncio.run(main())
     after = store.read("E-1.temperature", restart_ts, restart_ts + timedelta(hours=1))
     print(
-        f"\nOPC UA restart: loss detected in {detected:.1f} s, back {back:.1f} s after the restart; "
-        f"{collector.backfilled} values read back from history, {len(after)} of 30 produced after it stored"
+        f"\nOPC UA restart: loss detected in {detected:.2f} s; values stored again {stored_again:.2f} s "
+        f"after "
+        f"the restarted server was ready; {collector.backfilled} values read back from history, "
+        f"{len(after)} of 30 produced after it stored"
     )
+    assert stored_again <= 1.0, f"values stored again {stored_again:.2f} s after the server was ready"
     assert list(after.values) == [100.0 + i for i in range(30)]
     assert collector.connects == 2 and collector.backfilled >= 20
     gaps = health.gaps("opcua:s")
     assert len(gaps) == 1 and gaps[0].back is not None and gaps[0].back > gaps[0].lost
     assert gaps[0].last_ts_before == T0 + timedelta(seconds=9)
+    assert gaps[0].first_ts_after == restart_ts  # the first value after it, read from the history
 
 
-def test_without_server_history_the_hole_is_marked_bad(tmp_path: Path) -> None:
-    """A server that keeps no history: each tag gets a Bad_NoCommunication sample right after its last value,
-    so no KPI integrates across the outage."""
+def test_without_server_history_the_hole_is_marked_bad_at_the_loss(tmp_path: Path) -> None:
+    """A server that keeps no history: each tag gets a Bad_NoCommunication sample at the moment the loss was
+    noticed - not right after its last value, which for a batch id may be long before - so no KPI
+    integrates across the outage; a value the server still holds after it is stored again after the mark."""
     port = free_port()
     config = parse_config(_config(port))
     store = SqliteStore(tmp_path / "t.db")
+    health = HealthStore(tmp_path / "t.db")
     endpoint = config.opcua.servers["s"].endpoint
 
-    async def main() -> None:
+    async def main() -> tuple[datetime, datetime, datetime]:
         server = await _server(endpoint, history=0)
-        sink = SampleSink(store)
+        sink = SampleSink(store, flush_interval=0.01)
         collector = OpcUaCollector("s", config.opcua.servers["s"], config.tags, sink, Counts())
         stop = asyncio.Event()
         tasks = [asyncio.create_task(collector.run(stop)), asyncio.create_task(sink.run(stop))]
         try:
             await asyncio.wait_for(collector.connected.wait(), 15)
-            await server.publish("E-1", {"Temperature": 1.0}, T0)
-            assert await wait_until(lambda: store.count("E-1.temperature", T0) == 1)
-            await server.__aexit__(None, None, None)
-            server = await _server(endpoint, history=0)
+            # the batch id last changed long before the outage (T0 is months ago)
+            await server.publish("E-1", {"Temperature": 1.0, "BatchId": "B-7"}, T0)
+            assert await wait_until(lambda: store.count("E-1.batch", T0) == 1)
+            before_loss = utcnow()
+            await server.stop_serving()  # a network outage: the server keeps its values
+            assert await wait_until(lambda: not collector.connected.is_set(), 10)
+            noticed = utcnow()
+            assert await wait_until(lambda: store.count("E-1.batch", T0) == 2)  # the mark, at once
+            await server.serve_again(T0, keep_values=True)
+            back = utcnow()
             assert await wait_until(lambda: collector.connects == 2, 15)
-            assert await wait_until(lambda: store.count("E-1.temperature", T0) == 2)
+            assert await wait_until(lambda: store.count("E-1.batch", T0) == 3)
+            _health_of(collector, sink, health)
         finally:
             stop.set()
             await asyncio.gather(*tasks)
             await server.__aexit__(None, None, None)
+        return before_loss, noticed, back
 
-    asyncio.run(main())
-    data = store.read("E-1.temperature", T0, T0 + timedelta(hours=1))
-    assert data.ts[1] == to_us(T0) + 1 and data.status[1] == BAD_NO_COMMUNICATION
+    before_loss, noticed, back = asyncio.run(main())
+    end = utcnow()
+    batch = store.read("E-1.batch", T0, end)
+    (t_last, t_mark, t_again) = (from_us(int(t)) for t in batch.ts)
+    print(
+        f"\nno history: last value at {t_last.isoformat()}, marked Bad_NoCommunication at "
+        f"{t_mark.isoformat()} (the loss was between {before_loss.isoformat()} and {noticed.isoformat()}), "
+        f"stored again at {t_again.isoformat()}"
+    )
+    assert t_last == T0 and batch.values[0] == "B-7"
+    assert before_loss <= t_mark <= noticed, "the mark is at the loss, not before it"
+    assert batch.status[1] == BAD_NO_COMMUNICATION
+    assert t_again >= back and batch.values[2] == "B-7" and batch.status[2] == GOOD  # confirmed when back
+    temperature = store.read("E-1.temperature", T0, end)
+    assert list(temperature.status[-2:]) == [BAD_NO_COMMUNICATION, GOOD]
+    gaps = health.gaps("opcua:s")
+    assert len(gaps) == 1 and gaps[0].last_ts_before == T0 and before_loss <= gaps[0].lost <= noticed
+    assert gaps[0].first_ts_after == t_again
+
+
+def test_status_names_unresolved_tags_as_failed_with_the_reason(tmp_path: Path) -> None:
+    port = free_port()
+    text = _config(port)
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(text)
+    config = parse_config(text)
+    store = SqliteStore(tmp_path / "biopilot.db")
+    health = HealthStore(tmp_path / "biopilot.db")
+    where = ["--config", str(cfg), "--data-dir", str(tmp_path)]
+
+    async def main() -> dict:
+        server = await _server(config.opcua.servers["s"].endpoint)
+        collectors = Collectors.from_config(config, store, health=health)
+        stop = asyncio.Event()
+        task = asyncio.create_task(collectors.run(stop))
+        try:
+            assert await collectors.wait_subscribed(15)
+            await server.publish("E-1", {"Temperature": 30.0}, T0)
+            assert await wait_until(lambda: store.count("E-1.temperature", T0) == 1)
+            await asyncio.to_thread(collectors.publish_health)
+            out = await asyncio.to_thread(
+                subprocess.run,
+                [
+                    sys.executable,
+                    "-m",
+                    "biopilot",
+                    "status",
+                    "--config",
+                    str(cfg),
+                    "--data-dir",
+                    str(tmp_path),
+                ],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                check=True,
+            )
+            as_json = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "biopilot", "status", "--json", *where],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                check=True,
+            )
+        finally:
+            stop.set()
+            await task
+            await server.__aexit__(None, None, None)
+        return {"text": out.stdout, "json": json.loads(as_json.stdout)}
+
+    result = asyncio.run(main())
+    rows = {r["tag"]: r for r in result["json"]["tags"]}
+    print(f"\nstatus: {rows['E-1.missing']['state']}: {rows['E-1.missing']['reason']}")
+    assert rows["E-1.missing"]["state"] == "failed"
+    assert "browse path 'E-1/NoSuchSignal' not found" in rows["E-1.missing"]["reason"]
+    assert rows["E-1.temperature"]["state"] == "live"
+    line = next(x for x in result["text"].splitlines() if "E-1.missing" in x)
+    assert "failed" in line and "NoSuchSignal" in line, result["text"]

@@ -253,7 +253,9 @@ def test_username_and_password_from_the_environment(tmp_path: Path, monkeypatch:
             return unset, wrong, right
 
     unset, wrong, right = asyncio.run(main())
-    assert unset.last_error is not None and "DCS_PASSWORD is not set" in unset.last_error
+    assert (
+        unset.last_error is not None and "DCS_PASSWORD (or DCS_PASSWORD_FILE) is not set" in unset.last_error
+    )
     assert wrong.connects == 0 and wrong.last_error is not None
     assert "rejected the user 'operator'" in wrong.last_error or "denied access" in wrong.last_error
     assert right.connects == 1 and right.last_error is None

@@ -14,6 +14,7 @@ from biopilot.samples import BAD_SENSOR_FAILURE, Sample, to_us
 from collectors.spool import Spool, SpoolFullError, SpoolReader, encode
 from collectors.writer import StoreWriter
 from storage import SqliteStore
+from tests.conftest import wait_until
 
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
 
@@ -128,7 +129,7 @@ def test_writer_stores_everything_through_a_store_outage(tmp_path: Path) -> None
             for i in range(20):
                 spool.append(_samples(50, 50 * i))
                 await asyncio.sleep(0.01)
-            await asyncio.sleep(1.0)
+            assert await wait_until(lambda: writer.write_failures >= 2)  # tried, refused, tried again
             assert store.count("F-1.t") == 0 and not writer.store_ok  # nothing got through the lock
         finally:
             locker.execute("ROLLBACK")

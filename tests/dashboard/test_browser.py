@@ -196,12 +196,33 @@ def _as_time(x: str) -> datetime:
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_demo_live_page_updates_in_place_and_stops_cleanly(mqtt_broker: Broker, tmp_path: Path) -> None:
+def _demo_passwords(text: str) -> dict[str, str]:
+    """The one-time passwords the demo printed: {user: password}."""
+    return dict(re.findall(r"^    (\w+) +\w+[^:\n]*: (\S+)$", text, re.MULTILINE))
+
+
+def _sign_in_first_time(page: Page, url: str, user: str, one_time: str, new: str) -> None:
+    """Sign in with the printed one-time password and choose a new one (the demo's users must)."""
+    page.goto(url, wait_until="domcontentloaded", timeout=20_000)
+    page.locator("h1", has_text="sign in").wait_for(timeout=20_000)
+    page.get_by_label("User", exact=True).fill(user)
+    page.get_by_label("Password", exact=True).fill(one_time)
+    page.get_by_role("button", name="Sign in").first.click()
+    page.locator("h1", has_text="Choose your password").wait_for(timeout=20_000)
+    page.get_by_label("Current (one-time) password", exact=True).fill(one_time)
+    page.get_by_label("New password", exact=True).fill(new)
+    page.get_by_label("New password again", exact=True).fill(new)
+    page.get_by_role("button", name="Change password").click()
+    page.locator("h1", has_text="Live").wait_for(timeout=20_000)
+
+
+def test_demo_live_page_updates_in_place_and_stops_cleanly(tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     chromium = chromium_or_skip()
     demo_output = tmp_path / "demo.out"  # the demo's stdout and stderr
-    cfg = _write_config(tmp_path, mqtt_broker.host, mqtt_broker.port)
+    # a free port: the demo starts a private broker of its own there (it never uses one it did not start)
+    cfg = _write_config(tmp_path, "127.0.0.1", free_port())
     t0 = time.monotonic()
     with demo_output.open("wb") as out_file:
         demo = subprocess.Popen(
@@ -223,8 +244,20 @@ def test_demo_live_page_updates_in_place_and_stops_cleanly(mqtt_broker: Broker, 
             try:
                 # tall enough for the tiles and the trend: Streamlit scrolls inside the page, not the body
                 page = browser.new_page(viewport={"width": 1400, "height": 1900})
-                # the first page the fresh server renders is a deep link: /runs must be the Runs page
+                passwords = _demo_passwords(demo_output.read_text())
+                assert set(passwords) == {"admin", "operator", "startup", "partner"}, demo_output.read_text()
+                _sign_in_first_time(page, url, "admin", passwords["admin"], "the admin's own pass")
+                # a deep link after sign-in: /runs must be the Runs page
                 page.goto(f"{url}/runs", wait_until="domcontentloaded", timeout=20_000)
+                page.locator("h1", has_text="sign in").or_(page.locator("h1", has_text="Runs")).wait_for(
+                    timeout=20_000
+                )
+                if page.locator("h1", has_text="sign in").count():  # a reload is a new session: sign in again
+                    page.get_by_label("User", exact=True).fill("admin")
+                    page.get_by_label("Password", exact=True).fill("the admin's own pass")
+                    page.get_by_role("button", name="Sign in").first.click()
+                    page.locator("h1", has_text="Live").wait_for(timeout=20_000)
+                    page.locator('[data-testid="stSidebarNavLink"]', has_text="Runs").click()
                 page.locator("h1", has_text="Runs").wait_for(timeout=20_000)
                 page.locator('[data-testid="stSidebarNavLink"]', has_text="Live").click()
                 page.locator("h1", has_text="Live").wait_for(timeout=10_000)
@@ -301,6 +334,22 @@ def test_demo_live_page_updates_in_place_and_stops_cleanly(mqtt_broker: Broker, 
         text = demo_output.read_text()
         assert "Traceback" not in text, text
         assert "biopilot: stopped in" in text, text
+        assert "a private Mosquitto started at 127.0.0.1" in text or "a private amqtt" in text, text
+        # no secret in any file the demo left: logs, spool, database (it keeps Argon2id hashes only)
+        secrets = [*passwords.values(), "the admin's own pass"]
+        found = {}
+        files = [f for f in (tmp_path / "data").rglob("*") if f.is_file()]
+        for f in files:
+            data = f.read_bytes()
+            hits = [p for p in secrets if p.encode() in data]
+            if hits:
+                found[str(f)] = hits
+        print(
+            f"demo: {len(files)} files in the data directory searched for {len(secrets)} passwords: "
+            f"{len(found)} hits"
+        )
+        assert len(files) > 5 and any(f.suffix == ".log" for f in files)
+        assert not found, found
     finally:
         _kill_leftovers(demo, procs or _descendants(demo.pid))
 
@@ -329,3 +378,24 @@ def test_demo_refuses_a_dashboard_port_in_use(tmp_path: Path) -> None:
     lines = output.splitlines()
     assert len(lines) == 1, output
     assert f"port {port}" in lines[0] and "--port" in lines[0], lines[0]
+
+
+@pytest.mark.slow
+def test_demo_never_uses_a_broker_it_did_not_start(mqtt_broker: Broker, tmp_path: Path) -> None:
+    """Anyone could run the broker that answers at the demo's address (one mosquitto_pub was once stored as
+    the fermenter's off-gas): the demo refuses, says what answers, and starts nothing."""
+    cfg = _write_config(tmp_path, mqtt_broker.host, mqtt_broker.port)
+    result = subprocess.run(
+        _demo_argv(cfg, tmp_path / "data", free_port()),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+    )
+    output = (result.stdout + result.stderr).strip()
+    print(f"\ndemo with a broker already at {mqtt_broker.port}: exit {result.returncode}: {output}")
+    assert result.returncode == 2 and len(output.splitlines()) == 1, output
+    assert f"something already answers at 127.0.0.1:{mqtt_broker.port} (an MQTT broker)" in output
+    assert "never uses one it did not start" in output
+    assert not (tmp_path / "data" / "biopilot.db").exists()  # nothing started, no users made

@@ -160,6 +160,18 @@ def _fresh_dashboard_cache() -> Iterator[None]:
     st.cache_data.clear()
 
 
+@pytest.fixture(autouse=True)
+def _served_on_loopback() -> Iterator[None]:
+    """As `biopilot dashboard` serves it by default: on 127.0.0.1 (AppTest has no server address; the
+    dashboard requires login on any other). These tests' data directories have no users: no login."""
+    from streamlit import config
+
+    before = config.get_option("server.address")
+    config.set_option("server.address", "127.0.0.1")
+    yield
+    config.set_option("server.address", before)
+
+
 def _point_app_at(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
     monkeypatch.setenv("BIOPILOT_CONFIG", str(DEMO_CONFIG))
     monkeypatch.setenv("BIOPILOT_DATA_DIR", str(data_dir))

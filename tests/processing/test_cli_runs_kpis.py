@@ -30,7 +30,7 @@ def test_import_show_lab_and_kpis_json(tmp_path: Path, capsys: pytest.CaptureFix
         capsys, tmp_path, "import", str(csv), "--equipment", "F-101", "--kind", "trial", "--trial", "T-1"
     )
     assert rc == 0, err
-    assert "13 rows, 26 samples of 2 tags into run F-101:hist-12 (trial)" in out
+    assert "13 rows, 26 samples of 2 tags stored in run F-101:hist-12 (trial)" in out
     # the closed run goes to the Parquet archive at once, and its reads come from there
     assert "archived run F-101:hist-12 as Parquet: 26 samples" in out
     assert (tmp_path / "archive" / "samples" / "equipment=F-101" / "run=hist-12" / "part-0.parquet").exists()
@@ -56,10 +56,14 @@ def test_import_show_lab_and_kpis_json(tmp_path: Path, capsys: pytest.CaptureFix
     assert k["energy.F-101.agitator_power"]["coverage"] == 1.0
     assert k["energy.F-101.agitator_power"]["final"] is True
     assert k["batch_duration"] == {**k["batch_duration"], "value": 2.0, "unit": "h"}
-    # the compressor and chiller were not in the export: their KPIs have no value and the total says so
+    # the compressor and chiller were not in the export: their KPIs have no value, and neither has the
+    # total (a sum that leaves out two of three meters is not the total), which names them
     assert k["energy.F-101.compressor_power"]["value"] is None
-    assert "missing_input" in k["energy.F-101.compressor_power"]["flags"]
-    assert "incomplete" in k["energy.total"]["flags"]
+    assert "missing_input:F-101.compressor_power" in k["energy.F-101.compressor_power"]["flags"]
+    assert k["energy.total"]["value"] is None
+    assert {"missing_input:F-101.compressor_power", "missing_input:F-101.chiller_power"} <= set(
+        k["energy.total"]["flags"]
+    )
 
     rc, out, err = cli(
         capsys,

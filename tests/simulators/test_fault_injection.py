@@ -118,3 +118,53 @@ def test_protocol_faults_shape_the_data_a_collector_would_store(pair: tuple[hi.H
     w = window(o2, 38.0, 44.0)
     assert set(skew[w].tolist()) == {120.0} and set(skew[~w].tolist()) == {0.0}
     assert np.array_equal(temp.ts_us, start_us + np.round(temp.t_h * 3.6e9).astype(np.int64))
+
+
+def test_process_faults_change_the_process_and_are_in_the_truth() -> None:
+    """Two runs of the baseline recipe; run 2 has its feed pump stopped for 2 h from 30 h after its fill,
+    then kLa cut to half for 4 h from 36 h (foaming). Against the same run without faults (same seed, same
+    draws): the feed reads 0 in the pump's window and the culture, starved, respires less (off-gas CO2 down,
+    DO up, agitation down); in the kLa window the cascade drives the agitator to its maximum and DO dips
+    below its set point (oxygen-limited, solved consistently: it stays between 0 and 30 %, no step-to-step
+    swing); before the faults the readings are identical; run 1 is untouched. The truth lists both faults
+    with their windows and the signals they show on."""
+    base = load_scenario(REPO / "config" / "scenarios" / "baseline.toml")
+    faults = [
+        Fault(kind=FaultKind.FEED_PUMP, equipment="F-101", run=2, at_h=30.0, duration_h=2.0, factor=0.0),
+        Fault(kind=FaultKind.OXYGEN_TRANSFER, equipment="F-101", run=2, at_h=36, duration_h=4, factor=0.5),
+    ]
+    sc = base.model_copy(
+        update={
+            "scenario": base.scenario.model_copy(update={"model_step_s": 30.0, "sample_interval_s": 300.0}),
+            "campaigns": [base.campaigns[0].model_copy(update={"runs": 2})],
+        }
+    )
+    units = [UnitSpec("F-101", "fermenter")]
+    faulty = hi.generate(sc.model_copy(update={"faults": faults}), units, runs=2)
+    clean = hi.generate(sc, units, runs=2)
+    (doc,) = [d for d in faulty.truths.values() if d["run"] == 2]
+    assert [(f["kind"], f["signals"]) for f in doc["faults"]] == [
+        ("feed_pump", ["FeedRate"]),
+        ("oxygen_transfer", ["DissolvedOxygen", "AgitatorSpeed", "AirFlow"]),
+    ]
+    assert all(not d["faults"] for d in faulty.truths.values() if d["run"] == 1)
+    batch = faulty.column("F-101/BatchId")
+    t0 = batch.t_h[np.flatnonzero(batch.values == doc["batch_id"])[0]]  # run 2's fill starts
+
+    def col(h: hi.History, name: str) -> np.ndarray:
+        return h.column(f"F-101/{name}").values.astype(float)
+
+    t = faulty.column("F-101/FeedRate").t_h - t0
+    pump = (t >= 30.0 + 0.1) & (t < 32.0)
+    kla = (t >= 36.0 + 0.1) & (t < 40.0)
+    before = t < 30.0
+    for name in ("FeedRate", "DissolvedOxygen", "AgitatorSpeed", "OffgasCO2"):
+        assert np.array_equal(col(faulty, name)[before], col(clean, name)[before]), name
+    assert np.all(col(faulty, "FeedRate")[pump] == 0) and np.all(col(clean, "FeedRate")[pump] > 5)
+    assert col(faulty, "OffgasCO2")[pump].mean() < 0.5 * col(clean, "OffgasCO2")[pump].mean()
+    assert col(faulty, "DissolvedOxygen")[pump].mean() > 45
+    assert col(faulty, "AgitatorSpeed")[pump].mean() < col(clean, "AgitatorSpeed")[pump].mean() - 50
+    do, speed = col(faulty, "DissolvedOxygen")[kla], col(faulty, "AgitatorSpeed")[kla]
+    assert do.min() < 10 and do.max() < 33  # a dip, and never above the set point by more than noise
+    assert speed.max() > 475  # the agitator at its maximum (480 rpm)
+    assert col(faulty, "AirFlow")[kla].max() > 850  # then the air flow

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from biopilot.samples import GOOD, from_us
+from biopilot.units import Transform
 from processing.runs import Change, detect_runs
 from simulators import historical as hi
 from simulators.engine import UnitSpec
@@ -268,3 +269,18 @@ def test_historian_csv_export(history: hi.History, tmp_path: Path, fmt: str) -> 
         mine = [r for r in rows[1:] if r[1] == "F-101.DissolvedOxygen"]
         assert [float(r[2]) for r in mine] == pytest.approx(do.values.tolist())
         assert {r[3] for r in mine} == {"0"}
+
+
+def test_the_store_gets_the_tags_transforms_as_the_collectors_would_apply_them(
+    history: hi.History, tmp_path: Path
+) -> None:
+    """A config that stores the discharge with scale = -1 gets, written directly, what a collector stores."""
+    tags = {("F-101", "DischargeFlow"): "F-101.discharge"}
+    store = SqliteStore(tmp_path / "h.db")
+    try:
+        hi.write_store(history, store, tags, transforms={"F-101.discharge": Transform(-1.0)})
+        raw = history.column("F-101/DischargeFlow")
+        stored = store.read("F-101.discharge", history.start, history.end + timedelta(hours=1))
+        assert raw.values.max() > 0 and np.array_equal(stored.values, -raw.values)
+    finally:
+        store.close()

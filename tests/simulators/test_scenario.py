@@ -113,6 +113,12 @@ def test_a_broken_scenario_fails_with_one_line_naming_the_key(
             "faults[0].source: 'F-101/gas': expected 'opcua' or '<equipment>/<channel>'",
         ),
         ('kind = "restart"', "faults[0].kind: 'restart' is not allowed"),
+        ('kind = "feed_pump"\nduration_h = 1.0', "a feed_pump fault needs equipment = '<fermenter>'"),
+        (
+            'kind = "oxygen_transfer"\nequipment = "F-101"\nduration_h = 1.0',
+            "an oxygen_transfer fault needs factor in (0, 1)",
+        ),
+        ('kind = "feed_pump"\nequipment = "F-101"', "a feed_pump fault needs duration_h > 0"),
     ],
 )
 def test_a_broken_fault_fails_with_one_line(fault: str, expected: str, tmp_path: Path) -> None:
@@ -165,3 +171,37 @@ def test_a_trial_run_carries_its_change_and_its_twin(scenario: Scenario) -> None
     for f in dataclasses.fields(FermenterParams):
         if f.name not in changed:
             assert getattr(plan.fermenter, f.name) == getattr(twin, f.name), f.name
+
+
+def test_drift_compounds_through_the_scenario_and_the_twin_drifts_too() -> None:
+    """[drift] product_factor = 0.01: run k has product_factor × 1.01^(k − 1) on top of its draw, in every
+    campaign; a trial run's counterfactual twin drifts with it (the drift is not the startup's effect)."""
+    s = load_scenario(REPO / "config" / "scenarios" / "trial-drifting-baseline.toml")
+    assert s.drift == {"product_factor": 0.01}
+    for n in (1, 4, 8, 9, 11):
+        plan = s.run_plan(n)
+        assert plan.fermenter.product_factor == pytest.approx(1.01 ** (n - 1))
+    trial = s.run_plan(10)
+    assert trial.counterfactual is not None and trial.counterfactual.product_factor == pytest.approx(1.01**9)
+    # the draws of the variability are the same as without drift
+    still = Scenario.model_validate({**s.model_dump(), "drift": {}})
+    assert still.run_plan(5).fermenter.mu_max == s.run_plan(5).fermenter.mu_max
+    assert still.run_plan(5).fermenter.product_factor == 1.0
+
+
+@pytest.mark.parametrize(
+    ("drift", "expected"),
+    [
+        (
+            "product_factr = 0.01",
+            "drift.product_factr: 'product_factr' is not a parameter (did you mean 'product_factor'?)",
+        ),
+        (
+            "product_factor = 0.5",
+            "drift: product_factor: a relative change per run in (-0.2, 0.2), got 0.5",
+        ),
+    ],
+)
+def test_a_broken_drift_fails_in_one_line(drift: str, expected: str, tmp_path: Path) -> None:
+    message = _broken(MINIMAL + f"\n[drift]\n{drift}\n", tmp_path)
+    assert expected.replace("Value error, ", "") in message

@@ -179,7 +179,7 @@ def test_parquet(site: Site, tmp_path: Path) -> None:
 def test_a_file_without_known_columns_says_how_to_map_them(site: Site, tmp_path: Path) -> None:
     f = write(tmp_path / "x.csv", "time,A,B\n2024-01-01T00:00:00Z,1,2\n")
     with pytest.raises(
-        HistorianImportError, match=r"no column maps to a configured tag of F-1 \(its columns: A, B\)"
+        HistorianImportError, match=r"no column maps to a configured tag of F-1 \(its columns: 'A', 'B'\)"
     ):
         site.run(f)
     with pytest.raises(HistorianImportError, match="file not found"):

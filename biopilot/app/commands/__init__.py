@@ -1,5 +1,35 @@
 """The `biopilot` subcommands, one module per area; each has `register(subparsers)`."""
 
-from biopilot.app.commands import browse, certs, check_config, demo, imports, kpis, lab, runs, stages, status
+from biopilot.app.commands import (
+    audit,
+    browse,
+    certs,
+    check_config,
+    demo,
+    healthcheck,
+    imports,
+    kpis,
+    lab,
+    runs,
+    stages,
+    status,
+    trials,
+    users,
+)
 
-MODULES = [demo, check_config, stages, status, certs, browse, runs, imports, lab, kpis]
+MODULES = [
+    demo,
+    check_config,
+    stages,
+    status,
+    healthcheck,
+    certs,
+    browse,
+    runs,
+    imports,
+    lab,
+    kpis,
+    users,
+    trials,
+    audit,
+]

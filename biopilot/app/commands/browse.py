@@ -24,8 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _cmd_browse(args: argparse.Namespace) -> int:
+    from asyncua import ua
+
     from collectors.browse import browse_variables, tag_blocks
-    from collectors.opcua import make_client
+    from collectors.opcua import explain, make_client, refused_channel
     from collectors.security import Pki
 
     if args.config is not None:
@@ -39,12 +41,18 @@ def _cmd_browse(args: argparse.Namespace) -> int:
     else:
         raise BioPilotError("give an ENDPOINT, or --config FILE --server NAME")
 
+    pki = Pki(args.data_dir / "pki")
+
     async def main() -> list:  # type: ignore[type-arg]
-        client = await make_client(name, server, Pki(args.data_dir / "pki"))
         try:
+            client = await make_client(name, server, pki)
             await asyncio.wait_for(client.connect(), timeout=10)
         except (OSError, TimeoutError) as exc:
             raise SourceError(f"cannot connect to {server.endpoint}: {exc or type(exc).__name__}") from None
+        except ua.UaStatusCodeError as exc:  # a refusal: the certificate or the user, and the fix
+            raise SourceError(explain(exc, server, pki)) from None
+        except AssertionError as exc:  # asyncua's way of saying the secure channel was refused
+            raise SourceError(refused_channel(exc, server, pki)) from None
         try:
             return await browse_variables(client, args.max_depth)
         finally:

@@ -9,6 +9,7 @@ import webbrowser
 from pathlib import Path
 from urllib.parse import urlparse
 
+from biopilot.access import is_loopback
 from biopilot.app.commands.common import add_config_options, require_free_port, site_config
 from biopilot.errors import BioPilotError
 
@@ -56,8 +57,115 @@ def streamlit_command(
     return argv, env
 
 
+DEMO_TENANT = "acme"
+DEMO_TRIAL = "T-ACME-1"
+# one user per role; the startup member belongs to DEMO_TENANT, the partner is invited to DEMO_TRIAL
+DEMO_USERS = [
+    ("admin", "admin", None),
+    ("operator", "operator", None),
+    ("startup", "startup", DEMO_TENANT),
+    ("partner", "partner", None),
+]
+
+
+def login_enabled(catalog, cwd: Path | None = None) -> bool:  # type: ignore[no-untyped-def]
+    """Can anyone sign in: a user with a password, or an identity provider in .streamlit/secrets.toml?"""
+    if any(u.has_password and not u.disabled for u in catalog.users()):
+        return True
+    return oidc_configured(cwd)
+
+
+def oidc_configured(cwd: Path | None = None) -> bool:
+    import tomllib
+
+    for path in (
+        (cwd or Path.cwd()) / ".streamlit" / "secrets.toml",
+        Path.home() / ".streamlit" / "secrets.toml",
+    ):
+        try:
+            if "auth" in tomllib.loads(path.read_text()):
+                return True
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+    return False
+
+
+def require_login_beyond_loopback(address: str, catalog) -> None:  # type: ignore[no-untyped-def]
+    """The dashboard listens beyond this machine only with login (local accounts or OIDC)."""
+    if is_loopback(address) or login_enabled(catalog):
+        return
+    raise BioPilotError(
+        f"the dashboard would listen on {address} without login: add a user first "
+        "(`biopilot users add NAME --role admin`) or configure an identity provider (README, "
+        '"Signing in"); without them it serves 127.0.0.1 only'
+    )
+
+
+def _seed_users(catalog) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
+    """The demo's users (one per role, one-time passwords) and its trial, if the data directory has no users:
+    [(user, role, one-time password)]."""
+    from processing.queries.auth import hash_password, one_time_password
+
+    if catalog.has_users():
+        return []
+    out = []
+    for name, role, tenant in DEMO_USERS:
+        password = one_time_password()
+        catalog.add_user(
+            name,
+            role,
+            created_by="demo",
+            tenant=tenant,
+            password_hash=hash_password(password),
+            must_change=True,
+            display_name=f"demo {role}",
+        )
+        catalog.audit.append("demo", "user.add", name, why="demo user", role=role, tenant=tenant)
+        out.append((name, role, password))
+    catalog.create_trial(
+        DEMO_TRIAL,
+        title="Demo trial: acme's strain on F-101",
+        equipment=["F-101"],
+        startup=DEMO_TENANT,
+        created_by="demo",
+    )
+    catalog.audit.append("demo", "trial.create", DEMO_TRIAL, why="demo trial", startup=DEMO_TENANT)
+    catalog.invite(DEMO_TRIAL, "partner", invited_by="demo")
+    catalog.audit.append("demo", "trial.invite", DEMO_TRIAL, why="demo trial", user="partner")
+    return out
+
+
+def _require_private_broker(name: str, host: str, port: int, config_path: Path) -> None:
+    """The demo's broker is its own, on this machine only: never one that happens to answer there."""
+    from biopilot.app.broker import reachable
+
+    key = f"[mqtt.brokers.{name}] in {config_path}"
+    if not is_loopback(host):
+        raise BioPilotError(f'{key}: the demo\'s broker listens on this machine only; set host = "127.0.0.1"')
+    if reachable(host, port, 0.5):
+        raise BioPilotError(
+            f"something already answers at {host}:{port} ({_what_answers(host, port)}); the demo starts a "
+            "private broker of its own and never uses one it did not start: stop that one, or give the demo "
+            f"another port in {key}"
+        )
+
+
+def _what_answers(host: str, port: int) -> str:
+    """An MQTT broker (it answers a CONNECT with CONNACK) or some other program."""
+    import socket
+
+    connect = bytes([0x10, 16, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 5, 0, 4]) + b"bpdp"
+    try:
+        with socket.create_connection((host, port), timeout=1.0) as s:
+            s.sendall(connect)
+            reply = s.recv(4)
+    except OSError:
+        return "a program that is not an MQTT broker"
+    return "an MQTT broker" if reply[:1] == b"\x20" else "a program that is not an MQTT broker"
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from biopilot.app.broker import mosquitto_binary, mosquitto_config, reachable, wait_reachable
+    from biopilot.app.broker import mosquitto_binary, mosquitto_config, wait_reachable
     from biopilot.app.supervisor import Child, Supervisor, wait_http_ok
 
     config_path, config = site_config(args)
@@ -70,8 +178,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     logs = data_dir / "logs"
     require_free_port(args.address, args.port, "the dashboard", "--port")
     sim = config.simulator
+    for name, broker in config.mqtt.brokers.items():
+        _require_private_broker(name, broker.host, broker.port, config_path)
     if sim.opcua_server:
         endpoint = urlparse(config.opcua.servers[sim.opcua_server].endpoint)
+        if not is_loopback(endpoint.hostname):
+            raise BioPilotError(
+                f"[opcua.servers.{sim.opcua_server}] in {config_path}: the demo's OPC UA server listens on "
+                "this machine only; use an opc.tcp://127.0.0.1:PORT/… endpoint"
+            )
         require_free_port(
             endpoint.hostname or "127.0.0.1",
             endpoint.port or 4840,
@@ -84,12 +199,39 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     py = [sys.executable, "-m", "biopilot"]
     common = ["--config", str(config_path.resolve()), "--data-dir", str(data_dir.resolve())]
     started = time.monotonic()
+    from storage import open_catalog
+
+    catalog = open_catalog(config, data_dir)
+    try:
+        created = _seed_users(catalog)
+        require_login_beyond_loopback(args.address, catalog)
+        anchor = catalog.audit.anchor("demo start")
+    finally:
+        catalog.close()
     print(f"BioPilot demo · site {config.site.name!r} · data in {data_dir.resolve()}")
+    if created:
+        print("  Users (one-time passwords, shown once; each must choose a password at first sign-in):")
+        for name, role, password in created:
+            extra = (
+                f", tenant {DEMO_TENANT}"
+                if role == "startup"
+                else f", invited to {DEMO_TRIAL}"
+                if role == "partner"
+                else ""
+            )
+            print(f"    {name:9} {role}{extra}: {password}")
+        print(
+            f"  Trial {DEMO_TRIAL} (startup {DEMO_TENANT}, F-101): to put a run in it, "
+            f"`biopilot runs edit RUN --trial {DEMO_TRIAL} --kind trial --user admin`"
+        )
+    else:
+        print(
+            "  Users: those of the earlier demo in this data directory "
+            "(`biopilot users passwd NAME --user admin` gives one a new one-time password)"
+        )
+    print(f"  Audit log anchored at {anchor.seq}:{anchor.hash}")
     try:
         for name, broker in config.mqtt.brokers.items():
-            if reachable(broker.host, broker.port):
-                print(f"  MQTT broker {name}: using the one at {broker.host}:{broker.port}")
-                continue
             binary = mosquitto_binary()
             if binary:
                 conf = data_dir / f"mosquitto-{name}.conf"
@@ -110,7 +252,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                     f"the embedded MQTT broker did not start on {broker.host}:{broker.port} "
                     f"(log: {logs / f'broker-{name}.log'})"
                 )
-            print(f"  MQTT broker {name}: started at {broker.host}:{broker.port} ({kind})")
+            print(
+                f"  MQTT broker {name}: a private {kind} started at {broker.host}:{broker.port}"
+                " (this machine only)"
+            )
         speed = ["--speed", str(args.speed)] if args.speed else []
         sup.add(
             Child(

@@ -6,8 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
+from biopilot import units
+from biopilot.app.commands.acting import acting_viewer, add_user_option, query_for, require_equipment
 from biopilot.app.commands.common import add_config_options, site_config
 from biopilot.app.commands.runs import parse_time, require_run
+from biopilot.config import lab_unit_problem
 from biopilot.errors import BioPilotError
 
 
@@ -20,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "[,sample_volume_ml]; wide: time, 'titer [g/L]', …)",
     )
     add_config_options(li)
+    add_user_option(li)
     li.add_argument("file", type=Path)
     li.add_argument("--equipment", default=None)
     li.add_argument("--run", default=None, help="the run's equipment (instead of --equipment)")
@@ -28,16 +32,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     la = ls.add_parser("add", help="enter one lab result")
     add_config_options(la)
+    add_user_option(la)
     la.add_argument("run")
     la.add_argument("--time", required=True, help="sampling time (ISO-8601; naive = site time zone)")
     la.add_argument("--analyte", required=True, help="titer, biomass, glucose, …")
     la.add_argument("--value", required=True, type=float)
-    la.add_argument("--unit", default="g/L")
+    la.add_argument("--unit", default="g/L", help="g/L (default), mg/L, ug/mL…: checked for the analyte")
     la.add_argument("--sample-volume-ml", type=float, default=0.0, help="broth removed with the sample")
     la.set_defaults(func=_cmd_lab_add)
 
     ll = ls.add_parser("list", help="a run's lab results")
     add_config_options(ll)
+    add_user_option(ll)
     ll.add_argument("run")
     ll.add_argument("--json", action="store_true")
     ll.set_defaults(func=_cmd_lab_list)
@@ -47,7 +53,7 @@ def _cmd_lab_import(args: argparse.Namespace) -> int:
     from storage import open_catalog
     from storage.importers import import_lab
 
-    _, config = site_config(args)
+    _, config = site_config(args, writes=True)
     catalog = open_catalog(config, args.data_dir)
     try:
         equipment = args.equipment
@@ -55,6 +61,8 @@ def _cmd_lab_import(args: argparse.Namespace) -> int:
             equipment = require_run(catalog, args.run).equipment
         if equipment is None:
             raise BioPilotError("lab import: give --equipment or --run")
+        viewer = acting_viewer(args, catalog)
+        require_equipment(viewer, equipment, "import lab results")
         results = import_lab(
             args.file, config, catalog, equipment=equipment, skip_bad_rows=args.skip_bad_rows
         )
@@ -64,6 +72,9 @@ def _cmd_lab_import(args: argparse.Namespace) -> int:
             for r in catalog.runs(equipment)
             if r.start <= res.ts and (r.end is None or res.ts <= r.end)
         }
+        catalog.audit.append(
+            viewer.name, "lab.import", equipment, file=str(args.file), results=len(results), runs=sorted(runs)
+        )
         print(
             f"imported {len(results)} lab results for {equipment}"
             f" (runs: {', '.join(sorted(runs)) or 'none covers their times yet'});"
@@ -76,15 +87,27 @@ def _cmd_lab_import(args: argparse.Namespace) -> int:
 
 def _cmd_lab_add(args: argparse.Namespace) -> int:
     from biopilot.records import LabResult
+    from biopilot.samples import value_problem
     from storage import open_catalog
 
-    _, config = site_config(args)
+    _, config = site_config(args, writes=True)
     ts = parse_time(args.time, config, "--time")
+    for option, number in (("--value", args.value), ("--sample-volume-ml", args.sample_volume_ml)):
+        problem = value_problem(number)
+        if problem is not None:
+            raise BioPilotError(f"{option} {number!r} {problem}")
     if args.sample_volume_ml < 0:
         raise BioPilotError("--sample-volume-ml must not be negative")
+    if not args.analyte.strip() or not args.analyte.isprintable():
+        raise BioPilotError(f"--analyte {args.analyte!r}: give the analyte's name (titer, biomass, glucose…)")
+    problem = lab_unit_problem(config, args.analyte, args.unit)
+    if problem is not None:
+        raise BioPilotError(f"--unit: {problem}")
     catalog = open_catalog(config, args.data_dir)
     try:
         run = require_run(catalog, args.run)
+        viewer = acting_viewer(args, catalog)
+        require_equipment(viewer, run.equipment, "add lab results")
         if ts < run.start or (run.end is not None and ts > run.end):
             raise BioPilotError(
                 f"{ts.isoformat()} is outside run {run.id} ({run.start.isoformat()} → "
@@ -98,10 +121,19 @@ def _cmd_lab_add(args: argparse.Namespace) -> int:
                     args.analyte,
                     args.value,
                     args.unit,
-                    args.sample_volume_ml / 1000,
+                    units.convert(args.sample_volume_ml, "mL", "L"),
                     "cli",
                 )
             ]
+        )
+        catalog.audit.append(
+            viewer.name,
+            "lab.add",
+            run.id,
+            analyte=args.analyte,
+            value=args.value,
+            unit=args.unit,
+            time=ts.isoformat(),
         )
         print(f"added {args.analyte} = {args.value} {args.unit} at {ts.isoformat()} to {run.id}")
     finally:
@@ -110,20 +142,27 @@ def _cmd_lab_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_lab_list(args: argparse.Namespace) -> int:
-    from storage import open_catalog
+    from storage import open_catalog, open_store
 
     _, config = site_config(args)
     catalog = open_catalog(config, args.data_dir)
+    store = open_store(config, args.data_dir, read_only=True)
     try:
-        results = catalog.run_lab_results(require_run(catalog, args.run))
+        query = query_for(acting_viewer(args, catalog), config, catalog, store)
+        if query.run(args.run) is None:
+            raise BioPilotError(f"no run {args.run!r} that you may see; `biopilot runs list` shows them")
+        results = query.lab_results(args.run)
     finally:
         catalog.close()
+        store.close()
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2))
     elif not results:
         print("no lab results for this run")
     else:
         for r in results:
-            vol = f"  ({r.sample_volume_l * 1000:g} mL sampled)" if r.sample_volume_l else ""
+            vol = (
+                f"  ({units.convert(r.sample_volume_l, 'L', 'mL'):g} mL sampled)" if r.sample_volume_l else ""
+            )
             print(f"{r.ts.isoformat()}  {r.analyte:12} {r.value:>10g} {r.unit}{vol}")
     return 0

@@ -13,9 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from biopilot.app.commands.acting import (
+    acting_viewer,
+    add_user_option,
+    not_found,
+    query_for,
+    require_equipment,
+)
 from biopilot.app.commands.common import add_config_options, site_config
 from biopilot.config import SiteConfig
 from biopilot.errors import BioPilotError
@@ -48,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rs = sp.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
     rl = rs.add_parser("list", help="list runs")
     add_config_options(rl)
+    add_user_option(rl)
     rl.add_argument("--json", action="store_true", help="machine-readable output")
     rl.add_argument("--kind", choices=KINDS, default=None, help="only runs of this kind")
     rl.add_argument("--trial", default=None, help="only runs of this trial")
@@ -55,12 +65,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     rsh = rs.add_parser("show", help="one run: its phases, links, lab results and KPIs")
     add_config_options(rsh)
+    add_user_option(rsh)
     rsh.add_argument("run")
     rsh.add_argument("--json", action="store_true", help="machine-readable output")
     rsh.set_defaults(func=_cmd_runs_show)
 
     rc = rs.add_parser("create", help="create a run by hand (times: ISO-8601, naive = site time zone)")
     add_config_options(rc)
+    add_user_option(rc)
     rc.add_argument("--equipment", required=True)
     rc.add_argument("--batch", required=True, help="batch id; the run id is EQUIPMENT:BATCH")
     rc.add_argument("--start", required=True)
@@ -69,10 +81,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rc.add_argument("--trial", default=None)
     rc.add_argument("--product", default=None)
     rc.add_argument("--upstream", default=None, help="id of the upstream run this run processed")
+    rc.add_argument("--why", default="", help="the reason, for the audit log")
     rc.set_defaults(func=_cmd_runs_create)
 
     re_ = rs.add_parser("edit", help="change a run's kind, trial, product, upstream link, start or end")
     add_config_options(re_)
+    add_user_option(re_)
     re_.add_argument("run")
     re_.add_argument("--kind", choices=KINDS, default=None)
     re_.add_argument("--trial", default=None, help="trial id ('' clears it)")
@@ -89,27 +103,65 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=[],
         help="add a phase (repeatable)",
     )
+    re_.add_argument("--why", default="", help="the reason, for the audit log")
     re_.set_defaults(func=_cmd_runs_edit)
 
     rcl = rs.add_parser("close", help="close a run and compute its final KPIs")
     add_config_options(rcl)
+    add_user_option(rcl)
     rcl.add_argument("run")
     rcl.add_argument("--end", default=None, help="end time (default: the run's last sample, else now)")
+    rcl.add_argument("--why", default="", help="the reason, for the audit log")
     rcl.set_defaults(func=_cmd_runs_close)
 
+    rx = rs.add_parser("export", help="a run's series as CSV (time, tag, value, status), as you may see them")
+    add_config_options(rx)
+    add_user_option(rx)
+    rx.add_argument("run")
+    rx.add_argument("--tag", action="append", default=[], help="only this tag (repeatable; default: all)")
+    rx.add_argument("--out", type=Path, default=None, help="file to write (default: standard output)")
+    rx.add_argument("--why", default="", help="the reason, for the audit log")
+    rx.set_defaults(func=_cmd_runs_export)
 
-def _cmd_runs_list(args: argparse.Namespace) -> int:
-    from storage import open_catalog
+
+def _reader(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """(config, query for the acting user, a function that closes what was opened)."""
+    from storage import open_catalog, open_store
 
     _, config = site_config(args)
     catalog = open_catalog(config, args.data_dir)
+    store = open_store(config, args.data_dir, read_only=True)
+
+    def close() -> None:
+        catalog.close()
+        store.close()
+
     try:
-        runs = catalog.runs(kind=args.kind, trial_id=args.trial)
+        viewer = acting_viewer(args, catalog)
+    except BaseException:
+        close()
+        raise
+    return config, query_for(viewer, config, catalog, store), catalog, close
+
+
+def visible_run(query, run_id: str):  # type: ignore[no-untyped-def]
+    run = query.run(run_id)
+    if run is None:
+        known = [r.id for r in query.runs()[:5]]
+        hint = f"newest: {', '.join(known)}; " if known else ""
+        raise not_found("run", run_id, f"{hint}`biopilot runs list` shows them all")
+    return run
+
+
+def _cmd_runs_list(args: argparse.Namespace) -> int:
+    _, query, _, close = _reader(args)
+    try:
+        runs = query.runs(kind=args.kind, trial_id=args.trial)
         if args.json:
             out = []
             for run in runs:
                 item = run.to_json()
-                item["kpis"] = [k.to_json() for k in catalog.kpis(run.id)]
+                item["kpis"] = [k.to_json() for k in query.kpis(run.id)]
                 out.append(item)
             print(json.dumps(out, indent=2))
         elif not runs:
@@ -123,59 +175,106 @@ def _cmd_runs_list(args: argparse.Namespace) -> int:
                     f"{'open' if run.is_open else 'closed'}"
                 )
     finally:
-        catalog.close()
+        close()
     return 0
 
 
 def _cmd_runs_show(args: argparse.Namespace) -> int:
-    from storage import open_catalog
-
-    _, config = site_config(args)
-    catalog = open_catalog(config, args.data_dir)
+    _, query, _, close = _reader(args)
     try:
-        run = require_run(catalog, args.run)
+        run = visible_run(query, args.run)
         item = run.to_json()
-        item["phases"] = [p.to_json() for p in catalog.phases(run.id)]
-        item["downstream"] = [r.id for r in catalog.downstream_runs(run.id)]
-        item["lab_results"] = [r.to_json() for r in catalog.run_lab_results(run)]
-        item["kpis"] = [k.to_json() for k in catalog.kpis(run.id)]
-        if args.json:
-            print(json.dumps(item, indent=2))
-            return 0
-        for key in (
-            "id",
-            "equipment",
-            "batch_id",
-            "kind",
-            "trial_id",
-            "product",
-            "origin",
-            "start",
-            "end",
-            "status",
-            "upstream_id",
-            "note",
-        ):
-            if item[key] not in (None, ""):
-                print(f"{key:12} {item[key]}")
-        if item["downstream"]:
-            print(f"{'downstream':12} {', '.join(item['downstream'])}")  # type: ignore[arg-type]
-        for p in catalog.phases(run.id):
-            end = p.end.isoformat() if p.end else "—"
-            print(f"{'phase':12} {p.name:16} {p.start.isoformat()} → {end}")
-        print(f"{'lab results':12} {len(item['lab_results'])}")  # type: ignore[arg-type]
-        from biopilot.app.commands.kpis import print_kpi_table
-
-        print_kpi_table(catalog.kpis(run.id))
+        phases = query.phases(run.id)
+        kpis = query.kpis(run.id)
+        item["phases"] = [p.to_json() for p in phases]
+        item["downstream"] = [r.id for r in query.downstream_runs(run.id)]
+        item["lab_results"] = [r.to_json() for r in query.lab_results(run.id)]
+        item["kpis"] = [k.to_json() for k in kpis]
     finally:
-        catalog.close()
+        close()
+    if args.json:
+        print(json.dumps(item, indent=2))
+        return 0
+    for key in (
+        "id",
+        "equipment",
+        "batch_id",
+        "kind",
+        "trial_id",
+        "product",
+        "origin",
+        "start",
+        "end",
+        "status",
+        "upstream_id",
+        "note",
+    ):
+        if item[key] not in (None, ""):
+            print(f"{key:12} {item[key]}")
+    if item["downstream"]:
+        print(f"{'downstream':12} {', '.join(item['downstream'])}")  # type: ignore[arg-type]
+    for p in phases:
+        end = p.end.isoformat() if p.end else "—"
+        print(f"{'phase':12} {p.name:16} {p.start.isoformat()} → {end}")
+    print(f"{'lab results':12} {len(item['lab_results'])}")  # type: ignore[arg-type]
+    from biopilot.app.commands.kpis import print_kpi_table
+
+    print_kpi_table(kpis)
+    return 0
+
+
+def _cmd_runs_export(args: argparse.Namespace) -> int:
+    """CSV of the run's series inside its time window, through the query layer; audited."""
+    import csv
+
+    from biopilot.samples import from_us, utcnow
+
+    config, query, catalog, close = _reader(args)
+    try:
+        run = visible_run(query, args.run)
+        tags = [t.name for t in config.tags_of(run.equipment)]
+        if args.tag:
+            unknown = sorted(set(args.tag) - set(tags))
+            if unknown:
+                raise BioPilotError(f"not tags of {run.equipment}: {', '.join(unknown)}")
+            tags = args.tag
+        end = run.end or utcnow()
+        out = args.out.open("w", newline="", encoding="utf-8") if args.out else sys.stdout
+        rows = 0
+        try:
+            writer = csv.writer(out)
+            writer.writerow(["time", "tag", "value", "status"])
+            for tag in tags:
+                data = query.series(tag, run.start, end + timedelta(microseconds=1))
+                for ts, value, status in zip(
+                    data.ts.tolist(), data.values.tolist(), data.status.tolist(), strict=True
+                ):
+                    writer.writerow([from_us(int(ts)).isoformat(), tag, value, status])
+                    rows += 1
+        finally:
+            if args.out:
+                out.close()
+        catalog.audit.append(
+            query.viewer.name,
+            "export",
+            run.id,
+            why=args.why,
+            what="run series",
+            tags=len(tags),
+            rows=rows,
+            file=str(args.out) if args.out else "stdout",
+        )
+        if args.out:
+            print(f"exported {rows} values of {len(tags)} tags of {run.id} to {args.out}")
+    finally:
+        close()
     return 0
 
 
 def _cmd_runs_create(args: argparse.Namespace) -> int:
     from storage import open_catalog
 
-    _, config = site_config(args)
+    _, config = site_config(args, writes=True)
     try:
         config.equipment_by_id(args.equipment)
     except KeyError:
@@ -184,6 +283,8 @@ def _cmd_runs_create(args: argparse.Namespace) -> int:
     end = parse_time(args.end, config, "--end") if args.end else None
     catalog = open_catalog(config, args.data_dir)
     try:
+        viewer = acting_viewer(args, catalog)
+        require_equipment(viewer, args.equipment, "create runs")
         if args.upstream:
             require_run(catalog, args.upstream)
         run = catalog.create_run(
@@ -197,6 +298,7 @@ def _cmd_runs_create(args: argparse.Namespace) -> int:
             upstream_id=args.upstream,
             origin="manual",
         )
+        catalog.audit.append(viewer.name, "run.create", run.id, why=args.why, **run.to_json())
         print(f"created run {run.id} ({run.kind}, {'closed' if run.end else 'open'})")
     finally:
         catalog.close()
@@ -207,10 +309,11 @@ def _cmd_runs_edit(args: argparse.Namespace) -> int:
     from biopilot.records import Phase
     from storage import open_catalog
 
-    _, config = site_config(args)
+    _, config = site_config(args, writes=True)
     catalog = open_catalog(config, args.data_dir)
     try:
-        require_run(catalog, args.run)
+        viewer = acting_viewer(args, catalog)
+        require_equipment(viewer, require_run(catalog, args.run).equipment, "edit runs")
         changes: dict[str, object] = {}
         if args.kind is not None:
             changes["kind"] = args.kind
@@ -235,6 +338,14 @@ def _cmd_runs_edit(args: argparse.Namespace) -> int:
                     name, parse_time(start, config, "--phase START"), parse_time(end, config, "--phase END")
                 ),
             )
+        catalog.audit.append(
+            viewer.name,
+            "run.edit",
+            run.id,
+            why=args.why,
+            changes={k: v.isoformat() if isinstance(v, datetime) else v for k, v in changes.items()},
+            phases_added=[list(p) for p in args.phase],
+        )
         print(
             f"updated run {run.id}: {', '.join(sorted(changes)) or 'no field'}"
             f"{f'; {len(args.phase)} phase(s) added' if args.phase else ''}"
@@ -248,12 +359,14 @@ def _cmd_runs_edit(args: argparse.Namespace) -> int:
 def _cmd_runs_close(args: argparse.Namespace) -> int:
     from biopilot.app.commands.kpis import recompute
 
-    _, config = site_config(args)
+    _, config = site_config(args, writes=True)
     from storage import open_catalog
 
     catalog = open_catalog(config, args.data_dir)
     try:
         run = require_run(catalog, args.run)
+        viewer = acting_viewer(args, catalog)
+        require_equipment(viewer, run.equipment, "close runs")
         if args.end:
             end = parse_time(args.end, config, "--end")
         else:
@@ -268,8 +381,9 @@ def _cmd_runs_close(args: argparse.Namespace) -> int:
 
             end = max((v.sample.ts for v in latest.values() if v.sample.ts >= run.start), default=utcnow())
         catalog.update_run(run.id, end=end)
+        catalog.audit.append(viewer.name, "run.close", run.id, why=args.why, end=end.isoformat())
         print(f"closed run {run.id} at {end.isoformat()}")
     finally:
         catalog.close()
-    recompute(config, args.data_dir, args.run)
+    recompute(config, args.data_dir, args.run, actor=viewer.name, why=args.why or "run closed")
     return 0

@@ -23,7 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             " OUT/truth/."
         ),
     )
-    sp.add_argument("--config", type=Path, default=None, help="site config (default: config/demo.toml)")
+    sp.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="site config (default: $BIOPILOT_CONFIG, else config/demo.toml)",
+    )
     sp.add_argument(
         "--data-dir",
         type=Path,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
+import sys
 import webbrowser
 
 from biopilot.app.commands import simulate
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _cmd_collect(args: argparse.Namespace) -> int:
     from biopilot.app import stages
 
-    path, config = site_config(args)
+    path, config = site_config(args, writes=True)
     stages.collect(config, path.resolve(), args.data_dir.resolve())
     return 0
 
@@ -52,7 +52,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 def _cmd_write_store(args: argparse.Namespace) -> int:
     from biopilot.app import stages
 
-    _, config = site_config(args)
+    _, config = site_config(args, writes=True)
     stages.write_store(config, args.data_dir)
     return 0
 
@@ -60,7 +60,7 @@ def _cmd_write_store(args: argparse.Namespace) -> int:
 def _cmd_process(args: argparse.Namespace) -> int:
     from biopilot.app import stages
 
-    _, config = site_config(args)
+    _, config = site_config(args, writes=True)
     stages.process(config, args.data_dir, args.interval)
     return 0
 
@@ -73,9 +73,22 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    path, _ = site_config(args)
+    from biopilot.app.commands.demo import require_login_beyond_loopback
+    from storage import open_catalog
+
+    path, config = site_config(args)
+    catalog = open_catalog(config, args.data_dir)
+    try:
+        require_login_beyond_loopback(args.address, catalog)
+    finally:
+        catalog.close()
     require_free_port(args.address, args.port, "the dashboard", "--port")
     argv, env = streamlit_command(path, args.data_dir, args.address, args.port)
     if not args.no_browser:
         webbrowser.open(f"http://{args.address}:{args.port}")
-    return subprocess.call(argv, env={**os.environ, **env})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # become Streamlit: a SIGTERM to `biopilot dashboard` then stops the server itself (a child started with
+    # subprocess.call outlived its parent's SIGTERM)
+    os.execve(argv[0], argv, {**os.environ, **env})
+    return 0  # not reached

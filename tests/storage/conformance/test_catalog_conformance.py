@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from biopilot.errors import StoreError
+from biopilot.errors import IdError, StoreError
 from biopilot.records import ImportRecord, KpiRecord, LabResult, Phase, Run, run_id_for
 from storage.catalog import SCHEMA_VERSION, Catalog
 
@@ -293,3 +293,46 @@ def test_a_migration_merged_later_with_a_lower_version_is_applied(catalog_target
         db.query("SELECT k FROM t_late")  # the late table exists
     finally:
         db.close()
+
+
+# -- the import journal and what the catalog refuses (issue 8) -----------------------------------------
+def test_an_import_journal_hides_its_run_until_it_is_finished(catalog: Catalog) -> None:
+    other = catalog.create_run("F-101", "A", at(0), at(2))
+    catalog.set_kpis(other.id, [KpiRecord("energy.total", 4.0, "kWh", 1.0, ("incomplete",), True, "v")])
+    pending = catalog.begin_import("tok-1", "F-101:B", "F-101", "b.csv", "abc")
+    assert catalog.pending_imports() == [pending] and pending.phase == "staging"
+    run = Run("F-101:B", "F-101", "B", at(1), at(3), kind="baseline", origin="import", note="imported")
+    catalog.start_publishing("tok-1", run, create=True, replaced=[other.id], rows=3, samples=6)
+    publishing = catalog.pending_import("tok-1")
+    assert publishing is not None and publishing.phase == "publishing"
+    assert (publishing.created_run, publishing.replaced, publishing.samples) == (True, (other.id,), 6)
+    # while it publishes, its run is neither found nor listed; the replaced run's KPIs say they are stale
+    assert catalog.run("F-101:B") is None and [r.id for r in catalog.runs()] == [other.id]
+    assert [k.flags for k in catalog.kpis(other.id)] == [("incomplete", "stale")]
+    with pytest.raises(StoreError, match="exists already"):
+        catalog.create_run("F-101", "B", at(1))
+    catalog.finish_import("tok-1", ImportRecord("abc", "F-101:B", "b.csv", 3, 6, at(4)))
+    assert catalog.run("F-101:B") == run
+    assert catalog.pending_imports() == []
+    assert [(i.rows, i.samples) for i in catalog.imports(run_id="F-101:B")] == [(3, 6)]
+    catalog.begin_import("tok-2", "F-101:C", "F-101", "c.csv", "def")
+    catalog.abandon_import("tok-2")
+    assert catalog.pending_imports() == [] and catalog.run("F-101:C") is None
+
+
+def test_the_catalog_refuses_bad_ids_loops_and_backward_phases(catalog: Catalog) -> None:
+    with pytest.raises(IdError, match="batch id 'B/1' contains a path separator"):
+        catalog.create_run("F-101", "B/1", at(0))
+    with pytest.raises(IdError, match="trial id"):
+        catalog.create_run("F-101", "B-1", at(0), trial_id="T\x1b[0m")
+    a = catalog.create_run("F-101", "B-1", at(0))
+    b = catalog.create_run("F-101", "B-2", at(0), upstream_id=a.id)
+    with pytest.raises(StoreError, match="cannot be its own upstream"):
+        catalog.update_run(a.id, upstream_id=a.id)
+    with pytest.raises(StoreError, match="cannot be upstream of F-101:B-2"):
+        catalog.update_run(a.id, upstream_id=b.id)
+    with pytest.raises(StoreError, match=r"ends .* before it starts"):
+        catalog.add_phase(a.id, Phase("batch", at(2), at(1)))
+    with pytest.raises(StoreError, match="nothing stored"):
+        catalog.add_lab_results([LabResult("F-101", at(1), "titer", float("inf"), "g/L")])
+    assert catalog.phases(a.id) == [] and catalog.lab_results("F-101") == []

@@ -1,0 +1,647 @@
+"""The query layer: every read the dashboard, the CLI and the exports make, filtered for one viewer.
+
+`open_query(viewer, config, catalog, store, health)` returns a `Query`. The Query has no store, catalog or
+health attribute: its one attribute besides `viewer` is a function that hands each call to the backend with
+the viewer, so code that receives a Query (the dashboard's views, a command) can only ask what the viewer may
+see. Filtering happens in the catalog queries (runs by equipment or trial) and in the store reads (series
+clipped to the time windows of the runs the viewer may see), never by hiding a widget.
+
+Who sees what (the viewer's role; `biopilot.access`):
+  admin     everything
+  operator  runs, series, lab results, health and trials of its equipment (every equipment when none named)
+  startup   its tenant's trials; the runs in them (not baseline runs); their series only inside those runs'
+            time windows and on their equipment; the baseline only as aggregates
+  partner   the trials it is invited to, their trial runs with KPIs and phases (the evidence); no series and
+            no lab results; the baseline only as aggregates
+Something a viewer may not see reads as absent (None, an empty list): the answer does not tell "forbidden"
+from "does not exist", so no name leaks.
+
+Baseline aggregates (`baseline`, `baseline_envelope`) are computed here from runs the viewer never receives;
+with fewer than MIN_BASELINE_RUNS runs a startup or partner gets no numbers (one run's mean is that run).
+
+Adding a read: a public method on Query that calls `self._call("name", …)`, and the method `name(viewer, …)`
+on _Backend that filters for the viewer. Views never import storage (an import contract checks it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from biopilot.access import AuditEntry, Trial, TrialInvitation, User, UserRole, Viewer
+from biopilot.config import Equipment, Role, SiteConfig, Tag
+from biopilot.records import Buckets, KpiRecord, LabResult, Latest, Phase, Run, RunKind, SeriesData
+from biopilot.samples import Sample, from_us, to_us
+from processing.aggregates import envelope, mean_ci
+from storage.base import TimeSeriesStore
+from storage.catalog import Catalog
+from storage.health import HealthStore
+
+MIN_BASELINE_RUNS = 3
+_FOREVER_US = 2**62
+_REPRESENTABLE_US = 2**55  # ±1142 years around 1970: inside what datetime can hold
+
+
+class Forbidden(Exception):  # noqa: N818 - a BioPilotError is raised from it by the callers that write
+    """An action the viewer's role does not allow (writes and admin reads; reads of data return nothing)."""
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    name: str
+    timezone: str
+    simulated: bool
+
+
+@dataclass(frozen=True)
+class KpiAggregate:
+    name: str
+    unit: str
+    n: int
+    mean: float | None
+    sd: float | None
+    ci_low: float | None
+    ci_high: float | None
+    level: float = 0.95
+    flags: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "unit": self.unit,
+            "n": self.n,
+            "mean": self.mean,
+            "sd": self.sd,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "level": self.level,
+            "flags": list(self.flags),
+        }
+
+
+@dataclass(frozen=True)
+class BaselineSummary:
+    trial_id: str
+    equipment: tuple[str, ...]
+    product: str | None
+    n_runs: int
+    kpis: list[KpiAggregate]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "trial": self.trial_id,
+            "equipment": list(self.equipment),
+            "product": self.product,
+            "n_runs": self.n_runs,
+            "kpis": [k.to_json() for k in self.kpis],
+        }
+
+
+@dataclass(frozen=True)
+class BaselineEnvelope:
+    trial_id: str
+    role: str
+    unit: str
+    n_runs: int
+    hours: np.ndarray
+    mean: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    count: np.ndarray
+
+
+@dataclass(frozen=True)
+class TagHealth:
+    tag: str
+    equipment: str
+    source: str
+
+
+@dataclass(frozen=True)
+class HealthView:
+    """What the collectors reported, for the viewer: connections (name -> (doc, updated)) and the tags."""
+
+    components: dict[str, tuple[dict[str, Any], datetime]] = field(default_factory=dict)
+    tags: list[Tag] = field(default_factory=list)
+
+
+class Query:
+    """Reads for one viewer (see the module docstring). Immutable; no handle to storage."""
+
+    __slots__ = ("_call", "viewer")
+
+    def __init__(self, viewer: Viewer, call: Callable[..., Any]) -> None:
+        object.__setattr__(self, "viewer", viewer)
+        object.__setattr__(self, "_call", call)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("a Query is immutable")
+
+    def __repr__(self) -> str:
+        return f"Query(viewer={self.viewer.describe()})"
+
+    # -- site and equipment ------------------------------------------------------------------------------
+    def site(self) -> SiteInfo:
+        return self._call("site")  # type: ignore[no-any-return]
+
+    def equipment(self) -> list[Equipment]:
+        """Equipment whose live data the viewer may see (a startup: where a run of its trials is open)."""
+        return self._call("equipment")  # type: ignore[no-any-return]
+
+    def tags(self, equipment: str | None = None) -> list[Tag]:
+        """The configured tags of the equipment the viewer may see (of one of them)."""
+        return self._call("tags", equipment)  # type: ignore[no-any-return]
+
+    # -- runs ------------------------------------------------------------------------------------------
+    def runs(
+        self,
+        *,
+        equipment: str | None = None,
+        kind: str | None = None,
+        trial_id: str | None = None,
+        open_only: bool = False,
+    ) -> list[Run]:
+        return self._call("runs", equipment=equipment, kind=kind, trial_id=trial_id, open_only=open_only)  # type: ignore[no-any-return]
+
+    def run(self, run_id: str) -> Run | None:
+        return self._call("run", run_id)  # type: ignore[no-any-return]
+
+    def kpis(self, run_id: str) -> list[KpiRecord]:
+        return self._call("kpis", run_id)  # type: ignore[no-any-return]
+
+    def phases(self, run_id: str) -> list[Phase]:
+        return self._call("phases", run_id)  # type: ignore[no-any-return]
+
+    def lab_results(self, run_id: str) -> list[LabResult]:
+        return self._call("lab_results", run_id)  # type: ignore[no-any-return]
+
+    def downstream_runs(self, run_id: str) -> list[Run]:
+        return self._call("downstream_runs", run_id)  # type: ignore[no-any-return]
+
+    # -- series ------------------------------------------------------------------------------------------
+    def latest(self, tags: Sequence[str]) -> dict[str, Latest]:
+        """Newest sample per tag inside what the viewer may see (tags it may not see are absent)."""
+        return self._call("latest", list(tags))  # type: ignore[no-any-return]
+
+    def buckets(self, tag: str, start: datetime, end: datetime, n: int) -> Buckets:
+        """Min/max/mean buckets of [start, end), computed in the store over the viewer's windows only."""
+        return self._call("buckets", tag, start, end, n)  # type: ignore[no-any-return]
+
+    def series(self, tag: str, start: datetime, end: datetime) -> SeriesData:
+        """Raw samples with start ≤ t < end inside the viewer's windows (none for a partner)."""
+        return self._call("series", tag, start, end)  # type: ignore[no-any-return]
+
+    def latest_time(self) -> datetime | None:
+        """Source time of the newest sample the viewer may see: the plant's 'now'."""
+        return self._call("latest_time")  # type: ignore[no-any-return]
+
+    # -- trials ------------------------------------------------------------------------------------------
+    def trials(self) -> list[Trial]:
+        return self._call("trials")  # type: ignore[no-any-return]
+
+    def trial(self, trial_id: str) -> Trial | None:
+        return self._call("trial", trial_id)  # type: ignore[no-any-return]
+
+    def invitations(self, trial_id: str | None = None) -> list[TrialInvitation]:
+        """Invitations to a trial (admin: all; a partner: its own; others: none)."""
+        return self._call("invitations", trial_id)  # type: ignore[no-any-return]
+
+    def baseline(self, trial_id: str) -> BaselineSummary | None:
+        """Mean and 95 % CI of each final KPI over the trial's baseline runs (kind baseline, on its
+        equipment, of its product when both name one). None when the trial is not visible."""
+        return self._call("baseline", trial_id)  # type: ignore[no-any-return]
+
+    def baseline_envelope(self, trial_id: str, role: str, points: int = 120) -> BaselineEnvelope | None:
+        """Mean ± 2 sd of a signal (by role) over hours since start across the trial's baseline runs."""
+        return self._call("baseline_envelope", trial_id, role, points)  # type: ignore[no-any-return]
+
+    # -- health, users, audit ------------------------------------------------------------------------------
+    def health(self) -> HealthView:
+        """The collectors' reports (admin, operator: its equipment's tags); empty for others."""
+        return self._call("health")  # type: ignore[no-any-return]
+
+    def users(self) -> list[User]:
+        """Admin only (Forbidden otherwise)."""
+        return self._call("users")  # type: ignore[no-any-return]
+
+    def audit(self, *, since: datetime | None = None, actor: str | None = None) -> list[AuditEntry]:
+        """Admin only (Forbidden otherwise)."""
+        return self._call("audit", since=since, actor=actor)  # type: ignore[no-any-return]
+
+
+def open_query(
+    viewer: Viewer,
+    config: SiteConfig,
+    catalog: Catalog,
+    store: TimeSeriesStore,
+    health: HealthStore | None = None,
+) -> Query:
+    backend = _Backend(config, catalog, store, health)
+
+    def call(method: str, *args: Any, **kwargs: Any) -> Any:
+        return getattr(backend, method)(viewer, *args, **kwargs)
+
+    return Query(viewer, call)
+
+
+# -- the backend: the only code here that touches storage ---------------------------------------------------
+Windows = dict[str, list[tuple[int, int]]] | None  # equipment -> [(start µs, end µs)]; None: everything
+
+
+class _Backend:
+    def __init__(
+        self, config: SiteConfig, catalog: Catalog, store: TimeSeriesStore, health: HealthStore | None
+    ) -> None:
+        self._config = config
+        self._catalog = catalog
+        self._store = store
+        self._health = health
+
+    # -- scope -------------------------------------------------------------------------------------------
+    def _operator_equipment(self, v: Viewer) -> set[str]:
+        return set(v.equipment) if v.equipment else {e.id for e in self._config.equipment}
+
+    def _trials_of(self, v: Viewer) -> list[Trial]:
+        if v.role == UserRole.ADMIN:
+            return self._catalog.trials()
+        if v.role == UserRole.OPERATOR:
+            mine = self._operator_equipment(v)
+            return [t for t in self._catalog.trials() if mine & set(t.equipment)]
+        if v.role == UserRole.STARTUP:
+            return self._catalog.trials(startup=v.tenant)
+        ids = {i.trial_id for i in self._catalog.invitations(user_name=v.name)}
+        return self._catalog.trials(ids=ids)
+
+    def _may_see_run(self, v: Viewer, run: Run, trial_ids: set[str] | None = None) -> bool:
+        if v.role == UserRole.ADMIN:
+            return True
+        if v.role == UserRole.OPERATOR:
+            return run.equipment in self._operator_equipment(v)
+        if run.trial_id is None or run.kind == RunKind.BASELINE.value:
+            return False
+        if v.role == UserRole.PARTNER and run.kind != RunKind.TRIAL.value:
+            return False
+        if trial_ids is None:
+            trial_ids = {t.id for t in self._trials_of(v)}
+        return run.trial_id in trial_ids
+
+    def _visible_runs(self, v: Viewer) -> list[Run]:
+        if v.role == UserRole.ADMIN:
+            return self._catalog.runs()
+        if v.role == UserRole.OPERATOR:
+            mine = self._operator_equipment(v)
+            return [r for r in self._catalog.runs() if r.equipment in mine]
+        ids = {t.id for t in self._trials_of(v)}
+        out: list[Run] = []
+        for trial_id in sorted(ids):  # the catalog is asked per trial: other runs never leave it
+            out += [r for r in self._catalog.runs(trial_id=trial_id) if self._may_see_run(v, r, ids)]
+        out.sort(key=lambda r: (-to_us(r.start), r.id))
+        return out
+
+    def _windows(self, v: Viewer) -> Windows:
+        """Where and when the viewer may read series."""
+        if v.role == UserRole.ADMIN:
+            return None
+        if v.role == UserRole.OPERATOR:
+            return {e: [(-_FOREVER_US, _FOREVER_US)] for e in self._operator_equipment(v)}
+        if v.role == UserRole.PARTNER:
+            return {}
+        out: dict[str, list[tuple[int, int]]] = {}
+        for run in self._visible_runs(v):
+            end = to_us(run.end) + 1 if run.end is not None else _FOREVER_US
+            out.setdefault(run.equipment, []).append((to_us(run.start), end))
+        return out
+
+    def _tag_windows(self, v: Viewer, tag: str) -> list[tuple[int, int]] | None:
+        """The windows of one tag: None = all of it, [] = none of it."""
+        windows = self._windows(v)
+        if windows is None:
+            return None
+        try:
+            equipment = self._config.tag(tag).equipment
+        except KeyError:
+            return []
+        return _merge(windows.get(equipment, []))
+
+    def _redact_run(self, v: Viewer, run: Run) -> Run:
+        """A run as the viewer may see it: a link to a run it may not see is cut."""
+        if run.upstream_id is not None and v.role != UserRole.ADMIN:
+            upstream = self._catalog.run(run.upstream_id)
+            if upstream is None or not self._may_see_run(v, upstream):
+                return replace(run, upstream_id=None)
+        return run
+
+    def _run(self, v: Viewer, run_id: str) -> Run | None:
+        run = self._catalog.run(run_id)
+        return run if run is not None and self._may_see_run(v, run) else None
+
+    # -- site and equipment ------------------------------------------------------------------------------
+    def site(self, v: Viewer) -> SiteInfo:
+        c = self._config
+        return SiteInfo(c.site.name, c.site.timezone, c.simulator is not None)
+
+    def equipment(self, v: Viewer) -> list[Equipment]:
+        windows = self._windows(v)
+        if windows is None:
+            return list(self._config.equipment)
+        if v.role == UserRole.STARTUP:
+            live = {r.equipment for r in self._visible_runs(v) if r.is_open}
+            return [e for e in self._config.equipment if e.id in live]
+        return [e for e in self._config.equipment if e.id in windows]
+
+    def tags(self, v: Viewer, equipment: str | None) -> list[Tag]:
+        allowed = {e.id for e in self.equipment(v)}
+        return [
+            t
+            for t in self._config.tags
+            if t.equipment in allowed and (equipment is None or t.equipment == equipment)
+        ]
+
+    # -- runs ------------------------------------------------------------------------------------------
+    def runs(
+        self, v: Viewer, *, equipment: str | None, kind: str | None, trial_id: str | None, open_only: bool
+    ) -> list[Run]:
+        if v.role in (UserRole.ADMIN, UserRole.OPERATOR):
+            runs = self._catalog.runs(equipment, open_only=open_only, kind=kind, trial_id=trial_id)
+            runs = [r for r in runs if self._may_see_run(v, r)]
+        else:
+            runs = [
+                r
+                for r in self._visible_runs(v)
+                if (equipment is None or r.equipment == equipment)
+                and (kind is None or r.kind == kind)
+                and (trial_id is None or r.trial_id == trial_id)
+                and (not open_only or r.is_open)
+            ]
+        return [self._redact_run(v, r) for r in runs]
+
+    def run(self, v: Viewer, run_id: str) -> Run | None:
+        run = self._run(v, run_id)
+        return self._redact_run(v, run) if run is not None else None
+
+    def kpis(self, v: Viewer, run_id: str) -> list[KpiRecord]:
+        return self._catalog.kpis(run_id) if self._run(v, run_id) is not None else []
+
+    def phases(self, v: Viewer, run_id: str) -> list[Phase]:
+        return self._catalog.phases(run_id) if self._run(v, run_id) is not None else []
+
+    def lab_results(self, v: Viewer, run_id: str) -> list[LabResult]:
+        run = self._run(v, run_id)
+        if run is None or v.role == UserRole.PARTNER:
+            return []
+        return self._catalog.run_lab_results(run)
+
+    def downstream_runs(self, v: Viewer, run_id: str) -> list[Run]:
+        if self._run(v, run_id) is None:
+            return []
+        return [
+            self._redact_run(v, r) for r in self._catalog.downstream_runs(run_id) if self._may_see_run(v, r)
+        ]
+
+    # -- series ------------------------------------------------------------------------------------------
+    def latest(self, v: Viewer, tags: list[str]) -> dict[str, Latest]:
+        windows = self._windows(v)
+        if windows is None:
+            return self._store.latest(tags)
+        wanted = {t: self._tag_windows(v, t) for t in tags}
+        wanted = {t: w for t, w in wanted.items() if w}
+        if not wanted:
+            return {}
+        newest = self._store.latest(list(wanted))
+        out: dict[str, Latest] = {}
+        for tag, spans in wanted.items():
+            found = newest.get(tag)
+            if found is not None and _inside(to_us(found.sample.ts), spans):
+                out[tag] = found
+                continue
+            # the newest sample is outside the viewer's windows: the newest inside the last window with data
+            for start, end in reversed(spans):
+                data = self._read(tag, start, end, tail=True)
+                if len(data):
+                    value = data.values[-1]
+                    sample = Sample(
+                        tag,
+                        from_us(int(data.ts[-1])),
+                        value if isinstance(value, str) else float(value),
+                        int(data.status[-1]),
+                    )
+                    out[tag] = Latest(sample, None)
+                    break
+        return out
+
+    def _read(self, tag: str, start_us: int, end_us: int, *, tail: bool = False) -> SeriesData:
+        start_us = max(start_us, -_REPRESENTABLE_US)
+        end_us = min(end_us, _REPRESENTABLE_US)
+        if tail:  # the last hour first (the usual case), then the whole window
+            recent = self._store.read(tag, from_us(max(start_us, end_us - 3_600_000_000)), from_us(end_us))
+            if len(recent) or end_us - start_us <= 3_600_000_000:
+                return recent
+        return self._store.read(tag, from_us(start_us), from_us(end_us))
+
+    def series(self, v: Viewer, tag: str, start: datetime, end: datetime) -> SeriesData:
+        spans = self._tag_windows(v, tag)
+        if spans is None:
+            return self._store.read(tag, start, end)
+        parts = [
+            self._read(tag, max(s, to_us(start)), min(e, to_us(end)))
+            for s, e in spans
+            if max(s, to_us(start)) < min(e, to_us(end))
+        ]
+        return _concat_series(tag, parts)
+
+    def buckets(self, v: Viewer, tag: str, start: datetime, end: datetime, n: int) -> Buckets:
+        spans = self._tag_windows(v, tag)
+        if spans is None:
+            return self._store.read_buckets(tag, start, end, n)
+        t0, t1 = to_us(start), to_us(end)
+        clipped = [(max(s, t0), min(e, t1)) for s, e in spans if max(s, t0) < min(e, t1)]
+        total = sum(e - s for s, e in clipped)
+        parts = [
+            self._store.read_buckets(tag, from_us(s), from_us(e), max(1, round(n * (e - s) / total)))
+            for s, e in clipped
+        ]
+        return _concat_buckets(tag, parts)
+
+    def latest_time(self, v: Viewer) -> datetime | None:
+        names = [t.name for t in self.tags(v, None)]
+        if not names:
+            return None
+        latest = self.latest(v, names)
+        return max((x.sample.ts for x in latest.values()), default=None)
+
+    # -- trials ------------------------------------------------------------------------------------------
+    def trials(self, v: Viewer) -> list[Trial]:
+        return self._trials_of(v)
+
+    def trial(self, v: Viewer, trial_id: str) -> Trial | None:
+        return next((t for t in self._trials_of(v) if t.id == trial_id), None)
+
+    def invitations(self, v: Viewer, trial_id: str | None) -> list[TrialInvitation]:
+        if v.role == UserRole.ADMIN:
+            return self._catalog.invitations(trial_id=trial_id)
+        if v.role == UserRole.PARTNER:
+            return self._catalog.invitations(trial_id=trial_id, user_name=v.name)
+        return []
+
+    def _baseline_runs(self, trial: Trial) -> list[Run]:
+        runs = []
+        for equipment in trial.equipment:
+            for run in self._catalog.runs(equipment, kind=RunKind.BASELINE.value):
+                if run.is_open:
+                    continue
+                if trial.product is not None and run.product not in (None, trial.product):
+                    continue
+                runs.append(run)
+        return runs
+
+    def _aggregates_only(self, v: Viewer) -> bool:
+        return v.role in (UserRole.STARTUP, UserRole.PARTNER)
+
+    def baseline(self, v: Viewer, trial_id: str) -> BaselineSummary | None:
+        trial = self.trial(v, trial_id)
+        if trial is None:
+            return None
+        runs = self._baseline_runs(trial)
+        values: dict[str, list[float]] = {}
+        units: dict[str, str] = {}
+        for run in runs:
+            for k in self._catalog.kpis(run.id):
+                if k.final and k.value is not None:
+                    values.setdefault(k.name, []).append(float(k.value))
+                    units[k.name] = k.unit
+        too_few = self._aggregates_only(v) and len(runs) < MIN_BASELINE_RUNS
+        out = []
+        for name in sorted(values):
+            if too_few or (self._aggregates_only(v) and len(values[name]) < MIN_BASELINE_RUNS):
+                out.append(
+                    KpiAggregate(
+                        name,
+                        units[name],
+                        len(values[name]),
+                        None,
+                        None,
+                        None,
+                        None,
+                        flags=(f"fewer_than_{MIN_BASELINE_RUNS}_runs",),
+                    )
+                )
+                continue
+            ci = mean_ci(np.array(values[name]))
+            out.append(
+                KpiAggregate(
+                    name, units[name], ci.n, ci.mean, _num(ci.sd), _num(ci.low), _num(ci.high), ci.level
+                )
+            )
+        return BaselineSummary(trial.id, trial.equipment, trial.product, len(runs), out)
+
+    def baseline_envelope(self, v: Viewer, trial_id: str, role: str, points: int) -> BaselineEnvelope | None:
+        trial = self.trial(v, trial_id)
+        if trial is None:
+            return None
+        try:
+            role_ = Role(role)
+        except ValueError:
+            return None
+        curves: list[tuple[np.ndarray, np.ndarray]] = []
+        unit = ""
+        longest = 0.0
+        for run in self._baseline_runs(trial):
+            tags = self._config.role_tags(run.equipment, role_)
+            if not tags or run.end is None:
+                continue
+            unit = tags[0].unit
+            b = self._store.read_buckets(tags[0].name, run.start, run.end, 200)
+            if len(b) < 2:
+                continue
+            hours = ((b.t_first + b.t_last) / 2 - to_us(run.start)) / 3.6e9
+            curves.append((hours, b.mean))
+            longest = max(longest, float(hours[-1]))
+        grid = np.linspace(0.0, longest, max(points, 2)) if curves else np.empty(0)
+        env = envelope(curves, grid, min_runs=MIN_BASELINE_RUNS if self._aggregates_only(v) else 2)
+        return BaselineEnvelope(
+            trial.id, role_.value, unit, len(curves), env.hours, env.mean, env.lower, env.upper, env.count
+        )
+
+    # -- health, users, audit ----------------------------------------------------------------------------
+    def health(self, v: Viewer) -> HealthView:
+        if v.role not in (UserRole.ADMIN, UserRole.OPERATOR) or self._health is None:
+            return HealthView()
+        tags = self.tags(v, None)
+        components = self._health.components()
+        if v.role == UserRole.OPERATOR:
+            sources = {_source_of(t) for t in tags}
+            components = {
+                n: c
+                for n, c in components.items()
+                if n in sources or c[0].get("kind") not in ("opcua", "mqtt")
+            }
+        return HealthView(components, tags)
+
+    def users(self, v: Viewer) -> list[User]:
+        if not v.is_admin:
+            raise Forbidden(f"{v.name} is a {v.role.value}: only an admin lists users")
+        return self._catalog.users()
+
+    def audit(self, v: Viewer, *, since: datetime | None, actor: str | None) -> list[AuditEntry]:
+        if not v.is_admin:
+            raise Forbidden(f"{v.name} is a {v.role.value}: only an admin reads the audit log")
+        return self._catalog.audit.entries(since=since, actor=actor)
+
+
+# -- helpers -----------------------------------------------------------------------------------------------
+def _source_of(tag: Tag) -> str:
+    src = tag.source
+    return f"opcua:{src.server}" if src.protocol == "opcua" else f"mqtt:{src.broker}"
+
+
+def _num(x: float) -> float | None:
+    return None if not np.isfinite(x) else float(x)
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+def _inside(ts_us: int, spans: list[tuple[int, int]]) -> bool:
+    return any(s <= ts_us < e for s, e in spans)
+
+
+def _concat_series(tag: str, parts: list[SeriesData]) -> SeriesData:
+    if not parts:
+        return SeriesData(tag, np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64))
+    if len(parts) == 1:
+        return parts[0]
+    return SeriesData(
+        tag,
+        np.concatenate([p.ts for p in parts]),
+        np.concatenate([p.values for p in parts]),
+        np.concatenate([p.status for p in parts]),
+    )
+
+
+def _concat_buckets(tag: str, parts: list[Buckets]) -> Buckets:
+    names = ("start", "t_first", "t_last", "min", "max", "mean", "count")
+    if not parts:
+        empty = {
+            n: np.empty(0, np.int64 if n in ("start", "t_first", "t_last", "count") else float) for n in names
+        }
+        return Buckets(tag, **empty)
+    if len(parts) == 1:
+        return parts[0]
+    return Buckets(tag, **{n: np.concatenate([getattr(p, n) for p in parts]) for n in names})
+
+
+def recent_window(end: datetime, window: timedelta) -> tuple[datetime, datetime]:
+    """[end − window, end] with end just after the newest sample (for trends over the last `window`)."""
+    end = end + timedelta(microseconds=1)
+    return end - window, end
