@@ -36,7 +36,7 @@ import json
 import math
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -428,7 +428,7 @@ class ArchiveReader:
         self._cache_files = cache_files
         self._lock = threading.Lock()
 
-    def _open(self, path: Path) -> tuple[pq.ParquetFile, _Opened] | None:
+    def _open(self, path: Path) -> tuple[pq.ParquetFile, _Opened]:
         """The file and its parsed footer. The file is stat-ed before and after it is opened: if it was
         replaced in between, it is opened again, so a cached footer never describes another file."""
         for _ in range(5):
@@ -437,7 +437,10 @@ class ArchiveReader:
                 source = pa.memory_map(str(path))
                 after = path.stat()
             except FileNotFoundError:
-                return None
+                raise StoreError(
+                    f"{path}: an archive file is missing (restore the archive folder from a backup; while the"
+                    " run's raw rows are still in SQLite, processing rebuilds it)"
+                ) from None
             except (OSError, pa.ArrowException) as exc:
                 raise StoreError(f"{path}: cannot open the archive file ({exc})") from None
             key = (after.st_ino, after.st_mtime_ns, after.st_size)
@@ -462,10 +465,7 @@ class ArchiveReader:
         raise StoreError(f"{path}: the archive file keeps being replaced; try again")
 
     def _groups(self, path: Path, series: str, lo: int, hi: int) -> tuple[pq.ParquetFile, list[int]] | None:
-        opened = self._open(path)
-        if opened is None:
-            return None
-        f, o = opened
+        f, o = self._open(path)
         groups = [e[0] for e in o.index.get(series, ()) if e[2] >= lo and e[1] < hi]
         return (f, groups) if groups else None
 
@@ -524,10 +524,7 @@ class ArchiveReader:
 
     def last(self, path: Path, series: str) -> Columns:
         """The series' newest sample in the file (empty if none)."""
-        opened = self._open(path)
-        if opened is None:
-            return Columns.empty()
-        entries = opened[1].index.get(series)
+        entries = self._open(path)[1].index.get(series)
         if not entries:
             return Columns.empty()
         g = entries[-1]
@@ -560,16 +557,3 @@ def _int64(col: pa.ChunkedArray) -> np.ndarray:
     if col.type != pa.int64():
         col = col.cast(pa.int64())
     return col.to_numpy()
-
-
-def remove_run_files(root: Path, equipment: str, batch_id: str) -> None:
-    """Delete a run's files (used by tests and by a rebuild that found nothing to archive)."""
-    for path in _run_files(root, equipment, batch_id):
-        with suppress(FileNotFoundError):
-            path.unlink()
-
-
-def _run_files(root: Path, equipment: str, batch_id: str) -> Iterator[Path]:
-    yield samples_path(root, equipment, batch_id)
-    for w in ROLLUP_WIDTHS_S:
-        yield rollup_path(root, w, equipment, batch_id)

@@ -23,6 +23,7 @@ import numpy as np
 from biopilot.errors import StoreError
 from biopilot.records import Buckets, Latest, Row, SeriesData
 from biopilot.samples import GOOD, Sample, from_us, to_us, utcnow
+from storage.buckets import in_spans
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -42,6 +43,46 @@ CREATE TABLE IF NOT EXISTS samples (
 """
 
 _BAD = 0x80000000
+_MIN = -(2**63)
+
+# The index of the Parquet archive of closed runs (storage/tiered.py has the whole story). It lives in every
+# SQLite store file, so that any writer of the file — a TieredStore, or a plain SqliteStore (tests, tools) —
+# records a sample written into an archived span as a late sample, in the same transaction.
+_ARCHIVE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS archive_runs (
+    run_id TEXT PRIMARY KEY,
+    equipment TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    start_us INTEGER,
+    end_us INTEGER,
+    track_start_us INTEGER NOT NULL,
+    track_end_us INTEGER NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0,
+    archived_us INTEGER,
+    pruned_us INTEGER
+);
+CREATE TABLE IF NOT EXISTS archive_series (
+    run_id TEXT NOT NULL,
+    series_id INTEGER NOT NULL,
+    rows INTEGER NOT NULL DEFAULT 0,
+    first_us INTEGER,
+    last_us INTEGER,
+    PRIMARY KEY (run_id, series_id)
+);
+CREATE INDEX IF NOT EXISTS archive_series_by_series ON archive_series (series_id);
+CREATE TABLE IF NOT EXISTS archive_delta (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    series_id INTEGER NOT NULL,
+    ts_us INTEGER NOT NULL,
+    written_us INTEGER NOT NULL,
+    UNIQUE (series_id, ts_us)
+);
+CREATE TABLE IF NOT EXISTS archive_meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO archive_meta (key, value) VALUES ('generation', 0);
+"""
 ARRAY_CHUNK = 262_144  # write_arrays commits this many samples per transaction
 
 _INSERT = (
@@ -85,28 +126,23 @@ def connect(path: Path) -> sqlite3.Connection:
 class SqliteStore:
     """TimeSeriesStore on an SQLite file. Thread-safe (one connection, one lock)."""
 
-    schema_extra = ""  # tables a subclass keeps in the same file, created with the store's own
-
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
         self._conn = connect(self.path)
         self._lock = threading.Lock()
         try:
-            self._conn.executescript(_SCHEMA + self.schema_extra)
+            self._conn.executescript(_SCHEMA + _ARCHIVE_SCHEMA)
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(samples)")}
             if "server_us" not in columns:  # a database from before server timestamps were kept
                 self._conn.execute("ALTER TABLE samples ADD COLUMN server_us INTEGER")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot create the schema ({exc})") from None
-        if type(self) is SqliteStore and _has_archive(self._conn):
-            self._conn.close()
-            raise StoreError(
-                f"{self.path} has a Parquet archive of closed runs: open it with storage.open_store or "
-                "storage.tiered.TieredStore, which read and keep the archive"
-            )
         if read_only:
             self._conn.execute("PRAGMA query_only=ON")
         self._ids: dict[str, int] = {}
+        self._gen: int | None = None
+        self._track: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._track_max: dict[int, int] = {}
 
     # -- writing ---------------------------------------------------------------------------------------
     def write(self, samples: Sequence[Sample]) -> int:
@@ -209,16 +245,77 @@ class SqliteStore:
                 self._rollback()
                 raise
 
+    # -- late samples of archived spans: recorded inside the write transaction ---------------------------
+    def _tracking(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Per series id, the sorted, disjoint spans [lo, hi) the archive tracks (read again when the index's
+        generation changed: another process archived a run). Called inside the write transaction, so a
+        span tracked before this write commits is always seen."""
+        gen = self._conn.execute("SELECT value FROM archive_meta WHERE key = 'generation'").fetchone()[0]
+        if gen != self._gen:
+            spans: dict[int, list[tuple[int, int]]] = {}
+            for sid, lo, hi in self._conn.execute(
+                "SELECT s.series_id, r.track_start_us, r.track_end_us FROM archive_series s"
+                " JOIN archive_runs r ON r.run_id = s.run_id ORDER BY 1, 2"
+            ):
+                merged = spans.setdefault(sid, [])
+                if merged and lo <= merged[-1][1]:
+                    merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+                else:
+                    merged.append((lo, hi))
+            self._track = {
+                sid: (np.array([a for a, _ in v], np.int64), np.array([b for _, b in v], np.int64))
+                for sid, v in spans.items()
+            }
+            self._track_max = {sid: int(hi[-1]) for sid, (_, hi) in self._track.items()}
+            self._gen = gen
+        return self._track
+
+    def _mark_late(self, keys: list[tuple[int, int]]) -> None:
+        if keys:
+            now = to_us(utcnow())
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO archive_delta (series_id, ts_us, written_us) VALUES (?, ?, ?)",
+                [(sid, ts, now) for sid, ts in keys],
+            )
+
     def _wrote_rows(self, rows: list[tuple[int, int, float | None, str | None, int, int | None]]) -> None:
-        """Called inside the write transaction with the rows just stored (series id first); a subclass
-        that keeps derived data (the archive's late-sample index) extends it."""
+        """The rows just stored (series id, source µs first) that fall in a tracked span are late samples."""
+        track = self._tracking()
+        if not track:
+            return
+        top = self._track_max
+        late = [(r[0], r[1]) for r in rows if r[1] < top.get(r[0], _MIN)]
+        keys = []
+        for sid, ts in late:
+            lo, hi = track[sid]
+            i = int(np.searchsorted(lo, ts, side="right")) - 1
+            if i >= 0 and ts < hi[i]:
+                keys.append((sid, ts))
+        self._mark_late(keys)
 
     def _wrote_arrays(self, sid: int, ts: np.ndarray) -> None:
         """Like _wrote_rows, for write_arrays: the series id and the source timestamps [µs] just stored."""
+        spans = self._tracking().get(sid)
+        if spans is not None:
+            late = ts[in_spans(ts, *spans)]
+            self._mark_late([(sid, t) for t in late.tolist()])
 
     def _wrote_span(self, sid: int, start_us: int, end_us: int) -> None:
         """Like _wrote_rows, for a copy in SQL (publish_stage): samples of the series were written somewhere
         in [start_us, end_us)."""
+        spans = self._tracking().get(sid)
+        if spans is None:
+            return
+        now = to_us(utcnow())
+        for lo, hi in zip(*spans, strict=True):
+            a, b = max(int(lo), start_us), min(int(hi), end_us)
+            if a < b:  # every row of the series there (a superset of those just written: harmless)
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO archive_delta (series_id, ts_us, written_us)"
+                    " SELECT series_id, ts_us, ? FROM main.samples"
+                    " WHERE series_id = ? AND ts_us >= ? AND ts_us < ?",
+                    (now, sid, a, b),
+                )
 
     def publish_stage(
         self,
@@ -436,15 +533,6 @@ def _check_arrays(
         if arr is not None and arr.shape != ts.shape:
             raise ValueError(f"{name} has {len(arr)} elements, ts_us {len(ts)}")
     return ts.astype(np.int64, copy=False), vals, st, srv
-
-
-def _has_archive(conn: sqlite3.Connection) -> bool:
-    """True when the file holds an archive index with runs in it (storage/tiered.py)."""
-    try:
-        row = conn.execute("SELECT 1 FROM archive_runs LIMIT 1").fetchone()
-    except sqlite3.OperationalError:  # no such table
-        return False
-    return row is not None
 
 
 def _empty(series: str) -> SeriesData:

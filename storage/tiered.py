@@ -7,7 +7,8 @@ latest) comes from the Parquet files, and everything else from SQLite, behind th
 interface. Reads of a closed 7-day, 50-tag, 1 s run go at tens of millions of points per second instead of
 the ~1.5 M/s an SQLite fetch manages (benchmarks/store_read.py).
 
-The index, in the time-series SQLite file (not the catalog, which may be on PostgreSQL):
+The index, in the time-series SQLite file (not the catalog, which may be on PostgreSQL; created by
+storage/sqlite.py with the samples table, so every writer of the file keeps it):
   archive_runs    per run: the archived span [start_us, end_us) that reads take from Parquet; the tracked
                   span (⊇ archived) in which writes are late samples; version; when archived and pruned
   archive_series  the series of each archived run with rows and first/last time
@@ -15,17 +16,18 @@ The index, in the time-series SQLite file (not the catalog, which may be on Post
   archive_meta    a generation number, bumped at every change of the index, so each writer reloads it
 
 Late samples (a write whose time falls in a tracked span: a lab result reported after the harvest, a
-replayed spool) are written to SQLite as always, and their keys go to archive_delta in the same
-transaction. Reads of an archived span overlay them on the Parquet rows, and `read_buckets` computes such a
-span from raw points instead of rollups, so both tiers agree at once. `compact` (called by `maintain`,
-which processing runs every pass) folds them into the run's files — a rewrite of that run's files only —
-and deletes the folded keys. Deltas and a rewrite never race: a delta is deleted only if its id is not
-newer than what the rewrite read, and a reader takes the deltas before it opens the file (a file is
-renamed into place before the deltas it contains are deleted).
+replayed spool, an import that replaces samples) are written to SQLite as always, and their keys go to
+archive_delta in the same transaction (SqliteStore does this for any writer: TieredStore, a plain
+SqliteStore, an import's publish_stage). Reads of an archived span overlay them on the Parquet rows, and
+`read_buckets` computes such a span from raw points instead of rollups, so both tiers agree at once.
+`compact` (called by `maintain`, which processing runs every pass) folds them into the run's files — a
+rewrite of that run's files only — and deletes the folded keys. Deltas and a rewrite never race: a delta
+is deleted only if its id is not newer than what the rewrite read, and a reader takes the deltas before it
+opens the file (a file is renamed into place before the deltas it contains are deleted).
 
 Raw rows stay in SQLite for `keep_raw_s` after a run is archived (default 7 days: a second copy while the
-archive is young, so a damaged or deleted Parquet file can be rebuilt by archiving again), then `prune`
-deletes them in small transactions (the live writer is never held up for long); late samples are never
+archive is young: a deleted samples file is rebuilt from them by the next `maintain`), then `prune` deletes
+them in small transactions (the live writer is never held up for long); late samples are never
 pruned. Reads never use those retained rows, so the store answers the same before and after pruning.
 
 A span's samples belong to at most one archived run: a run whose span overlaps another archived run on the
@@ -79,45 +81,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ArchiveResult", "ArchivedRun", "TieredStore"]
 
-_MIN = -(2**63)
 _PRUNE_CHUNK = 50_000  # raw rows deleted per transaction
 _NAMES_PER_QUERY = 500
 
-_ARCHIVE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS archive_runs (
-    run_id TEXT PRIMARY KEY,
-    equipment TEXT NOT NULL,
-    batch_id TEXT NOT NULL,
-    start_us INTEGER,
-    end_us INTEGER,
-    track_start_us INTEGER NOT NULL,
-    track_end_us INTEGER NOT NULL,
-    version INTEGER NOT NULL DEFAULT 0,
-    archived_us INTEGER,
-    pruned_us INTEGER
-);
-CREATE TABLE IF NOT EXISTS archive_series (
-    run_id TEXT NOT NULL,
-    series_id INTEGER NOT NULL,
-    rows INTEGER NOT NULL DEFAULT 0,
-    first_us INTEGER,
-    last_us INTEGER,
-    PRIMARY KEY (run_id, series_id)
-);
-CREATE INDEX IF NOT EXISTS archive_series_by_series ON archive_series (series_id);
-CREATE TABLE IF NOT EXISTS archive_delta (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    series_id INTEGER NOT NULL,
-    ts_us INTEGER NOT NULL,
-    written_us INTEGER NOT NULL,
-    UNIQUE (series_id, ts_us)
-);
-CREATE TABLE IF NOT EXISTS archive_meta (
-    key TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO archive_meta (key, value) VALUES ('generation', 0);
-"""
 
 _SEGMENTS = (
     "SELECT r.run_id, r.equipment, r.batch_id, r.start_us, r.end_us, s.rows, s.first_us, s.last_us"
@@ -220,8 +186,6 @@ class TieredStore(SqliteStore):
     them is this old (a burst of late samples costs one rewrite). Thread-safe like SqliteStore; archive
     work of several processes is serialized by a lock file in the archive root."""
 
-    schema_extra = _ARCHIVE_SCHEMA
-
     def __init__(
         self,
         path: str | Path,
@@ -237,76 +201,8 @@ class TieredStore(SqliteStore):
         self.keep_raw_s = keep_raw_s
         self.compact_after_s = compact_after_s
         self.reader = ArchiveReader(self.archive_dir)
-        self._gen: int | None = None
-        self._track: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._track_max: dict[int, int] = {}
         self._mlock = threading.Lock()
         self._mconn: sqlite3.Connection | None = None
-
-    # -- late samples: recorded inside the write transaction ---------------------------------------------
-    def _tracking(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        gen = self._conn.execute("SELECT value FROM archive_meta WHERE key = 'generation'").fetchone()[0]
-        if gen != self._gen:
-            spans: dict[int, list[tuple[int, int]]] = {}
-            for sid, lo, hi in self._conn.execute(
-                "SELECT s.series_id, r.track_start_us, r.track_end_us FROM archive_series s"
-                " JOIN archive_runs r ON r.run_id = s.run_id ORDER BY 1, 2"
-            ):
-                merged = spans.setdefault(sid, [])
-                if merged and lo <= merged[-1][1]:
-                    merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
-                else:
-                    merged.append((lo, hi))
-            self._track = {
-                sid: (np.array([a for a, _ in v], np.int64), np.array([b for _, b in v], np.int64))
-                for sid, v in spans.items()
-            }
-            self._track_max = {sid: int(hi[-1]) for sid, (_, hi) in self._track.items()}
-            self._gen = gen
-        return self._track
-
-    def _mark_late(self, keys: list[tuple[int, int]]) -> None:
-        if keys:
-            now = to_us(utcnow())
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO archive_delta (series_id, ts_us, written_us) VALUES (?, ?, ?)",
-                [(sid, ts, now) for sid, ts in keys],
-            )
-
-    def _wrote_rows(self, rows: list[tuple[int, int, float | None, str | None, int, int | None]]) -> None:
-        track = self._tracking()
-        if not track:
-            return
-        top = self._track_max
-        late = [(r[0], r[1]) for r in rows if r[1] < top.get(r[0], _MIN)]
-        keys = []
-        for sid, ts in late:
-            lo, hi = track[sid]
-            i = int(np.searchsorted(lo, ts, side="right")) - 1
-            if i >= 0 and ts < hi[i]:
-                keys.append((sid, ts))
-        self._mark_late(keys)
-
-    def _wrote_arrays(self, sid: int, ts: np.ndarray) -> None:
-        spans = self._tracking().get(sid)
-        if spans is not None:
-            late = ts[in_spans(ts, *spans)]
-            self._mark_late([(sid, t) for t in late.tolist()])
-
-    def _wrote_span(self, sid: int, start_us: int, end_us: int) -> None:
-        spans = self._tracking().get(sid)
-        if spans is None:
-            return
-        now = to_us(utcnow())
-        for lo, hi in zip(*spans, strict=True):
-            a, b = max(int(lo), start_us), min(int(hi), end_us)
-            if a < b:  # every row of the series there (a superset of those just written: harmless)
-                self._conn.execute(
-                    "INSERT OR REPLACE INTO archive_delta (series_id, ts_us, written_us)"
-                    " SELECT series_id, ts_us, ? FROM main.samples"
-                    " WHERE series_id = ? AND ts_us >= ? AND ts_us < ?",
-                    (now, sid, a, b),
-                )
 
     # -- the read plan: which pieces of a range come from where (one SQLite snapshot) ----------------------
     @contextmanager
@@ -652,17 +548,25 @@ class TieredStore(SqliteStore):
         """(Re)write the run's files for its tracked span: the old files' samples, overlaid with SQLite's rows
         outside the old archived span and the late samples inside it, all read in one snapshot; then make
         the tracked span the archived one and delete the folded late samples."""
-        eq, batch, start, end, old_start, old_end = conn.execute(
-            "SELECT equipment, batch_id, track_start_us, track_end_us, start_us, end_us FROM archive_runs"
-            " WHERE run_id = ?",
+        eq, batch, start, end, old_start, old_end, pruned = conn.execute(
+            "SELECT equipment, batch_id, track_start_us, track_end_us, start_us, end_us, pruned_us"
+            " FROM archive_runs WHERE run_id = ?",
             (run_id,),
         ).fetchone()
+        old_path = samples_path(self.archive_dir, eq, batch)
+        if old_start is not None and not old_path.exists():
+            if pruned is not None:
+                raise StoreError(
+                    f"{old_path} is missing and the raw rows of run {run_id} were deleted from SQLite after"
+                    " archiving: restore the archive folder from a backup"
+                )
+            log.warning("%s is missing: run %s is archived again from SQLite's raw rows", old_path, run_id)
+            old_start = old_end = None
         members = conn.execute(
             "SELECT s.series_id, se.name FROM archive_series s JOIN series se ON se.id = s.series_id"
             " WHERE s.run_id = ? ORDER BY se.name",
             (run_id,),
         ).fetchall()
-        old_path = samples_path(self.archive_dir, eq, batch)
         stats = {}
         conn.execute("BEGIN")
         try:
@@ -708,11 +612,20 @@ class TieredStore(SqliteStore):
 
     def compact(self, *, older_than_s: float = 0.0) -> list[str]:
         """Fold late samples into their runs' files (those whose oldest late sample is at least older_than_s
-        old), and finish archivings that were interrupted. Returns the runs rewritten."""
+        old), finish archivings that were interrupted, and rebuild from SQLite's raw rows a samples file
+        that went missing while they are kept. Returns the runs rewritten."""
         cutoff = to_us(utcnow()) - int(older_than_s * 1e6)
         done = []
         with self._maintenance() as conn:
-            due = [
+            missing = [
+                run_id
+                for run_id, eq, batch in conn.execute(
+                    "SELECT run_id, equipment, batch_id FROM archive_runs"
+                    " WHERE start_us IS NOT NULL AND pruned_us IS NULL ORDER BY run_id"
+                )
+                if not samples_path(self.archive_dir, eq, batch).exists()
+            ]
+            due = missing + [
                 r[0]
                 for r in conn.execute(
                     "SELECT r.run_id FROM archive_runs r WHERE r.start_us IS NULL"
@@ -724,7 +637,7 @@ class TieredStore(SqliteStore):
                     (cutoff,),
                 )
             ]
-            for run_id in due:
+            for run_id in dict.fromkeys(due):
                 self._build(conn, run_id)
                 done.append(run_id)
         if done:

@@ -409,6 +409,27 @@ def test_raw_rows_stay_while_young(store: TieredStore) -> None:
     assert store._conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0] > HOURS * 3600
 
 
+def test_a_lost_samples_file_is_an_error_and_is_rebuilt_while_raw_rows_are_kept(store: TieredStore) -> None:
+    fill(store)
+    store.archive_run(run_of("B-17", 0, HOURS * 3600 - 1), SERIES)
+    before = snapshot(store)
+    path = samples_path(store.archive_dir, "F-101", "B-17")
+    path.unlink()
+    with pytest.raises(StoreError, match="missing"):  # never a silently empty answer
+        store.read("F-101.temp", T0, END)
+    store.maintain()  # processing's housekeeping: rebuilt from the raw rows still in SQLite
+    assert path.exists()
+    assert_same(snapshot(store), before)
+    # once the raw rows are gone, only a backup can help, and the error says so
+    store.keep_raw_s = 0
+    store.prune()
+    path.unlink()
+    with pytest.raises(StoreError, match="backup"):
+        store.read("F-101.temp", T0, END)
+    store.maintain()  # nothing to rebuild from: left alone
+    assert not path.exists()
+
+
 # -- runs archived again, runs that overlap ---------------------------------------------------------------
 def test_a_resumed_run_is_archived_again_over_its_longer_span(store: TieredStore) -> None:
     fill(store)
@@ -449,12 +470,22 @@ def test_an_open_run_is_not_archived(store: TieredStore) -> None:
         store.archive_run(Run("F-101:B-1", "F-101", "B-1", T0, None), SERIES)
 
 
-def test_a_bare_sqlite_store_refuses_a_file_with_an_archive(store: TieredStore, tmp_path: Path) -> None:
-    SqliteStore(tmp_path / "ts.db").close()  # no archive yet: fine
+def test_a_plain_sqlite_store_writing_into_an_archived_span_records_a_late_sample(
+    store: TieredStore, tmp_path: Path
+) -> None:
+    # Any writer of the file (a tool, a test, an import's publish_stage) keeps the archive's late-sample
+    # index: the plain SqliteStore's write shows in the tiered reads at once.
     fill(store)
     store.archive_run(run_of("B-17", 0, 3600), SERIES)
-    with pytest.raises(StoreError, match="TieredStore"):
-        SqliteStore(tmp_path / "ts.db")
+    plain = SqliteStore(tmp_path / "ts.db")
+    try:
+        plain.write([Sample("F-101.temp", at(10), 123.0)])
+        plain.write_arrays("F-101.temp", np.array([to_us(at(20))], np.int64), np.array([-7.0]))
+    finally:
+        plain.close()
+    assert store.archived_runs()["F-101:B-17"].deltas == 2
+    assert store.read("F-101.temp", at(10), at(11)).values.tolist() == [123.0]
+    assert store.read_buckets("F-101.temp", T0, at(60), 1).min.tolist() == [-7.0]
 
 
 def test_a_read_only_store_reads_the_archive_and_cannot_change_it(store: TieredStore, tmp_path: Path) -> None:
