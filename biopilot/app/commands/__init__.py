@@ -10,6 +10,7 @@ from biopilot.app.commands import (
     imports,
     kpis,
     lab,
+    report,
     runs,
     stages,
     status,
@@ -31,5 +32,6 @@ MODULES = [
     kpis,
     users,
     trials,
+    report,
     audit,
 ]

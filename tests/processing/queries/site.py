@@ -27,7 +27,7 @@ from biopilot.samples import Sample, to_us
 from processing.queries.auth import Authenticator
 from storage import Catalog, HealthStore, SqliteStore
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIG = REPO / "config" / "demo.toml"
 PASSWORD = "correct horse battery"
 T0 = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)

@@ -153,7 +153,7 @@ def test_oidc_identity_maps_to_a_user(setup: tuple[Catalog, Authenticator, Clock
 
 
 # -- the dashboard refuses to listen beyond 127.0.0.1 without login ---------------------------------------
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _biopilot(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
