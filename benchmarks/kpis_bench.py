@@ -7,7 +7,8 @@ archived as processing archives it (reused by later runs with the same --dir); t
   read   every point of the run's 50 tags with store.read (from the archive)
   inputs every point of the tags the KPIs need (the read part of the KPI time)
   kpis   compute_run_kpis on the run (reads its inputs through the store and computes every KPI)
-Targets: kpis ≤ 2 s, and ≤ 2 × read.
+Targets: kpis ≤ 2 s, and ≤ 2 × read. KPIs are computed twice; the second time is the figure (the first
+also pays what the KPI code imports on first use, printed beside it).
 
     .venv/bin/python benchmarks/kpis_bench.py [--days 7] [--tags 50] [--interval-s 1] [--dir DIR]
 """
@@ -133,6 +134,9 @@ def main() -> None:
     inputs_s = time.perf_counter() - t
     t = time.perf_counter()
     records = compute_run_kpis(config, run, run.end or end, store.read, phases=phases, lab=lab)
+    first_s = time.perf_counter() - t  # includes what the KPI code imports on first use (pint, …)
+    t = time.perf_counter()
+    records = compute_run_kpis(config, run, run.end or end, store.read, phases=phases, lab=lab)
     kpi_s = time.perf_counter() - t
     print(
         f"bare sqlite3 fetch, all {len(names)} tags: {bare_points:>12,} points in {bare_s:6.2f} s"
@@ -147,7 +151,10 @@ def main() -> None:
         f"  ({points / read_s / 1e6:.1f} M points/s, {bare_s / read_s:.1f}× the bare fetch)"
     )
     print(f"store.read the {len(kpi_inputs)} KPI inputs:   {input_points:>12,} points in {inputs_s:6.2f} s")
-    print(f"compute {len(records)} KPIs:                  from {input_points:>8,} points in {kpi_s:6.2f} s")
+    print(
+        f"compute {len(records)} KPIs:                  from {input_points:>8,} points in {kpi_s:6.2f} s"
+        f"  (the first time in the process: {first_s:.2f} s)"
+    )
     print(
         f"KPI time {kpi_s:.2f} s (target ≤ 2 s: {'met' if kpi_s <= 2 else 'NOT met'});"
         f" KPI time / bare fetch of its inputs = {kpi_s / bare_inputs_s:.2f};"

@@ -240,3 +240,17 @@ def test_gap_limits_equal_the_nanmedian_definition_at_every_length() -> None:
         dt[rng.integers(0, n)] *= 30  # a silence
         t = np.r_[0.0, np.cumsum(dt)]
         assert gap_limits_h(t) == pytest.approx(reference(t), rel=1e-12), n
+
+
+def test_the_sorting_network_median_is_numpy_median_bit_for_bit() -> None:
+    # processing.energy._sliding_median (odd-even transposition network on columns) against np.median,
+    # for every row width it takes (1–16), with ties and integers among the values
+    from processing.energy import _sliding_median
+
+    rng = np.random.default_rng(11)
+    for w in range(1, 17):
+        rows = rng.normal(size=(500, w))
+        rows[::5] = np.round(rows[::5])  # ties
+        assert np.array_equal(_sliding_median(rows), np.median(rows, axis=1)), w
+    wide = rng.normal(size=(50, 21))  # wider rows: np.median itself
+    assert np.array_equal(_sliding_median(wide), np.median(wide, axis=1))
