@@ -36,3 +36,30 @@ def private_mosquitto(work: Path) -> Iterator[int]:
     finally:
         broker.terminate()
         broker.wait(10)
+
+
+def bare_fetch(db: Path, names: list[str], t0_us: int, t1_us: int) -> tuple[int, float]:
+    """The baseline of the store benchmarks: a bare sqlite3 fetch of the series' rows in [t0, t1) into numpy
+    arrays (ts, value, status), as SqliteStore stores them; returns (points, seconds)."""
+    import sqlite3
+
+    import numpy as np
+
+    conn = sqlite3.connect(db)
+    try:
+        t = time.perf_counter()
+        points = 0
+        for name in names:
+            rows = conn.execute(
+                "SELECT s.ts_us, s.value, s.status FROM samples s JOIN series n ON n.id = s.series_id"
+                " WHERE n.name = ? AND s.ts_us >= ? AND s.ts_us < ? ORDER BY s.ts_us",
+                (name, t0_us, t1_us),
+            ).fetchall()
+            n = len(rows)
+            ts = np.fromiter((r[0] for r in rows), np.int64, n)
+            values = np.fromiter((np.nan if r[1] is None else r[1] for r in rows), np.float64, n)
+            status = np.fromiter((r[2] for r in rows), np.int64, n)
+            points += len(ts) + 0 * (len(values) + len(status))
+        return points, time.perf_counter() - t
+    finally:
+        conn.close()

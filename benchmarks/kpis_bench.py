@@ -1,31 +1,38 @@
-"""KPI time against read time on a large run from the embedded store.
+"""KPI time against read time on a large closed run from the embedded store.
 
-A 7-day fed-batch of 50 tags sampled every second (about 30 M points) is written once into an SQLite store
-(reused by later runs with the same --db); then, from the same store in the same process:
-  read   every point of the run's 50 tags with store.read (the floor any KPI computation pays)
+A 7-day fed-batch of 50 tags sampled every second (about 30 M points) is written once into the embedded
+store (TieredStore: SQLite + the Parquet archive of closed runs) with write_arrays, and the closed run is
+archived as processing archives it (reused by later runs with the same --dir); then, in the same process:
+  bare   a bare sqlite3 fetch of the run's rows of the 50 tags into numpy (the baseline; raw rows are kept)
+  read   every point of the run's 50 tags with store.read (from the archive)
   inputs every point of the tags the KPIs need (the read part of the KPI time)
-  kpis   compute_run_kpis on the run (reads its inputs and computes every KPI)
-Target: kpis ≤ 2 × read.
+  kpis   compute_run_kpis on the run (reads its inputs through the store and computes every KPI)
+Targets: kpis ≤ 2 s, and ≤ 2 × read. KPIs are computed twice; the second time is the figure (the first
+also pays what the KPI code imports on first use, printed beside it).
 
-    .venv/bin/python benchmarks/kpis_bench.py [--days 7] [--tags 50] [--interval-s 1] [--db FILE]
+    .venv/bin/python benchmarks/kpis_bench.py [--days 7] [--tags 50] [--interval-s 1] [--dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
-from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
-from biopilot.config import parse_config
-from biopilot.records import LabResult, Phase
-from biopilot.samples import Sample, from_us, to_us
-from processing.kpis import compute_run_kpis
-from storage.catalog import Catalog
-from storage.sqlite import SqliteStore
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.common import bare_fetch  # noqa: E402
+from biopilot.config import parse_config  # noqa: E402
+from biopilot.records import LabResult, Phase  # noqa: E402
+from biopilot.samples import to_us  # noqa: E402
+from processing.kpis import compute_run_kpis  # noqa: E402
+from storage.catalog import Catalog  # noqa: E402
+from storage.tiered import TieredStore  # noqa: E402
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 KPI_TAGS = [  # (name suffix, role, unit, extra)
@@ -53,22 +60,6 @@ def site_config(n_tags: int) -> str:
     return "\n".join(lines)
 
 
-class _Points(Sequence[Sample]):
-    def __init__(self, name: str, ts: np.ndarray, values: np.ndarray) -> None:
-        self.name, self.ts, self.values = name, ts, values
-
-    def __len__(self) -> int:
-        return len(self.ts)
-
-    def __getitem__(self, i):  # type: ignore[no-untyped-def,override]
-        raise TypeError
-
-    def __iter__(self) -> Iterator[Sample]:
-        name = self.name
-        for t, v in zip(self.ts.tolist(), self.values.tolist(), strict=True):
-            yield Sample(name, from_us(t), v)
-
-
 def signal(name: str, h: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     growth = np.clip(h / h[-1], 0, 1)
     base = {
@@ -88,28 +79,31 @@ def main() -> None:
     p.add_argument("--days", type=float, default=7.0)
     p.add_argument("--tags", type=int, default=50)
     p.add_argument("--interval-s", type=float, default=1.0)
-    p.add_argument("--db", type=Path, default=Path("/tmp/bp-kpi-bench.db"))
+    p.add_argument("--dir", type=Path, default=Path("/tmp/bp-kpi-bench"))
     args = p.parse_args()
     config = parse_config(site_config(args.tags), "bench.toml")
     names = [t.name for t in config.tags]
     n = int(args.days * 86400 / args.interval_s)
     end = T0 + timedelta(days=args.days)
-    store = SqliteStore(args.db)
-    catalog = Catalog(args.db)
+    db = args.dir / "bench.db"
+    store = TieredStore(db, args.dir / "archive", keep_raw_s=None)  # raw rows kept for the baseline
+    catalog = Catalog(db)
     if store.count(names[-1]) != n:
-        print(f"writing {n:,} points × {len(names)} tags = {n * len(names):,} points to {args.db} (once) …")
+        print(f"writing {n:,} points × {len(names)} tags = {n * len(names):,} points to {db} (once) …")
         t = time.perf_counter()
         ts = to_us(T0) + (np.arange(n, dtype=np.int64) * int(args.interval_s * 1e6))
         h = (ts - ts[0]) / 3.6e9
         rng = np.random.default_rng(1)
         for name in names:
-            values = signal(name, h, rng)
-            for a in range(0, n, 500_000):
-                store.write(_Points(name, ts[a : a + 500_000], values[a : a + 500_000]))
+            store.write_arrays(name, ts, signal(name, h, rng))
         print(f"  written in {time.perf_counter() - t:.0f} s")
     run = catalog.run("F-1:BENCH") or catalog.create_run(
         "F-1", "BENCH", T0, end - timedelta(seconds=args.interval_s)
     )
+    archived = store.archived_runs().get(run.id)
+    if archived is None or not archived.covers(run):
+        result = store.archive_run(run, names)  # as processing does when a run closes
+        print(f"  archived in {result.seconds:.0f} s")
     phases = [
         Phase("batch", T0 + timedelta(hours=2), T0 + timedelta(hours=12)),
         Phase("fed_batch", T0 + timedelta(hours=12), end - timedelta(hours=4)),
@@ -127,22 +121,44 @@ def main() -> None:
     ]
     stop = end + timedelta(seconds=1)
 
+    store.read(names[0], T0, stop)  # warm-up, not timed (what pyarrow imports on first use)
+    bare_points, bare_s = bare_fetch(db, names, to_us(T0), to_us(stop))
+    kpi_inputs = [f"F-1.{n_}" for n_, *_ in KPI_TAGS]
+    bare_input_points, bare_inputs_s = bare_fetch(db, kpi_inputs, to_us(T0), to_us(stop))
     t = time.perf_counter()
     points = sum(len(store.read(name, T0, stop)) for name in names)
     read_s = time.perf_counter() - t
-    kpi_inputs = [f"F-1.{n_}" for n_, *_ in KPI_TAGS]
+    assert points == bare_points
     t = time.perf_counter()
     input_points = sum(len(store.read(name, T0, stop)) for name in kpi_inputs)
     inputs_s = time.perf_counter() - t
     t = time.perf_counter()
     records = compute_run_kpis(config, run, run.end or end, store.read, phases=phases, lab=lab)
+    first_s = time.perf_counter() - t  # includes what the KPI code imports on first use (pint, …)
+    t = time.perf_counter()
+    records = compute_run_kpis(config, run, run.end or end, store.read, phases=phases, lab=lab)
     kpi_s = time.perf_counter() - t
-    print(f"read all {len(names)} tags:        {points:>12,} points in {read_s:6.2f} s  (baseline)")
-    print(f"read the {len(kpi_inputs)} KPI input tags: {input_points:>12,} points in {inputs_s:6.2f} s")
-    print(f"compute {len(records)} KPIs:           from {input_points:>8,} points in {kpi_s:6.2f} s")
     print(
-        f"KPI time / read-all time = {kpi_s / read_s:.2f}  (target ≤ 2); "
-        f"KPI time / input-read time = {kpi_s / inputs_s:.2f}"
+        f"bare sqlite3 fetch, all {len(names)} tags: {bare_points:>12,} points in {bare_s:6.2f} s"
+        f"  (baseline, {bare_points / bare_s / 1e6:.1f} M points/s)"
+    )
+    print(
+        f"bare sqlite3 fetch, {len(kpi_inputs)} KPI inputs: {bare_input_points:>12,} points in"
+        f" {bare_inputs_s:6.2f} s"
+    )
+    print(
+        f"store.read all {len(names)} tags:          {points:>12,} points in {read_s:6.2f} s"
+        f"  ({points / read_s / 1e6:.1f} M points/s, {bare_s / read_s:.1f}× the bare fetch)"
+    )
+    print(f"store.read the {len(kpi_inputs)} KPI inputs:   {input_points:>12,} points in {inputs_s:6.2f} s")
+    print(
+        f"compute {len(records)} KPIs:                  from {input_points:>8,} points in {kpi_s:6.2f} s"
+        f"  (the first time in the process: {first_s:.2f} s)"
+    )
+    print(
+        f"KPI time {kpi_s:.2f} s (target ≤ 2 s: {'met' if kpi_s <= 2 else 'NOT met'});"
+        f" KPI time / bare fetch of its inputs = {kpi_s / bare_inputs_s:.2f};"
+        f" KPI time / store read-all time = {kpi_s / read_s:.2f} (target ≤ 2)"
     )
     catalog.close()
     store.close()

@@ -211,9 +211,34 @@ class InfluxConfig(_Model):
         return value
 
 
+def _inside_data_dir(value: str) -> str:
+    parts = Path(value).parts
+    if not value.strip() or Path(value).is_absolute() or ".." in parts or not parts or parts[-1] == ".":
+        raise ValueError(
+            f"{value!r} leads outside the data directory; give a name inside it (to keep the data elsewhere,"
+            " point --data-dir there)"
+        )
+    return value
+
+
+class ArchiveConfig(_Model):
+    """[storage.archive]: the Parquet archive of closed runs beside the embedded database (backend sqlite)."""
+
+    path: str = "archive"  # a folder inside the data directory
+    after_s: float = Field(default=30.0, ge=0)  # processing archives a run this long after it saw it close
+    keep_raw_days: float = Field(default=7.0, ge=0)  # raw rows kept in SQLite after archiving
+    compact_after_s: float = Field(default=60.0, ge=0)  # late samples folded into the files once this old
+
+    @field_validator("path")
+    @classmethod
+    def _path_inside(cls, value: str) -> str:
+        return _inside_data_dir(value)
+
+
 class StorageConfig(_Model):
     backend: Literal["sqlite", "influxdb"] = "sqlite"
     path: str = "biopilot.db"  # a file inside the data directory (--data-dir); another place: move that
+    archive: ArchiveConfig = ArchiveConfig()  # backend sqlite: closed runs as Parquet (storage/tiered.py)
     # The catalog (runs, KPIs, trials, users, audit): None keeps it in the SQLite file above; a
     # "postgresql://user@host:5432/db" URL puts it on a PostgreSQL server, with the password taken from the
     # environment variable named by catalog_password_env (never written in this file).

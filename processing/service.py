@@ -14,6 +14,11 @@ envelopes and an MSPC model are built for an equipment + product that has none s
 baseline runs, and each live run is judged against the stored ones (at most every provisional_interval_s,
 like its KPIs), its deviation alarms stored. A run detected live whose batch id matches the equipment's
 [[process]] baseline_batches pattern is recorded as a baseline run.
+
+With a store that keeps a columnar tier (storage.base.RunArchive, the embedded default), each pass also
+archives every closed run whose span the archive does not hold yet — [storage.archive] after_s of wall clock
+after the pass that first saw it closed, so samples still in flight land before — with its equipment's
+tags, and lets the store do its housekeeping (late samples folded in, raw rows past retention pruned).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from biopilot.samples import from_us, to_us, utcnow
 from processing.kpis import KPI_VERSION, compute_run_kpis
 from processing.live_alarms import AlarmMonitor
 from processing.runs import Change, detect_phases, detect_runs
-from storage.base import TimeSeriesStore
+from storage.base import RunArchive, TimeSeriesStore
 from storage.catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -48,7 +53,8 @@ class Processing:
     """provisional_interval_s: a live run's provisional KPIs are recomputed at most this often (wall
     clock; default: the config's [processing] provisional_interval_s); a run that just started or closed
     is always computed in the same pass. clock: the wall clock (time.monotonic) the interval is measured
-    on."""
+    on. archive: where closed runs are archived (None: nowhere; the embedded store is its own archive:
+    pass it); archive_after_s: default [storage.archive] after_s."""
 
     def __init__(
         self,
@@ -58,6 +64,8 @@ class Processing:
         *,
         provisional_interval_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        archive: RunArchive | None = None,
+        archive_after_s: float | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -77,18 +85,33 @@ class Processing:
         self.alarm_monitor = AlarmMonitor(
             config, store, catalog, interval_s=self.provisional_interval_s, clock=clock
         )
+        self.archive = archive
+        self.archive_after_s = config.storage.archive.after_s if archive_after_s is None else archive_after_s
+        self.archived = 0  # runs archived so far
+        self._closed_seen: dict[str, float] = {}
+        self._not_archived: set[tuple[str, datetime, datetime | None]] = set()  # runs the archive refused
 
     async def run(self, stop: asyncio.Event, interval_s: float = 2.0) -> None:
+        """Passes every interval_s until stop; archiving (minutes for a long run) runs in a thread of its
+        own, so live KPIs do not wait for it."""
+        loops = [self._every(stop, interval_s, lambda: self.process_once(archive=False), "processing pass")]
+        if self.archive is not None:
+            loops.append(self._every(stop, interval_s, self.archive_closed, "archiving"))
+        await asyncio.gather(*loops)
+
+    @staticmethod
+    async def _every(stop: asyncio.Event, interval_s: float, work: Callable[[], object], what: str) -> None:
         while not stop.is_set():
             try:
-                await asyncio.to_thread(self.process_once)
+                await asyncio.to_thread(work)
             except Exception:  # a bad run must not stop processing of the others
-                log.exception("processing pass failed; retrying in %.0f s", interval_s)
+                log.exception("%s failed; retrying in %.0f s", what, interval_s)
             await wait_for_event(stop, interval_s)
 
-    def process_once(self) -> list[Run]:
+    def process_once(self, *, archive: bool = True) -> list[Run]:
         """Detect run starts and ends since the last pass; recompute KPIs of open and just-closed runs
-        (upstream runs first, so a recovery run finds its fermenter's titer)."""
+        (upstream runs first, so a recovery run finds its fermenter's titer); then (archive) archive the
+        closed runs that are due."""
         touched: dict[str, Run] = {}
         changed: set[str] = set()
         for eq in self.config.equipment:
@@ -111,8 +134,42 @@ class Processing:
             for r in [run, *self._downstream(run)]:
                 self.update_run(self.catalog.run(r.id) or r)
         self._watch_baseline(order, changed)
+        if archive:
+            self.archive_closed()
         self.passes += 1
         return list(touched.values())
+
+    # -- the columnar tier -----------------------------------------------------------------------------
+    def archive_closed(self) -> list[str]:
+        """Archive the closed runs the archive does not hold whole yet, archive_after_s after this object
+        first saw each closed; then the archive's housekeeping. Returns the runs archived."""
+        if self.archive is None:
+            return []
+        now = self.clock()
+        held = self.archive.archived_runs()
+        done = []
+        closed = set()
+        for run in self.catalog.runs():
+            if run.end is None:
+                continue
+            closed.add(run.id)
+            have = held.get(run.id)
+            if (have is not None and have.covers(run)) or (run.id, run.start, run.end) in self._not_archived:
+                continue
+            seen = self._closed_seen.setdefault(run.id, now)
+            if now - seen < self.archive_after_s:
+                continue
+            series = [t.name for t in self.config.tags_of(run.equipment)]
+            result = self.archive.archive_run(run, series)
+            if getattr(result, "skipped", None):  # e.g. overlaps another archived run: logged once
+                self._not_archived.add((run.id, run.start, run.end))
+                continue
+            self.archived += 1
+            done.append(run.id)
+        for run_id in set(self._closed_seen) - closed:  # reopened or deleted: start over when it closes
+            del self._closed_seen[run_id]
+        self.archive.maintain()
+        return done
 
     # -- late lab results ------------------------------------------------------------------------------
     def _lab_tags(self, equipment: str) -> list[str]:

@@ -7,7 +7,7 @@ last run's turnaround is over and the recovery line is idle. Each run's truth go
 <truth_dir>/<batch_id>.json (simulators/truth.py).
 
 Outputs (series are named by the site config's tags, so the data looks as if collected):
-- `write_store`: Samples through TimeSeriesStore.write, source timestamps, OPC UA status;
+- `write_store`: arrays through TimeSeriesStore.write_arrays, source timestamps, OPC UA status;
 - `write_csv`: historian-style exports, one file per equipment, <out>/historian/<equipment>.csv: a
   `timestamp` column (ISO-8601 UTC, µs, Z) and one column per tag; an empty cell is no sample at that
   time or a sample with bad status (wide files carry no status; the long format `timestamp,tag,value,
@@ -29,7 +29,7 @@ import numpy as np
 
 from biopilot.ids import inside
 from biopilot.samples import GOOD, Sample, from_us, to_us
-from biopilot.units import Transform, transform_samples
+from biopilot.units import Transform
 from simulators import lab as lab_mod
 from simulators.engine import (
     Event,
@@ -303,17 +303,23 @@ def write_store(
     batch: int | None = 200_000,
     transforms: Mapping[str, Transform] | None = None,
 ) -> int:
-    """Write through TimeSeriesStore.write, `batch` samples per call (None: all in one transaction), as
-    the collectors would store them: with the tags' transforms (tag → scale, offset) applied."""
+    """Write every tagged column into the store through TimeSeriesStore.write_arrays (arrays in, no Sample
+    objects), as the collectors would store them: with the tags' transforms (tag → scale, offset) applied
+    to numeric columns. `batch`: samples per write_arrays call (None: a column per call; the store commits
+    long columns in chunks of its own)."""
     n = 0
-    chunk: list[Sample] = []
-    for s in to_samples(history, tags):
-        chunk.append(s)
-        if batch is not None and len(chunk) >= batch:
-            n += store.write(transform_samples(chunk, transforms or {}))
-            chunk = []
-    if chunk:
-        n += store.write(transform_samples(chunk, transforms or {}))
+    for c in history.columns:
+        name = tags.get((c.equipment, c.signal.name))
+        if name is None or len(c.ts_us) == 0:
+            continue
+        values = c.values
+        transform = (transforms or {}).get(name)
+        if transform is not None and values.dtype != object:
+            values = transform(values)
+        step = len(c.ts_us) if batch is None else batch
+        for a in range(0, len(c.ts_us), step):
+            b = a + step
+            n += store.write_arrays(name, c.ts_us[a:b], values[a:b], c.status[a:b])
     return n
 
 

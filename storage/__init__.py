@@ -7,16 +7,20 @@ from pathlib import Path
 
 from biopilot.config import SiteConfig
 from biopilot.errors import StoreError
-from storage.base import TimeSeriesStore
+from storage.base import RunArchive, TimeSeriesStore
 from storage.catalog import Catalog
 from storage.health import HealthStore
 from storage.sqlite import SqliteStore
+from storage.tiered import TieredStore
 
 __all__ = [
     "Catalog",
     "HealthStore",
+    "RunArchive",
     "SqliteStore",
+    "TieredStore",
     "TimeSeriesStore",
+    "archive_path",
     "database_path",
     "open_catalog",
     "open_health",
@@ -36,14 +40,35 @@ def database_path(config: SiteConfig, data_dir: Path) -> Path:
     return path
 
 
+def archive_path(config: SiteConfig, data_dir: Path) -> Path:
+    """The Parquet archive of closed runs: storage.archive.path inside the data directory."""
+    path = data_dir / config.storage.archive.path
+    if (
+        not path.resolve().is_relative_to(data_dir.resolve())
+        or Path(config.storage.archive.path).is_absolute()
+    ):
+        raise StoreError(
+            f"storage.archive.path {config.storage.archive.path!r} leads outside the data directory"
+            f" {data_dir}"
+        )
+    return path
+
+
 def open_store(config: SiteConfig, data_dir: Path, *, read_only: bool = False) -> TimeSeriesStore:
     """The site's time-series store: the InfluxDB 2 server of [storage.influxdb] with backend "influxdb",
-    else the embedded SQLite file in data_dir."""
+    else the embedded SQLite file in data_dir with its Parquet archive of closed runs (TieredStore)."""
     if config.storage.backend == "influxdb" and config.storage.influxdb is not None:
         from storage.influx import InfluxStore
 
         return InfluxStore.from_config(config.storage.influxdb, read_only=read_only)
-    return SqliteStore(database_path(config, data_dir), read_only=read_only)
+    archive = config.storage.archive
+    return TieredStore(
+        database_path(config, data_dir),
+        archive_path(config, data_dir),
+        read_only=read_only,
+        keep_raw_s=archive.keep_raw_days * 86400.0,
+        compact_after_s=archive.compact_after_s,
+    )
 
 
 def open_catalog(config: SiteConfig, data_dir: Path) -> Catalog:

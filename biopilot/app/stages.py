@@ -21,7 +21,7 @@ from collectors.writer import StoreWriter
 from processing.service import Processing
 from simulators.plant import PlantSimulator
 from simulators.scenario import Scenario
-from storage import database_path, open_catalog, open_health, open_store
+from storage import RunArchive, database_path, open_catalog, open_health, open_store
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def process(config: SiteConfig, data_dir: Path, interval_s: float | None = None)
     """Detect runs and compute KPIs every interval_s (default: [processing] interval_s) until signalled."""
     store = open_store(config, data_dir)
     catalog = open_catalog(config, data_dir)
-    processing = Processing(config, store, catalog)
+    processing = Processing(config, store, catalog, archive=store if isinstance(store, RunArchive) else None)
     every = config.processing.interval_s if interval_s is None else interval_s
 
     async def main(stop: asyncio.Event) -> None:

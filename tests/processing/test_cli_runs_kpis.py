@@ -31,6 +31,11 @@ def test_import_show_lab_and_kpis_json(tmp_path: Path, capsys: pytest.CaptureFix
     )
     assert rc == 0, err
     assert "13 rows, 26 samples of 2 tags stored in run F-101:hist-12 (trial)" in out
+    # the closed run goes to the Parquet archive at once, and its reads come from there
+    assert "archived run F-101:hist-12 as Parquet: 26 samples" in out
+    assert (tmp_path / "archive" / "samples" / "equipment=F-101" / "run=hist-12" / "part-0.parquet").exists()
+    rc, out, err = cli(capsys, tmp_path, "import", str(csv), "--equipment", "F-101", "--kind", "trial")
+    assert rc == 0 and "samples replaced, none duplicated" in out and "archived run F-101:hist-12" in out, err
 
     rc, out, _ = cli(capsys, tmp_path, "kpis", "F-101:hist-12", "--json")
     doc = json.loads(out)

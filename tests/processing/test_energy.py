@@ -218,3 +218,39 @@ def test_a_change_of_sampling_rate_is_not_a_gap() -> None:
     e = energy_kwh(*arrays(t, [3.0] * len(t)))
     assert e.value == pytest.approx(6.0)  # 2 h of 0.1 h intervals
     assert e.covered_h == pytest.approx(2.0)
+
+
+def test_gap_limits_equal_the_nanmedian_definition_at_every_length() -> None:
+    # The fast path (a plain median for windows without padding) against the definition computed directly:
+    # nanmedian of the `window` intervals before and after each interval, for series shorter and longer
+    # than the windows, with rate changes and a silence.
+    rng = np.random.default_rng(5)
+
+    def reference(t: np.ndarray, factor: float = 5.0, window: int = 10) -> np.ndarray:
+        dt = np.diff(t)
+        out = []
+        for i in range(len(dt)):
+            before, after = dt[max(i - window, 0) : i], dt[i + 1 : i + 1 + window]
+            sides = [float(np.median(x)) for x in (before, after) if len(x)]
+            out.append(factor * (max(sides) if sides else dt[i]))
+        return np.array(out)
+
+    for n in [*range(1, 25), 200]:
+        dt = np.where(rng.random(n) < 0.5, 0.1, 1.0) * rng.uniform(0.9, 1.1, n)
+        dt[rng.integers(0, n)] *= 30  # a silence
+        t = np.r_[0.0, np.cumsum(dt)]
+        assert gap_limits_h(t) == pytest.approx(reference(t), rel=1e-12), n
+
+
+def test_the_sorting_network_median_is_numpy_median_bit_for_bit() -> None:
+    # processing.energy._sliding_median (odd-even transposition network on columns) against np.median,
+    # for every row width it takes (1–16), with ties and integers among the values
+    from processing.energy import _sliding_median
+
+    rng = np.random.default_rng(11)
+    for w in range(1, 17):
+        rows = rng.normal(size=(500, w))
+        rows[::5] = np.round(rows[::5])  # ties
+        assert np.array_equal(_sliding_median(rows), np.median(rows, axis=1)), w
+    wide = rng.normal(size=(50, 21))  # wider rows: np.median itself
+    assert np.array_equal(_sliding_median(wide), np.median(wide, axis=1))

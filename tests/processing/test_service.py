@@ -25,6 +25,7 @@ from biopilot.samples import BAD_NO_COMMUNICATION, GOOD, Sample, to_us
 from processing.service import KPI_VERSION, Processing
 from storage.catalog import Catalog
 from storage.sqlite import SqliteStore
+from storage.tiered import TieredStore
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
@@ -326,3 +327,45 @@ def test_lab_results_that_arrive_after_a_run_closed_recompute_it(site: Site) -> 
     before = site.processing.computed
     site.processing.process_once()
     assert site.processing.computed == before + 1  # only the open run B-2 (recomputed on every pass here)
+
+
+def test_closed_runs_are_archived_after_a_grace_period_and_keep_their_kpis(tmp_path: Path) -> None:
+    """With a RunArchive store, a run closed in a pass is archived after_s (here 30 s of the fake clock)
+    later, with its equipment's tags; its KPIs recomputed from the archive are the same; the open run is
+    not archived; a late lab result lands in both tiers and still recomputes the closed run."""
+    config = parse_config(CONFIG, "test.toml")
+    assert config.storage.archive.after_s == 30.0  # the default
+    store = TieredStore(tmp_path / "biopilot.db", tmp_path / "archive", compact_after_s=0.0)
+    catalog = Catalog(tmp_path / "biopilot.db")
+    clock = FakeClock()
+    processing = Processing(config, store, catalog, clock=clock, provisional_interval_s=0.0, archive=store)
+    site = Site(store, catalog, processing)  # type: ignore[arg-type]
+    try:
+        store.write([Sample("F-1.titer", at(2.0), 1.0)])  # a first lab result, in time
+        first_pass(site)  # B-1 (1 → 5 h) closes, B-2 opens
+        assert store.archived_runs() == {}
+        clock.now = 29.0
+        processing.process_once()
+        assert store.archived_runs() == {}  # not yet: samples may still be on their way
+        clock.now = 30.0
+        processing.process_once()
+        archived = store.archived_runs()
+        assert set(archived) == {"F-1:B-1"} and processing.archived == 1
+        b1 = catalog.run("F-1:B-1")
+        assert b1 is not None and archived["F-1:B-1"].covers(b1)
+        assert archived["F-1:B-1"].series == 4  # every F-1 tag: batch id, both powers, titer
+        kpis_before = [(k.name, k.value, k.coverage, k.flags) for k in catalog.kpis("F-1:B-1")]
+        processing.update_run(b1)  # computed again, now reading the archive
+        assert [(k.name, k.value, k.coverage, k.flags) for k in catalog.kpis("F-1:B-1")] == kpis_before
+        # a late lab result (titer 3.2 g/L at 4.5 h): recomputed, and folded into the files by `maintain`
+        assert kpis(catalog, "F-1:B-1")["titer"].value == 1.0
+        store.write([Sample("F-1.titer", at(4.5), 3.2)])
+        assert store.archived_runs()["F-1:B-1"].deltas == 1
+        processing.process_once()
+        assert kpis(catalog, "F-1:B-1")["titer"].value == 3.2  # the last titer of the run
+        assert store.archived_runs()["F-1:B-1"].deltas == 0  # folded into the files
+        assert store.read("F-1.titer", at(1.0), at(5.0)).values.tolist() == [1.0, 3.2]
+        assert processing.archived == 1  # B-1 once; B-2 is open
+    finally:
+        catalog.close()
+        store.close()

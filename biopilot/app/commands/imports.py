@@ -60,7 +60,7 @@ class _Bar:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from storage import open_catalog, open_store
+    from storage import RunArchive, open_catalog, open_store
     from storage.importers import import_historian, load_mapping
 
     _, config = site_config(args, writes=True)
@@ -134,6 +134,11 @@ def _cmd_import(args: argparse.Namespace) -> int:
                 f"the KPIs of {', '.join(result.replaced_runs)} are flagged stale: this file replaced samples"
                 " in their window; `biopilot kpis --recompute RUN` updates them"
             )
+        if isinstance(store, RunArchive) and run.end is not None:
+            # the closed run goes to the Parquet archive now (an archived run it replaced samples of reads
+            # them at once as late samples; processing folds them into its files)
+            archived = store.archive_run(run, [t.name for t in config.tags_of(run.equipment)])
+            print(f"archived run {run.id} as Parquet: {archived.rows:,} samples in {archived.seconds:.1f} s")
     finally:
         bar.done()
         catalog.close()
