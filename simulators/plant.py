@@ -119,6 +119,7 @@ class PlantSimulator:
         self.data_dir = data_dir
         self.history_store = history_store
         self.lockstep = lockstep
+        self.held = asyncio.Event()  # set once a `hold` has stopped the ticks (run)
         self.clock = self._clock(start or utcnow())
         self.rng = np.random.default_rng([self.scenario.seed, 3])
         self.opcua: OpcUaPlantServer | None = None
@@ -171,10 +172,16 @@ class PlantSimulator:
         return server
 
     async def run(
-        self, stop: asyncio.Event, ready: asyncio.Event | None = None, go: asyncio.Event | None = None
+        self,
+        stop: asyncio.Event,
+        ready: asyncio.Event | None = None,
+        go: asyncio.Event | None = None,
+        hold: asyncio.Event | None = None,
     ) -> None:
         """Serve until `stop` is set. The servers are up when `ready` is set; with `go`, the simulated
-        process starts only once `go` is set (tests connect their collectors in between)."""
+        process starts only once `go` is set (tests connect their collectors in between). With `hold`: once
+        it is set the process publishes nothing more (`self.held` is set after the last tick) while the
+        servers stay up until `stop`, so a test can wait until everything published has been collected."""
         opcua_cfg = self.config.opcua.servers.get(self.sim.opcua_server or "")
         broker = self.config.mqtt.brokers.get(self.sim.mqtt_broker or "")
         origin = self._explicit_start or utcnow()
@@ -219,6 +226,10 @@ class PlantSimulator:
                 loop = asyncio.get_running_loop()
                 next_tick = loop.time()
                 while not stop.is_set():
+                    if hold is not None and hold.is_set():
+                        self.held.set()
+                        await stop.wait()
+                        break
                     await self.tick(self.clock.now())
                     self.clock.advance()
                     next_tick += self.interval_s

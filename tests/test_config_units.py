@@ -165,6 +165,7 @@ def test_every_role_declares_its_kinds() -> None:
 
 def test_the_readme_roles_table_lists_every_role() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    table = readme[readme.index("### Roles and the KPIs they feed") :]
+    section = readme[readme.index("### Roles and the KPIs they feed") :]
+    table = section[: section.index("\n#", 1)]  # up to the next heading
     listed = set(re.findall(r"^\| `([a-z0-9_]+)`", table, flags=re.MULTILINE))
     assert listed == {r.value for r in Role}

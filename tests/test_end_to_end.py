@@ -13,7 +13,7 @@ from biopilot.config import OpcUaSource, Tag, parse_config
 from collectors.runner import Collectors
 from simulators.plant import PlantSimulator
 from storage import SqliteStore
-from tests.conftest import Broker, demo_config_text, free_port
+from tests.conftest import Broker, demo_config_text, free_port, wait_until
 
 WINDOW_S = 6.0
 
@@ -37,19 +37,19 @@ def test_every_published_value_is_stored(mqtt_broker: Broker, tmp_path: Path) ->
         sim = PlantSimulator(config, speed=3600, interval_s=0.1)
         collectors = Collectors.from_config(config, store)
         sim_stop, col_stop, ready, go = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
-        sim_task = asyncio.create_task(sim.run(sim_stop, ready, go))
+        hold = asyncio.Event()
+        sim_task = asyncio.create_task(sim.run(sim_stop, ready, go, hold))
         await asyncio.wait_for(ready.wait(), 20)
         col_task = asyncio.create_task(collectors.run(col_stop))
         assert await collectors.wait_subscribed(20), "collectors did not connect and subscribe"
         go.set()
-        await asyncio.sleep(WINDOW_S)
+        await asyncio.sleep(WINDOW_S)  # the window the plant publishes in (not a wait for a result)
+        hold.set()  # no more values; the OPC UA server and the broker stay up until all are collected
+        await asyncio.wait_for(sim.held.wait(), 20)
+        expected = sum(sim.published[_key(t)] for t in config.tags)
+        assert await wait_until(lambda: collectors.sink.stored >= expected, 60)
         sim_stop.set()
         await sim_task
-        expected = sum(sim.published[_key(t)] for t in config.tags)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 15
-        while loop.time() < deadline and collectors.sink.stored < expected:
-            await asyncio.sleep(0.1)
         col_stop.set()
         await col_task
         return sim, collectors
