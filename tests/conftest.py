@@ -173,7 +173,7 @@ def demo_config_text(*, opcua_port: int, mqtt_host: str, mqtt_port: int, tag: st
     """config/demo.toml with the test's own ports, client id and topic prefix."""
     text = (REPO / "config" / "demo.toml").read_text()
     text = text.replace("opc.tcp://127.0.0.1:4840/biopilot/", f"opc.tcp://127.0.0.1:{opcua_port}/biopilot/")
-    text = text.replace('host = "127.0.0.1"\nport = 1883', f'host = "{mqtt_host}"\nport = {mqtt_port}')
+    text = text.replace('host = "127.0.0.1"\nport = 18830', f'host = "{mqtt_host}"\nport = {mqtt_port}')
     text = text.replace('client_id = "biopilot-demo-collector"', f'client_id = "biopilot-test-{tag}"')
     text = text.replace("biopilot-demo/", f"biopilot-test-{tag}/")
     text = text.replace('mqtt_topic_prefix = "biopilot-demo"', f'mqtt_topic_prefix = "biopilot-test-{tag}"')
