@@ -1,13 +1,14 @@
-"""Trial charters, the trial's runs and the exclusions ledger in the catalog (migration 20). Mixed into Catalog.
+"""Trial charters, the trial's runs and the exclusions ledger in the catalog (migration 20). Mixed into
+Catalog.
 
-- Charter versions (`trial_charters`): version 0 is the draft, written by `trials create --charter` and replaced
-  freely until the lock; `lock_charter` makes version 1 from it (locking twice is an error). Every change after
-  the lock is a new version (2, 3, …) with a required reason. Each version keeps the canonical JSON text
-  (biopilot.charter.canonical_json) and its SHA-256, who made it and when.
+- Charter versions (`trial_charters`): version 0 is the draft, written by `trials create --charter` and
+  replaced freely until the lock; `lock_charter` makes version 1 from it (locking twice is an error). Every
+  change after the lock is a new version (2, 3, …) with a required reason. Each version keeps the canonical
+  JSON text (biopilot.charter.canonical_json) and its SHA-256, who made it and when.
 - Members (`trial_members`): the trial runs (grp "trial": the charter's trial_runs at the lock, then
-  `add_trial_run`) and the baseline runs frozen at the lock (grp "baseline": the charter's baseline_runs, or its
-  [baseline] rule resolved then). A trial run also gets runs.trial_id = the trial and kind "trial", which is
-  what the query layer lets the startup and invited partners see.
+  `add_trial_run`) and the baseline runs frozen at the lock (grp "baseline": the charter's baseline_runs, or
+  its [baseline] rule resolved then). A trial run also gets runs.trial_id = the trial and kind "trial", which
+  is what the query layer lets the startup and invited partners see.
 - Exclusions (`trial_exclusions`): a member run left out of the verdict, with a written reason, who and when.
 - "Changed after the first trial run started" (`charter_changed_after_start`) is computed from the runs' start
   times: the judged (newest) version was made after the earliest start of a trial run.
@@ -192,7 +193,8 @@ class ChartersMixin:
             return self.set_charter_draft(trial_id, charter, by=by)
         if not reason.strip():
             raise StoreError(
-                f"trial {trial_id}: the charter is locked; a new version needs a written reason (--reason TEXT)"
+                f"trial {trial_id}: the charter is locked; a new version needs a written reason "
+                "(--reason TEXT)"
             )
         digest = charter_sha256(charter)
         if digest == current.sha256:
@@ -209,7 +211,9 @@ class ChartersMixin:
         )
         clash = sorted(known_trial & set(baseline_ids))
         if clash:
-            raise StoreError(f"trial {trial_id}: {', '.join(clash)} is a trial run and cannot be a baseline run")
+            raise StoreError(
+                f"trial {trial_id}: {', '.join(clash)} is a trial run and cannot be a baseline run"
+            )
         now = to_us(utcnow())
         with self.db.transaction(f"store a new charter version of {trial_id}") as cur:
             rows = cur.execute("SELECT MAX(version) FROM trial_charters WHERE trial_id = ?", (trial_id,))
@@ -297,7 +301,8 @@ class ChartersMixin:
         current = self.charter_record(trial_id)
         if current is None or not current.locked:
             raise StoreError(
-                f"trial {trial_id}: lock the charter before adding trial runs (`biopilot trials lock {trial_id}`)"
+                f"trial {trial_id}: lock the charter before adding trial runs "
+                f"(`biopilot trials lock {trial_id}`)"
             )
         baseline = {m.run_id for m in self.trial_members(trial_id) if m.group == BASELINE}
         (run,) = self._check_trial_runs(trial, [run_id], baseline)
@@ -320,7 +325,9 @@ class ChartersMixin:
         """Record that a trial or baseline run of the trial is left out of its verdict, and why."""
         self._trial_or_error(trial_id)
         if not reason.strip():
-            raise StoreError(f"trial {trial_id}: excluding run {run_id} needs a written reason (--reason TEXT)")
+            raise StoreError(
+                f"trial {trial_id}: excluding run {run_id} needs a written reason (--reason TEXT)"
+            )
         if run_id not in {m.run_id for m in self.trial_members(trial_id)}:
             raise StoreError(
                 f"trial {trial_id}: run {run_id!r} is neither a trial nor a baseline run of it "
@@ -332,7 +339,8 @@ class ChartersMixin:
             ):
                 raise StoreError(f"trial {trial_id}: run {run_id} is excluded already")
             cur.execute(
-                "INSERT INTO trial_exclusions (trial_id, run_id, reason, by_user, at_us) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO trial_exclusions (trial_id, run_id, reason, by_user, at_us)"
+                " VALUES (?, ?, ?, ?, ?)",
                 (trial_id, run_id, reason.strip(), by, to_us(utcnow())),
             )
         return next(e for e in self.trial_exclusions(trial_id) if e.run_id == run_id)
@@ -352,8 +360,6 @@ class ChartersMixin:
         if current is None or not current.locked:
             return False
         starts = [
-            run.start
-            for m in self.trial_members(trial_id, TRIAL)
-            if (run := self.run(m.run_id)) is not None
+            run.start for m in self.trial_members(trial_id, TRIAL) if (run := self.run(m.run_id)) is not None
         ]
         return bool(starts) and current.at > min(starts)

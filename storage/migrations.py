@@ -160,8 +160,9 @@ CREATE INDEX IF NOT EXISTS runs_by_trial ON runs (trial_id)
 """
 
 # -- 20–29: trials (issue 10) ------------------------------------------------------------------------------
-# Charter versions: version 0 is the draft (replaced until the lock), 1 the locked charter, 2… each change after
-# the lock with its reason. charter: the canonical JSON text (biopilot.charter.canonical_json), sha256 of it.
+# Charter versions: version 0 is the draft (replaced until the lock), 1 the locked charter, 2… each change
+# after the lock with its reason. charter: the canonical JSON text (biopilot.charter.canonical_json),
+# sha256: its SHA-256.
 # Members: the trial's runs (grp 'trial') and the baseline runs frozen at the lock (grp 'baseline').
 _V20_CHARTERS = """
 CREATE TABLE IF NOT EXISTS trial_charters (

@@ -41,7 +41,9 @@ def _charter(**changes: object) -> Charter:
 def _setup(catalog: Catalog) -> None:
     catalog.create_trial("T1", title="Strain X", equipment=["F-101"], startup="acme", created_by="root")
     for i in range(1, 5):
-        catalog.create_run("F-101", f"BL{i}", at(24 * i), at(24 * i + 20), kind="baseline", product="enzyme-X")
+        catalog.create_run(
+            "F-101", f"BL{i}", at(24 * i), at(24 * i + 20), kind="baseline", product="enzyme-X"
+        )
     for i in range(1, 3):
         catalog.create_run("F-101", f"TR{i}", at(200 + 24 * i), at(220 + 24 * i), product="enzyme-X")
     catalog.create_run("R-201", "TR9", at(300), at(310))
@@ -112,7 +114,9 @@ def test_baseline_rule_is_resolved_and_frozen_at_the_lock(catalog: Catalog) -> N
 
 def test_a_rule_selecting_fewer_than_two_runs_is_refused(catalog: Catalog) -> None:
     _setup(catalog)
-    catalog.set_charter_draft("T1", _charter(baseline_runs=[], baseline={"start": at(0), "end": at(30)}), by="r")
+    catalog.set_charter_draft(
+        "T1", _charter(baseline_runs=[], baseline={"start": at(0), "end": at(30)}), by="r"
+    )
     with pytest.raises(StoreError, match="selects 1 run; a verdict needs at least 2"):
         catalog.lock_charter("T1", by="root")
 
