@@ -25,6 +25,7 @@ on _Backend that filters for the viewer. Views never import storage (an import c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -37,8 +38,11 @@ from biopilot.config import Equipment, Role, SiteConfig, Tag
 from biopilot.records import Buckets, KpiRecord, LabResult, Latest, Phase, Run, RunKind, SeriesData
 from biopilot.samples import Sample, from_us, to_us
 from processing.aggregates import envelope, mean_ci
+from processing.trial_inputs import Exclusion, RunRecord
+from processing.verdict import Verdict, judge, verdict_to_json
 from storage.base import TimeSeriesStore
 from storage.catalog import Catalog
+from storage.charters import BASELINE, TRIAL, CharterRecord, ExclusionRecord, TrialMember
 from storage.health import HealthStore
 from storage.health import TagHealth as CollectedTag
 
@@ -113,6 +117,19 @@ class BaselineEnvelope:
     lower: np.ndarray
     upper: np.ndarray
     count: np.ndarray
+
+
+@dataclass(frozen=True)
+class JudgedTrial:
+    """A trial judged by its charter in force, with its inputs (for `biopilot report` and the pack)."""
+
+    trial: Trial
+    versions: tuple[CharterRecord, ...]  # locked versions, oldest first
+    verdict: Verdict
+    trial_runs: tuple[RunRecord, ...]
+    baseline_runs: tuple[RunRecord, ...]
+    origins: dict[str, str]  # run id -> origin ("live", "import", "manual"); absent when not in the catalog
+    imports: dict[str, list[Any]]  # run id -> its ImportRecords
 
 
 @dataclass(frozen=True)
@@ -221,6 +238,39 @@ class Query:
     def baseline_envelope(self, trial_id: str, role: str, points: int = 120) -> BaselineEnvelope | None:
         """Mean ± 2 sd of a signal (by role) over hours since start across the trial's baseline runs."""
         return self._call("baseline_envelope", trial_id, role, points)  # type: ignore[no-any-return]
+
+    def charter(self, trial_id: str) -> CharterRecord | None:
+        """The charter in force (the newest locked version, else the draft); None when there is none or the
+        trial is not visible."""
+        return self._call("charter", trial_id)  # type: ignore[no-any-return]
+
+    def charter_versions(self, trial_id: str) -> list[CharterRecord]:
+        """Every stored version of the trial's charter, oldest first (version 0: an unlocked draft)."""
+        return self._call("charter_versions", trial_id)  # type: ignore[no-any-return]
+
+    def trial_members(self, trial_id: str) -> list[TrialMember]:
+        """The trial runs and the frozen baseline runs (only the trial runs for a viewer who may not see
+        every baseline run: startup, partner, an operator of other equipment)."""
+        return self._call("trial_members", trial_id)  # type: ignore[no-any-return]
+
+    def exclusions(self, trial_id: str) -> list[ExclusionRecord]:
+        """The exclusions ledger (for a viewer who may not see every baseline run — startup, partner, an
+        operator of other equipment — a baseline run is named "baseline run K", K its place in start order
+        among the frozen baseline runs)."""
+        return self._call("exclusions", trial_id)  # type: ignore[no-any-return]
+
+    def verdict(self, trial_id: str) -> dict[str, Any] | None:
+        """The verdict JSON (processing.verdict.verdict_to_json) by the charter in force, over the KPI records
+        of the trial runs and the frozen baseline runs; None when the charter is not locked or the trial is
+        not visible. A viewer who may not see every baseline run (startup, partner, an operator of other
+        equipment) gets the baseline as aggregates: no baseline run ids (named "baseline run K"), no
+        per-baseline-run values (`aggregate_only_verdict`)."""
+        return self._call("verdict", trial_id)  # type: ignore[no-any-return]
+
+    def judged(self, trial_id: str) -> JudgedTrial | None:
+        """Everything the verdict and the evidence pack rest on, with the baseline run by run: for an admin
+        and operators who may see every baseline run (None for others, and when the charter is unlocked)."""
+        return self._call("judged", trial_id)  # type: ignore[no-any-return]
 
     # -- health, users, audit ------------------------------------------------------------------------------
     def health(self) -> HealthView:
@@ -491,6 +541,12 @@ class _Backend:
         return []
 
     def _baseline_runs(self, trial: Trial) -> list[Run]:
+        """The baseline frozen when the charter was locked; before that, every closed baseline run on the
+        trial's equipment (of its product when both name one)."""
+        record = self._catalog.charter_record(trial.id)
+        if record is not None and record.locked:
+            frozen = [self._catalog.run(m.run_id) for m in self._catalog.trial_members(trial.id, BASELINE)]
+            return [r for r in frozen if r is not None]
         runs = []
         for equipment in trial.equipment:
             for run in self._catalog.runs(equipment, kind=RunKind.BASELINE.value):
@@ -569,6 +625,105 @@ class _Backend:
             trial.id, role_.value, unit, len(curves), env.hours, env.mean, env.lower, env.upper, env.count
         )
 
+    # -- charters and verdicts ----------------------------------------------------------------------------
+    def charter(self, v: Viewer, trial_id: str) -> CharterRecord | None:
+        if self.trial(v, trial_id) is None:
+            return None
+        return self._catalog.charter_record(trial_id)
+
+    def charter_versions(self, v: Viewer, trial_id: str) -> list[CharterRecord]:
+        if self.trial(v, trial_id) is None:
+            return []
+        return self._catalog.charter_versions(trial_id)
+
+    def _baseline_in_full(self, v: Viewer, trial_id: str) -> bool:
+        """May the viewer see the frozen baseline run by run: an admin, or an operator of the equipment of
+        every one of those runs (the runs they may see anyway)."""
+        if v.role == UserRole.ADMIN:
+            return True
+        if v.role != UserRole.OPERATOR:
+            return False
+        for m in self._catalog.trial_members(trial_id, BASELINE):
+            run = self._catalog.run(m.run_id)
+            if run is None or not self._may_see_run(v, run):
+                return False
+        return True
+
+    def trial_members(self, v: Viewer, trial_id: str) -> list[TrialMember]:
+        if self.trial(v, trial_id) is None:
+            return []
+        members = self._catalog.trial_members(trial_id)
+        if not self._baseline_in_full(v, trial_id):
+            return [m for m in members if m.group == TRIAL]
+        return members
+
+    def _pseudonyms(self, trial_id: str) -> dict[str, str]:
+        """Frozen baseline run id -> "baseline run K" (K: its place in start order, from 1)."""
+        ids = [m.run_id for m in self._catalog.trial_members(trial_id, BASELINE)]
+        runs = {i: self._catalog.run(i) for i in ids}
+        ordered = sorted(ids, key=lambda i: (runs[i].start if runs[i] is not None else from_us(0), i))  # type: ignore[union-attr]
+        return {run_id: f"baseline run {k}" for k, run_id in enumerate(ordered, 1)}
+
+    def exclusions(self, v: Viewer, trial_id: str) -> list[ExclusionRecord]:
+        if self.trial(v, trial_id) is None:
+            return []
+        out = self._catalog.trial_exclusions(trial_id)
+        if not self._baseline_in_full(v, trial_id):
+            names = self._pseudonyms(trial_id)
+            out = [replace(e, run_id=names.get(e.run_id, e.run_id)) for e in out]
+        return out
+
+    def _judge(self, trial: Trial) -> JudgedTrial | None:
+        versions = [r for r in self._catalog.charter_versions(trial.id) if r.locked]
+        if not versions:
+            return None
+        record = versions[-1]
+        members = self._catalog.trial_members(trial.id)
+        groups: dict[str, list[RunRecord]] = {TRIAL: [], BASELINE: []}
+        origins: dict[str, str] = {}
+        imports: dict[str, list[Any]] = {}
+        for m in members:
+            run = self._catalog.run(m.run_id)
+            if run is None:  # gone from the catalog: no KPIs, so the verdict names it not judgeable
+                groups[m.group].append(RunRecord(m.run_id, m.added, {}))
+                continue
+            kpis = {k.name: k for k in self._catalog.kpis(run.id)}
+            groups[m.group].append(RunRecord(run.id, run.start, kpis))
+            origins[run.id] = run.origin
+            imports[run.id] = self._catalog.imports(run_id=run.id)
+        exclusions = [
+            Exclusion(e.run_id, e.reason, e.by, e.at) for e in self._catalog.trial_exclusions(trial.id)
+        ]
+        verdict = judge(
+            record.charter,
+            groups[TRIAL],
+            groups[BASELINE],
+            exclusions=exclusions,
+            charter_version=record.version,
+            charter_changed_after_start=self._catalog.charter_changed_after_start(trial.id),
+        )
+        return JudgedTrial(
+            trial, tuple(versions), verdict, tuple(groups[TRIAL]), tuple(groups[BASELINE]), origins, imports
+        )
+
+    def verdict(self, v: Viewer, trial_id: str) -> dict[str, Any] | None:
+        trial = self.trial(v, trial_id)
+        if trial is None:
+            return None
+        judged = self._judge(trial)
+        if judged is None:
+            return None
+        doc = verdict_to_json(judged.verdict)
+        if not self._baseline_in_full(v, trial_id):
+            doc = aggregate_only_verdict(doc, self._pseudonyms(trial_id))
+        return doc
+
+    def judged(self, v: Viewer, trial_id: str) -> JudgedTrial | None:
+        trial = self.trial(v, trial_id)
+        if trial is None or not self._baseline_in_full(v, trial_id):
+            return None
+        return self._judge(trial)
+
     # -- health, users, audit ----------------------------------------------------------------------------
     def health(self, v: Viewer) -> HealthView:
         if v.role not in (UserRole.ADMIN, UserRole.OPERATOR) or self._health is None:
@@ -598,6 +753,43 @@ class _Backend:
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
+def aggregate_only_verdict(doc: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """A verdict JSON with the baseline as aggregates only (for a startup or a partner): every per-run list
+    loses its baseline entries (the KPIs' and the money's "runs"), the stability chart keeps its centre,
+    limits, findings and dates but not the runs' values, and every baseline run id is replaced by its name
+    in `names` ("baseline run K") — in the lists and in the sentences, where a run's value in brackets after
+    it is dropped too."""
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, dict):
+            out = {}
+            for key, value in x.items():
+                if key == "runs" and isinstance(value, list) and value and isinstance(value[0], dict):
+                    value = [r for r in value if r.get("group") != BASELINE]
+                out[key] = walk(value)
+            return out
+        if isinstance(x, list):
+            return [walk(i) for i in x]
+        if isinstance(x, str):
+            return _rename(x)
+        return x
+
+    ids = sorted(names, key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(i) for i in ids)) if ids else None
+
+    def _rename(text: str) -> str:
+        if pattern is None:
+            return text
+        renamed = pattern.sub(lambda m: names[m.group(0)], text)
+        return re.sub(r"(baseline run \d+) \([^)]*\)", r"\1", renamed)
+
+    stability = dict(doc.get("baseline_stability") or {})
+    if stability:
+        stability["values"] = []
+        stability["runs"] = []
+    return walk({**doc, "baseline_stability": stability})  # type: ignore[no-any-return]
+
+
 def _source_of(tag: Tag) -> str:
     src = tag.source
     return f"opcua:{src.server}" if src.protocol == "opcua" else f"mqtt:{src.broker}"
