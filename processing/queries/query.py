@@ -25,6 +25,7 @@ on _Backend that filters for the viewer. Views never import storage (an import c
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -627,14 +628,17 @@ class _Backend:
 
     # -- charters and verdicts ----------------------------------------------------------------------------
     def charter(self, v: Viewer, trial_id: str) -> CharterRecord | None:
-        if self.trial(v, trial_id) is None:
-            return None
-        return self._catalog.charter_record(trial_id)
+        versions = self.charter_versions(v, trial_id)
+        return versions[-1] if versions else None
 
     def charter_versions(self, v: Viewer, trial_id: str) -> list[CharterRecord]:
         if self.trial(v, trial_id) is None:
             return []
-        return self._catalog.charter_versions(trial_id)
+        out = self._catalog.charter_versions(trial_id)
+        if not self._baseline_in_full(v, trial_id):
+            names = self._pseudonyms(trial_id)
+            out = [_pseudonymous_charter(r, names) for r in out]
+        return out
 
     def _baseline_in_full(self, v: Viewer, trial_id: str) -> bool:
         """May the viewer see the frozen baseline run by run: an admin, or an operator of the equipment of
@@ -753,6 +757,16 @@ class _Backend:
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
+def _pseudonymous_charter(record: CharterRecord, names: dict[str, str]) -> CharterRecord:
+    """The record with the charter's baseline run ids replaced by their names ("baseline run K"; one not
+    in the frozen baseline: "a baseline run"). `sha256` stays that of the charter as locked."""
+    doc = json.loads(record.canonical_json)
+    ids = doc["charter"].get("baseline_runs") or []
+    doc["charter"]["baseline_runs"] = [names.get(i, "a baseline run") for i in ids]
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return replace(record, canonical_json=text)
+
+
 def aggregate_only_verdict(doc: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     """A verdict JSON with the baseline as aggregates only (for a startup or a partner): every per-run list
     loses its baseline entries (the KPIs' and the money's "runs"), the stability chart keeps its centre,
