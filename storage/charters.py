@@ -148,9 +148,10 @@ class ChartersMixin:
         assert record is not None
         return record
 
-    def lock_charter(self, trial_id: str, *, by: str) -> CharterRecord:
+    def lock_charter(self, trial_id: str, *, by: str, at: datetime | None = None) -> CharterRecord:
         """Lock the draft as version 1: freeze the baseline runs (the rule resolved now) and record the trial
-        runs it names. StoreError when there is no draft, it is locked already, or a run is wrong."""
+        runs it names. StoreError when there is no draft, it is locked already, or a run is wrong.
+        at: when it was locked (default now; the demo dates its simulated past with it)."""
         trial = self._trial_or_error(trial_id)
         versions = self.charter_versions(trial_id)
         if any(v.locked for v in versions):
@@ -167,7 +168,7 @@ class ChartersMixin:
         charter = draft.charter
         baseline = self._resolve_baseline(trial, charter)
         trial_runs = self._check_trial_runs(trial, charter.trial_runs, set(baseline))
-        now = to_us(utcnow())
+        now = to_us(at if at is not None else utcnow())
         with self.db.transaction(f"lock the charter of {trial_id}") as cur:
             if cur.execute("SELECT 1 FROM trial_charters WHERE trial_id = ? AND version > 0", (trial_id,)):
                 raise StoreError(f"trial {trial_id}: the charter is locked already")

@@ -16,6 +16,7 @@ The hidden `biopilot report build-json INPUTS --out DIR` builds a pack from an i
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 from pathlib import Path
 
@@ -64,6 +65,7 @@ def _cmd_trial(args: argparse.Namespace) -> int:
     from processing.evidence.inputs import CharterVersion, EvidenceInputs, RunSource
     from storage import open_catalog, open_store
 
+    logging.getLogger("fontTools").setLevel(logging.WARNING)  # fpdf2's font subsetting chatters at INFO
     _, config = site_config(args)
     catalog = open_catalog(config, args.data_dir)
     store = open_store(config, args.data_dir, read_only=True)
