@@ -11,6 +11,10 @@ the trial runs in the trial), their phases and KPIs into the demo's catalog, the
 store — the samples only once the simulator has begun writing its history, because a simulator that finds
 data of its tags in the store writes no history (simulators/plant.py).
 
+The campaign's runs are of product "enzyme-X" (the charter's), not the live batches' "demo enzyme": the
+golden-batch references the processing service builds from the demo's own baseline batches stay as they
+are.
+
 The charter is locked at the campaign's first run start minus a day (`locked_at`): the demo's past is
 simulated, and a lock dated at the seeding would make the verdict say — truthfully — that the charter was
 changed after the first trial run started. The audit log records the seeding under the actor "demo".

@@ -16,8 +16,8 @@ The hidden `biopilot report build-json INPUTS --out DIR` builds a pack from an i
 from __future__ import annotations
 
 import argparse
-import logging
 import json
+import logging
 from pathlib import Path
 
 from biopilot.app.commands.acting import acting_viewer, add_user_option, not_found, query_for
