@@ -159,11 +159,13 @@ class TrialSeeder(threading.Thread):
             self.cancel.wait(0.2)
 
     def run(self) -> None:
+        import logging
         from datetime import timedelta
 
         from biopilot.app.demo_trial import seed_demo_trial
         from storage import open_catalog, open_store
 
+        logging.getLogger("processing").setLevel(logging.WARNING)  # the campaign's runs: not on the console
         sim = self.config.simulator
         start = self.history_start - timedelta(hours=sim.history_h if sim is not None else 0.0)
         with self.log_file.open("a") as out:
