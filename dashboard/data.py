@@ -9,14 +9,20 @@ The site config and data directory come from BIOPILOT_CONFIG and BIOPILOT_DATA_D
 
 from __future__ import annotations
 
+import io
 import logging
+import math
 import os
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
+from scipy.stats import t as student_t
 
 from biopilot import units
 from biopilot.access import Trial, User, Viewer, is_loopback
@@ -25,8 +31,9 @@ from biopilot.records import KpiRecord, Phase, Run
 from biopilot.samples import Severity, from_us, severity, utcnow
 from processing.queries import Query, open_query
 from processing.queries.auth import Authenticator
-from processing.queries.query import BaselineEnvelope, BaselineSummary, SiteInfo
+from processing.queries.query import BaselineEnvelope, BaselineSummary, JudgedTrial, SiteInfo
 from storage import Catalog, HealthStore, TimeSeriesStore, open_catalog, open_health, open_store
+from storage.charters import CharterRecord, ExclusionRecord
 from storage.health import connection_verdict, liveness, source_alive, store_verdict, tag_state
 
 log = logging.getLogger(__name__)
@@ -290,6 +297,52 @@ class PageData:
 
     def baseline_envelope(self, trial_id: str, role: str) -> BaselineEnvelope | None:
         return self._q.baseline_envelope(trial_id, role)
+
+    def charter_versions(self, trial_id: str) -> list[CharterRecord]:
+        """Every version of the trial's charter, oldest first (version 0: an unlocked draft)."""
+        return self._q.charter_versions(trial_id)
+
+    def exclusions(self, trial_id: str) -> list[ExclusionRecord]:
+        return self._q.exclusions(trial_id)
+
+    def verdict(self, trial_id: str) -> dict[str, Any] | None:
+        """The verdict JSON, as `biopilot verdict TRIAL --json` prints it for this viewer."""
+        return self._q.verdict(trial_id)
+
+    def evidence_pack_zip(self, trial_id: str) -> tuple[str, bytes] | None:
+        """The trial's evidence pack (as `biopilot report TRIAL` writes it) as a zip: (file name, bytes);
+        None when the viewer may not have it (it lists the baseline run by run) or there is no verdict."""
+        judged = self._q.judged(trial_id)
+        if judged is None:
+            return None
+        return build_pack_zip(judged, self._q.site().name)
+
+
+def build_pack_zip(judged: JudgedTrial, site: str) -> tuple[str, bytes]:
+    """Build the evidence pack of a judged trial in a scratch directory and zip it."""
+    from processing.evidence import build_evidence_pack
+
+    inputs = judged.evidence_inputs(site)
+    name = f"evidence-{judged.trial.id}-v{judged.verdict.charter_version}"
+    with tempfile.TemporaryDirectory(prefix="biopilot-pack-") as tmp:
+        out = Path(tmp) / name
+        build_evidence_pack(inputs, out)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+            for path in sorted(out.rglob("*")):
+                if path.is_file():
+                    z.write(path, f"{name}/{path.relative_to(out)}")
+    return f"{name}.zip", buffer.getvalue()
+
+
+def baseline_band(kpi: dict[str, Any]) -> tuple[float, float, float] | None:
+    """(mean, low, high) of the baseline in a verdict KPI object: its mean with the 1 − α Student-t
+    interval mean ± t(1 − α/2, n − 1) · sd / √n over the usable baseline runs (None with fewer than 2)."""
+    n, mean, sd = kpi.get("n_baseline") or 0, kpi.get("mean_baseline"), kpi.get("sd_baseline")
+    if n < 2 or mean is None or sd is None:
+        return None
+    half = float(student_t.ppf(1 - (1 - kpi.get("ci_level", 0.95)) / 2, n - 1)) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
 
 
 def _first_name(tags: list[Tag], role: Role) -> str:

@@ -39,6 +39,7 @@ from biopilot.config import Equipment, Role, SiteConfig, Tag
 from biopilot.records import Buckets, KpiRecord, LabResult, Latest, Phase, Run, RunKind, SeriesData
 from biopilot.samples import Sample, from_us, to_us
 from processing.aggregates import envelope, mean_ci
+from processing.evidence.inputs import CharterVersion, EvidenceInputs, RunSource
 from processing.trial_inputs import Exclusion, RunRecord
 from processing.verdict import Verdict, judge, verdict_to_json
 from storage.base import TimeSeriesStore
@@ -131,6 +132,24 @@ class JudgedTrial:
     baseline_runs: tuple[RunRecord, ...]
     origins: dict[str, str]  # run id -> origin ("live", "import", "manual"); absent when not in the catalog
     imports: dict[str, list[Any]]  # run id -> its ImportRecords
+
+    def evidence_inputs(self, site: str) -> EvidenceInputs:
+        """What the evidence pack shows (processing.evidence.inputs.EvidenceInputs)."""
+        return EvidenceInputs(
+            self.trial.id,
+            tuple(
+                CharterVersion(v.version, v.canonical_json, v.sha256, v.reason, v.by, v.at)
+                for v in self.versions
+            ),
+            self.verdict,
+            self.trial_runs,
+            self.baseline_runs,
+            tuple(
+                RunSource(run_id, origin, tuple(self.imports.get(run_id, ())))
+                for run_id, origin in self.origins.items()
+            ),
+            site,
+        )
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_trial(args: argparse.Namespace) -> int:
     from processing.evidence import build_evidence_pack
-    from processing.evidence.inputs import CharterVersion, EvidenceInputs, RunSource
     from storage import open_catalog, open_store
 
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # fpdf2's font subsetting chatters at INFO
@@ -88,21 +87,7 @@ def _cmd_trial(args: argparse.Namespace) -> int:
                 f"which only an admin (or an operator of its equipment) may see; `biopilot verdict "
                 f"{trial_id}` shows the verdict with the baseline as aggregates"
             )
-        inputs = EvidenceInputs(
-            trial_id,
-            tuple(
-                CharterVersion(v.version, v.canonical_json, v.sha256, v.reason, v.by, v.at)
-                for v in judged.versions
-            ),
-            judged.verdict,
-            judged.trial_runs,
-            judged.baseline_runs,
-            tuple(
-                RunSource(run_id, origin, tuple(judged.imports.get(run_id, ())))
-                for run_id, origin in judged.origins.items()
-            ),
-            config.site.name,
-        )
+        inputs = judged.evidence_inputs(config.site.name)
         manifest = build_evidence_pack(inputs, args.out)
         catalog.audit.append(
             viewer.name,
