@@ -309,6 +309,10 @@ class PageData:
         """The verdict JSON, as `biopilot verdict TRIAL --json` prints it for this viewer."""
         return self._q.verdict(trial_id)
 
+    def may_download_pack(self, trial_id: str) -> bool:
+        """May the viewer have the evidence pack (it lists the baseline run by run)?"""
+        return self._q.judged(trial_id) is not None
+
     def evidence_pack_zip(self, trial_id: str) -> tuple[str, bytes] | None:
         """The trial's evidence pack (as `biopilot report TRIAL` writes it) as a zip: (file name, bytes);
         None when the viewer may not have it (it lists the baseline run by run) or there is no verdict."""
