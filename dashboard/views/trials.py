@@ -216,28 +216,25 @@ def _verdict(doc: dict[str, Any]) -> None:
         "`biopilot verdict --json`."
     )
     kpis = [doc["primary"], *doc["secondary"]]
+    rows = [
+        ("role", lambda k: k["role"]),
+        ("word", lambda k: k["word"]),
+        ("unit", lambda k: k["unit"]),
+        ("n trial / baseline", lambda k: f"{k['n_trial']} / {k['n_baseline']}"),
+        ("mean trial", lambda k: g(k["mean_trial"])),
+        ("mean baseline", lambda k: g(k["mean_baseline"])),
+        ("difference (better > 0)", lambda k: g(k["difference"])),
+        ("difference %", lambda k: pct(k["difference_pct"])),
+        (f"CI % ({kpis[0]['ci_level'] * 100:g} %)", lambda k: interval(k["ci_pct"], as_pct=True)),
+        ("p Welch", lambda k: g(k["p_welch"], 3)),
+        ("p permutation", lambda k: g(k["p_permutation"], 3)),
+        ("Hedges g", lambda k: g(k["hedges_g"], 3)),
+        ("MDE %", lambda k: g(k["mde_pct"], 3)),
+    ]
     st.table(
         pd.DataFrame(
-            [
-                {
-                    "KPI": k["kpi"],
-                    "role": k["role"],
-                    "word": k["word"],
-                    "n trial": k["n_trial"],
-                    "n baseline": k["n_baseline"],
-                    "mean trial": g(k["mean_trial"]),
-                    "mean baseline": g(k["mean_baseline"]),
-                    "difference": g(k["difference"]),
-                    "difference %": pct(k["difference_pct"]),
-                    "CI %": interval(k["ci_pct"], as_pct=True),
-                    "p Welch": g(k["p_welch"], 3),
-                    "p permutation": g(k["p_permutation"], 3),
-                    "Hedges g": g(k["hedges_g"], 3),
-                    "MDE %": g(k["mde_pct"], 3),
-                }
-                for k in kpis
-            ]
-        ).set_index("KPI")
+            {k["kpi"]: [cell(k) for _, cell in rows] for k in kpis}, index=[name for name, _ in rows]
+        )
     )
     st.plotly_chart(ci_figure(kpis, margin=doc["margin"], margin_unit=doc["margin_unit"]), key="verdict_ci")
     st.caption(
@@ -281,10 +278,15 @@ def _runs_and_stability(doc: dict[str, Any]) -> None:
         )
 
 
+def money(v: float) -> str:
+    """An amount as the page shows it: whole units with thousands separators from 1 000 on."""
+    return f"{v:,.0f}" if abs(v) >= 1000 else g(v)
+
+
 def _range(r: dict[str, Any] | None) -> str:
     if not r or r.get("low") is None or r.get("high") is None:
         return "—"
-    return f"{g(r['low'])} to {g(r['high'])} {r.get('unit', '')}".strip()
+    return f"{money(r['low'])} to {money(r['high'])} {r.get('unit', '')}".strip()
 
 
 def _money(m: dict[str, Any] | None) -> None:

@@ -61,6 +61,7 @@ def streamlit_command(
 
 DEMO_TENANT = "acme"
 DEMO_TRIAL = "T-ACME-1"
+DEMO_PRODUCT = "enzyme-X"  # the product of config/trials/demo-charter.toml
 # one user per role; the startup member belongs to DEMO_TENANT, the partner is invited to DEMO_TRIAL
 DEMO_USERS = [
     ("admin", "admin", None),
@@ -129,6 +130,7 @@ def _seed_users(catalog) -> list[tuple[str, str, str]]:  # type: ignore[no-untyp
         title="Demo trial: acme's strain on F-101",
         equipment=["F-101"],
         startup=DEMO_TENANT,
+        product=DEMO_PRODUCT,
         created_by="demo",
     )
     catalog.audit.append("demo", "trial.create", DEMO_TRIAL, why="demo trial", startup=DEMO_TENANT)
