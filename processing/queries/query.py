@@ -654,9 +654,9 @@ class _Backend:
         if self.trial(v, trial_id) is None:
             return []
         out = self._catalog.charter_versions(trial_id)
-        if not self._baseline_in_full(v, trial_id):
-            names = self._pseudonyms(trial_id)
-            out = [_pseudonymous_charter(r, names) for r in out]
+        hidden = self._hidden_members(v, trial_id)
+        if hidden:
+            out = [_pseudonymous_charter(r, hidden) for r in out]
         return out
 
     def _baseline_in_full(self, v: Viewer, trial_id: str) -> bool:
@@ -672,29 +672,41 @@ class _Backend:
                 return False
         return True
 
+    def _hidden_members(self, v: Viewer, trial_id: str) -> dict[str, str]:
+        """The trial's runs (trial and frozen baseline) the viewer may not see, each with the name it is
+        shown by instead: "baseline run K" / "trial run K", K its place in start order in its group. Every
+        baseline run when the viewer may not see all of them (a startup, a partner, an operator of other
+        equipment); the trial runs it may not see (an operator of other equipment)."""
+        if v.role == UserRole.ADMIN:
+            return {}
+        members = self._catalog.trial_members(trial_id)
+        runs = {m.run_id: self._catalog.run(m.run_id) for m in members}
+        full = self._baseline_in_full(v, trial_id)
+        names: dict[str, str] = {}
+        for group in (BASELINE, TRIAL):
+            ids = [m.run_id for m in members if m.group == group]
+            ids.sort(key=lambda i: (to_us(runs[i].start) if runs[i] is not None else 0, i))  # type: ignore[union-attr]
+            for k, run_id in enumerate(ids, 1):
+                run = runs[run_id]
+                visible = run is not None and self._may_see_run(v, run)
+                if (group == BASELINE and not full) or (group == TRIAL and not visible):
+                    names[run_id] = f"{group} run {k}"
+        return names
+
     def trial_members(self, v: Viewer, trial_id: str) -> list[TrialMember]:
         if self.trial(v, trial_id) is None:
             return []
-        members = self._catalog.trial_members(trial_id)
-        if not self._baseline_in_full(v, trial_id):
-            return [m for m in members if m.group == TRIAL]
-        return members
-
-    def _pseudonyms(self, trial_id: str) -> dict[str, str]:
-        """Frozen baseline run id -> "baseline run K" (K: its place in start order, from 1)."""
-        ids = [m.run_id for m in self._catalog.trial_members(trial_id, BASELINE)]
-        runs = {i: self._catalog.run(i) for i in ids}
-        ordered = sorted(ids, key=lambda i: (runs[i].start if runs[i] is not None else from_us(0), i))  # type: ignore[union-attr]
-        return {run_id: f"baseline run {k}" for k, run_id in enumerate(ordered, 1)}
+        hidden = self._hidden_members(v, trial_id)
+        return [m for m in self._catalog.trial_members(trial_id) if m.run_id not in hidden]
 
     def exclusions(self, v: Viewer, trial_id: str) -> list[ExclusionRecord]:
         if self.trial(v, trial_id) is None:
             return []
-        out = self._catalog.trial_exclusions(trial_id)
-        if not self._baseline_in_full(v, trial_id):
-            names = self._pseudonyms(trial_id)
-            out = [replace(e, run_id=names.get(e.run_id, e.run_id)) for e in out]
-        return out
+        hidden = self._hidden_members(v, trial_id)
+        return [
+            replace(e, run_id=hidden.get(e.run_id, e.run_id))
+            for e in self._catalog.trial_exclusions(trial_id)
+        ]
 
     def _judge(self, trial: Trial) -> JudgedTrial | None:
         versions = [r for r in self._catalog.charter_versions(trial.id) if r.locked]
@@ -737,8 +749,9 @@ class _Backend:
         if judged is None:
             return None
         doc = verdict_to_json(judged.verdict)
-        if not self._baseline_in_full(v, trial_id):
-            doc = aggregate_only_verdict(doc, self._pseudonyms(trial_id))
+        hidden = self._hidden_members(v, trial_id)
+        if hidden:
+            doc = aggregate_only_verdict(doc, hidden)
         return doc
 
     def judged(self, v: Viewer, trial_id: str) -> JudgedTrial | None:
@@ -777,28 +790,30 @@ class _Backend:
 
 # -- helpers -----------------------------------------------------------------------------------------------
 def _pseudonymous_charter(record: CharterRecord, names: dict[str, str]) -> CharterRecord:
-    """The record with the charter's baseline run ids replaced by their names ("baseline run K"; one not
-    in the frozen baseline: "a baseline run"). `sha256` stays that of the charter as locked."""
+    """The record with the charter's run ids the viewer may not see replaced by their names ("baseline run
+    K", "trial run K"; a baseline run not in the frozen baseline: "a baseline run"). `sha256` stays that of
+    the charter as locked."""
     doc = json.loads(record.canonical_json)
-    ids = doc["charter"].get("baseline_runs") or []
-    doc["charter"]["baseline_runs"] = [names.get(i, "a baseline run") for i in ids]
+    c = doc["charter"]
+    c["baseline_runs"] = [names.get(i, "a baseline run") for i in c.get("baseline_runs") or []]
+    c["trial_runs"] = [names.get(i, i) for i in c.get("trial_runs") or []]
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return replace(record, canonical_json=text)
 
 
 def aggregate_only_verdict(doc: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
-    """A verdict JSON with the baseline as aggregates only (for a startup or a partner): every per-run list
-    loses its baseline entries (the KPIs' and the money's "runs"), the stability chart keeps its centre,
-    limits, findings and dates but not the runs' values, and every baseline run id is replaced by its name
-    in `names` ("baseline run K") — in the lists and in the sentences, where a run's value in brackets after
-    it is dropped too."""
+    """A verdict JSON without the runs a viewer may not see (`names`: run id -> "baseline run K" / "trial
+    run K"): every per-run list loses their entries (the KPIs' and the money's "runs"); when a baseline run
+    is among them, the stability chart keeps its centre, limits, findings and dates but not the runs'
+    values; every such run id is replaced by its name — in the lists and in the sentences, where a run's
+    value in brackets after it is dropped too. For a startup or a partner: the baseline as aggregates."""
 
     def walk(x: Any) -> Any:
         if isinstance(x, dict):
             out = {}
             for key, value in x.items():
                 if key == "runs" and isinstance(value, list) and value and isinstance(value[0], dict):
-                    value = [r for r in value if r.get("group") != BASELINE]
+                    value = [r for r in value if r.get("run") not in names]
                 out[key] = walk(value)
             return out
         if isinstance(x, list):
@@ -814,10 +829,10 @@ def aggregate_only_verdict(doc: dict[str, Any], names: dict[str, str]) -> dict[s
         if pattern is None:
             return text
         renamed = pattern.sub(lambda m: names[m.group(0)], text)
-        return re.sub(r"(baseline run \d+) \([^)]*\)", r"\1", renamed)
+        return re.sub(r"((?:baseline|trial) run \d+) \([^)]*\)", r"\1", renamed)
 
     stability = dict(doc.get("baseline_stability") or {})
-    if stability:
+    if stability and any(r in names for r in stability.get("runs", [])):
         stability["values"] = []
         stability["runs"] = []
     return walk({**doc, "baseline_stability": stability})  # type: ignore[no-any-return]
