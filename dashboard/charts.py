@@ -166,12 +166,13 @@ def runs_figure(kpi: dict[str, Any], band: tuple[float, float, float] | None) ->
     return fig
 
 
-def stability_figure(s: dict[str, Any], unit: str) -> go.Figure:
+def stability_figure(s: dict[str, Any], unit: str, n_runs: int = 2) -> go.Figure:
     """The baseline's individuals chart (verdict JSON "baseline_stability"): the runs' values in start
-    order when listed, the centre line and the natural process limits."""
+    order when listed, the centre line and the natural process limits (over n_runs runs when the values
+    are not listed: the baseline as aggregates)."""
     fig = go.Figure()
     values = s.get("values") or []
-    n = max(len(values), 2)
+    n = max(len(values), n_runs, 2)
     if values:
         flagged = set(s.get("outside", [])) | set(s.get("trend", []))
         fig.add_trace(

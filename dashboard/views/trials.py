@@ -269,7 +269,7 @@ def _runs_and_stability(doc: dict[str, Any]) -> None:
     with right:
         s = doc["baseline_stability"]
         st.markdown("**Baseline stability (individuals chart)**")
-        st.plotly_chart(stability_figure(s, primary["unit"]), key="verdict_stability")
+        st.plotly_chart(stability_figure(s, primary["unit"], primary["n_baseline"]), key="verdict_stability")
         span = f"{s['span_days']:.0f} days" if s.get("span_days") is not None else "—"
         state = "stable" if s.get("stable") else "NOT stable"
         st.caption(
