@@ -122,6 +122,8 @@ def test_each_page_shows_only_what_the_user_may_see(user: str) -> None:
         assert list(baseline["n"]) == [3]  # titer over the three baseline runs, no single run
         # the verdict's CI chart, runs and baseline stability (TA has a locked charter), and the envelope
         assert len(at.get("plotly_chart")) == (4 if "TA" in trials else 1)
+    if "TA" in trials:  # the verdict reaches everyone who sees the trial (A-2 is still open)
+        assert any(w.value.startswith("**Verdict: not judgeable**") for w in at.warning)
     texts.append(_text(at))
 
     text = "\n".join(texts)
