@@ -31,7 +31,7 @@ from biopilot.records import KpiRecord, Phase, Run
 from biopilot.samples import Severity, from_us, severity, utcnow
 from processing.queries import Query, open_query
 from processing.queries.auth import Authenticator
-from processing.queries.query import BaselineEnvelope, BaselineSummary, JudgedTrial, SiteInfo
+from processing.queries.query import BaselineEnvelope, BaselineSummary, SiteInfo
 from storage import Catalog, HealthStore, TimeSeriesStore, open_catalog, open_health, open_store
 from storage.charters import CharterRecord, ExclusionRecord
 from storage.health import connection_verdict, liveness, source_alive, store_verdict, tag_state
@@ -309,34 +309,21 @@ class PageData:
         """The verdict JSON, as `biopilot verdict TRIAL --json` prints it for this viewer."""
         return self._q.verdict(trial_id)
 
-    def may_download_pack(self, trial_id: str) -> bool:
-        """May the viewer have the evidence pack (it lists the baseline run by run)?"""
-        return self._q.judged(trial_id) is not None
-
     def evidence_pack_zip(self, trial_id: str) -> tuple[str, bytes] | None:
-        """The trial's evidence pack (as `biopilot report TRIAL` writes it) as a zip: (file name, bytes);
-        None when the viewer may not have it (it lists the baseline run by run) or there is no verdict."""
-        judged = self._q.judged(trial_id)
-        if judged is None:
-            return None
-        return build_pack_zip(judged, self._q.site().name)
-
-
-def build_pack_zip(judged: JudgedTrial, site: str) -> tuple[str, bytes]:
-    """Build the evidence pack of a judged trial in a scratch directory and zip it."""
-    from processing.evidence import build_evidence_pack
-
-    inputs = judged.evidence_inputs(site)
-    name = f"evidence-{judged.trial.id}-v{judged.verdict.charter_version}"
-    with tempfile.TemporaryDirectory(prefix="biopilot-pack-") as tmp:
-        out = Path(tmp) / name
-        build_evidence_pack(inputs, out)
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
-            for path in sorted(out.rglob("*")):
-                if path.is_file():
-                    z.write(path, f"{name}/{path.relative_to(out)}")
-    return f"{name}.zip", buffer.getvalue()
+        """The trial's evidence pack for this viewer (as `biopilot report TRIAL` writes it: the baseline as
+        aggregates for a startup or a partner) as a zip: (file name, bytes); None without a verdict."""
+        with tempfile.TemporaryDirectory(prefix="biopilot-pack-") as tmp:
+            name = f"evidence-{trial_id}"
+            out = Path(tmp) / name
+            manifest = self._q.evidence_pack(trial_id, out)
+            if manifest is None:
+                return None
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+                for path in sorted(out.rglob("*")):
+                    if path.is_file():
+                        z.write(path, f"{name}/{path.relative_to(out)}")
+        return f"{name}.zip", buffer.getvalue()
 
 
 def baseline_band(kpi: dict[str, Any]) -> tuple[float, float, float] | None:

@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -166,7 +167,20 @@ def test_trial_lifecycle_verdict_and_report(site: Path, tmp_path: Path) -> None:
         assert not leaked, (user, leaked)
         values = {v[1] for v in BASELINE.values()} | {v[2] for v in BASELINE.values()}
         assert not values & set(_numbers(doc)), user
-        _refused(_cli(site, user, "report", TRIAL, "--out", str(tmp_path / user)), "aggregates")
+        # their evidence pack: the baseline as aggregates, no baseline run's id or value in any file
+        pack = tmp_path / user
+        _ok(_cli(site, user, "report", TRIAL, "--out", str(pack)))
+        assert "intact" in _ok(_cli(site, user, "report", "verify", str(pack)))
+        files = {f: f.read_bytes() for f in pack.rglob("*") if f.is_file() and f.suffix != ".pdf"}
+        if shutil.which("pdftotext"):
+            files[pack / "evidence.txt"] = subprocess.run(
+                ["pdftotext", str(pack / "evidence.pdf"), "-"], capture_output=True, check=True
+            ).stdout
+        leaked = [(f.name, r) for f, data in files.items() for r in BASELINE if r.encode() in data]
+        assert not leaked, (user, leaked)
+        rows = json.loads((pack / "verdict.json").read_text())["primary"]["runs"]
+        assert {r["group"] for r in rows} == {"trial"}
+        assert not (pack / "charter" / "v1.json").exists()  # it names baseline runs; the pack has its keys
     _refused(_cli(site, "eve", "verdict", TRIAL), "that you may see")
     _refused(_cli(site, "olga", "verdict", TRIAL), "that you may see")  # an operator of R-201 only
 

@@ -324,12 +324,6 @@ def _exclusions(doc: dict[str, Any]) -> None:
 
 def _pack(data: PageData, trial_id: str, doc: dict[str, Any]) -> None:
     st.subheader("Evidence pack", anchor=False)
-    if not data.may_download_pack(trial_id):
-        st.caption(
-            "The evidence pack lists the baseline run by run: the host plant's admin hands it out "
-            "(`biopilot report` builds it)."
-        )
-        return
 
     def build() -> bytes:
         pack = data.evidence_pack_zip(trial_id)
@@ -338,7 +332,9 @@ def _pack(data: PageData, trial_id: str, doc: dict[str, Any]) -> None:
     st.download_button(
         "Download the evidence pack (PDF, CSV, Parquet, manifest)",
         data=build,
-        file_name=f"evidence-{trial_id}-v{doc['charter_version']}.zip",
+        file_name=f"evidence-{trial_id}.zip",
         mime="application/zip",
         key="evidence_pack",
     )
+    if not any(r["group"] == "baseline" for r in doc["primary"]["runs"]):
+        st.caption("In your pack the baseline is shown as aggregates, as on this page.")

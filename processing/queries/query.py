@@ -26,11 +26,11 @@ on _Backend that filters for the viewer. Views never import storage (an import c
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,12 +41,15 @@ from biopilot.samples import Sample, from_us, to_us
 from processing.aggregates import envelope, mean_ci
 from processing.evidence.inputs import CharterVersion, EvidenceInputs, RunSource
 from processing.trial_inputs import Exclusion, RunRecord
-from processing.verdict import Verdict, judge, verdict_to_json
+from processing.verdict import Verdict, hide_runs, judge, verdict_to_json
 from storage.base import TimeSeriesStore
 from storage.catalog import Catalog
 from storage.charters import BASELINE, TRIAL, CharterRecord, ExclusionRecord, TrialMember
 from storage.health import HealthStore
 from storage.health import TagHealth as CollectedTag
+
+if TYPE_CHECKING:
+    from processing.evidence.manifest import Manifest
 
 MIN_BASELINE_RUNS = 3
 _FOREVER_US = 2**62
@@ -133,8 +136,9 @@ class JudgedTrial:
     origins: dict[str, str]  # run id -> origin ("live", "import", "manual"); absent when not in the catalog
     imports: dict[str, list[Any]]  # run id -> its ImportRecords
 
-    def evidence_inputs(self, site: str) -> EvidenceInputs:
-        """What the evidence pack shows (processing.evidence.inputs.EvidenceInputs)."""
+    def evidence_inputs(self, site: str, hidden: dict[str, str] | None = None) -> EvidenceInputs:
+        """What the evidence pack shows (processing.evidence.inputs.EvidenceInputs); `hidden`: runs the
+        reader may not see, by the name they are shown by."""
         return EvidenceInputs(
             self.trial.id,
             tuple(
@@ -149,6 +153,7 @@ class JudgedTrial:
                 for run_id, origin in self.origins.items()
             ),
             site,
+            hidden or {},
         )
 
 
@@ -286,6 +291,12 @@ class Query:
         equipment) gets the baseline as aggregates: no baseline run ids (named "baseline run K"), no
         per-baseline-run values (`aggregate_only_verdict`)."""
         return self._call("verdict", trial_id)  # type: ignore[no-any-return]
+
+    def evidence_pack(self, trial_id: str, out_dir: Path) -> Manifest | None:
+        """Write the trial's evidence pack (processing.evidence) into out_dir, judged as `verdict` judges it,
+        for the viewer: runs it may not see are named by their place and left out, so a startup or a partner
+        gets the baseline as aggregates. None when the trial is not visible or its charter is not locked."""
+        return self._call("evidence_pack", trial_id, out_dir)  # type: ignore[no-any-return]
 
     def judged(self, trial_id: str) -> JudgedTrial | None:
         """Everything the verdict and the evidence pack rest on, with the baseline run by run: for an admin
@@ -751,8 +762,20 @@ class _Backend:
         doc = verdict_to_json(judged.verdict)
         hidden = self._hidden_members(v, trial_id)
         if hidden:
-            doc = aggregate_only_verdict(doc, hidden)
+            doc = hide_runs(doc, hidden)
         return doc
+
+    def evidence_pack(self, v: Viewer, trial_id: str, out_dir: Path) -> Manifest | None:
+        trial = self.trial(v, trial_id)
+        if trial is None:
+            return None
+        judged = self._judge(trial)
+        if judged is None:
+            return None
+        from processing.evidence.pack import build_evidence_pack  # fpdf2 and matplotlib: only when asked
+
+        inputs = judged.evidence_inputs(self._config.site.name, self._hidden_members(v, trial_id))
+        return build_evidence_pack(inputs, out_dir)
 
     def judged(self, v: Viewer, trial_id: str) -> JudgedTrial | None:
         trial = self.trial(v, trial_id)
@@ -799,43 +822,6 @@ def _pseudonymous_charter(record: CharterRecord, names: dict[str, str]) -> Chart
     c["trial_runs"] = [names.get(i, i) for i in c.get("trial_runs") or []]
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return replace(record, canonical_json=text)
-
-
-def aggregate_only_verdict(doc: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
-    """A verdict JSON without the runs a viewer may not see (`names`: run id -> "baseline run K" / "trial
-    run K"): every per-run list loses their entries (the KPIs' and the money's "runs"); when a baseline run
-    is among them, the stability chart keeps its centre, limits, findings and dates but not the runs'
-    values; every such run id is replaced by its name — in the lists and in the sentences, where a run's
-    value in brackets after it is dropped too. For a startup or a partner: the baseline as aggregates."""
-
-    def walk(x: Any) -> Any:
-        if isinstance(x, dict):
-            out = {}
-            for key, value in x.items():
-                if key == "runs" and isinstance(value, list) and value and isinstance(value[0], dict):
-                    value = [r for r in value if r.get("run") not in names]
-                out[key] = walk(value)
-            return out
-        if isinstance(x, list):
-            return [walk(i) for i in x]
-        if isinstance(x, str):
-            return _rename(x)
-        return x
-
-    ids = sorted(names, key=len, reverse=True)
-    pattern = re.compile("|".join(re.escape(i) for i in ids)) if ids else None
-
-    def _rename(text: str) -> str:
-        if pattern is None:
-            return text
-        renamed = pattern.sub(lambda m: names[m.group(0)], text)
-        return re.sub(r"((?:baseline|trial) run \d+) \([^)]*\)", r"\1", renamed)
-
-    stability = dict(doc.get("baseline_stability") or {})
-    if stability and any(r in names for r in stability.get("runs", [])):
-        stability["values"] = []
-        stability["runs"] = []
-    return walk({**doc, "baseline_stability": stability})  # type: ignore[no-any-return]
 
 
 def _source_of(tag: Tag) -> str:

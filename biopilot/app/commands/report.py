@@ -1,7 +1,8 @@
 """`biopilot report TRIAL --out DIR`: the evidence pack of a trial from the catalog (PDF, CSV and Parquet of
 every number, the charter versions, the verdict JSON, a manifest of SHA-256 per file), judged as `biopilot
-verdict TRIAL` judges it. Admins and operators of the baseline's equipment only: the pack lists the baseline
-run by run.
+verdict TRIAL` judges it. For an admin (and an operator of the baseline's equipment) the pack lists every
+run; for a startup or a partner the baseline is in it as aggregates only (baseline runs named by their place,
+no single baseline run's value), as in `biopilot verdict`.
 
 `biopilot report verify DIR`: check an evidence pack against its manifest, naming every file changed,
 missing or added (exit 1), or say it is intact (exit 0). `--expect SHA256` also checks the manifest's own
@@ -61,7 +62,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_trial(args: argparse.Namespace) -> int:
-    from processing.evidence import build_evidence_pack
     from storage import open_catalog, open_store
 
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # fpdf2's font subsetting chatters at INFO
@@ -80,15 +80,8 @@ def _cmd_trial(args: argparse.Namespace) -> int:
                 f"trial {trial_id} has no locked charter, so no verdict to report: "
                 f"`biopilot trials lock {trial_id}`"
             )
-        judged = query.judged(trial_id)
-        if judged is None:
-            raise BioPilotError(
-                f"{viewer.name} is a {viewer.role.value}: the evidence pack lists the baseline run by run, "
-                f"which only an admin (or an operator of its equipment) may see; `biopilot verdict "
-                f"{trial_id}` shows the verdict with the baseline as aggregates"
-            )
-        inputs = judged.evidence_inputs(config.site.name)
-        manifest = build_evidence_pack(inputs, args.out)
+        manifest = query.evidence_pack(trial_id, args.out)
+        assert manifest is not None
         catalog.audit.append(
             viewer.name,
             "trial.report",
