@@ -86,6 +86,8 @@ def _title(
     primary = v["primary"]
     counted_t = sum(1 for r in primary["runs"] if r["group"] == "trial" and r["excluded"] is None)
     counted_b = sum(1 for r in primary["runs"] if r["group"] == "baseline" and r["excluded"] is None)
+    if not any(r["group"] == "baseline" for r in primary["runs"]):  # the baseline as aggregates
+        counted_b = primary["n_baseline"]
     margin = f"{num(c['margin'])} {c['margin_unit']}"
     doc.kv(
         [
