@@ -45,7 +45,7 @@ def render(data: PageData) -> None:
         if view.spool_bytes is not None:
             fill = f" ({view.spool_fill:.1%} of the spool)" if view.spool_fill is not None else ""
             st.markdown(f"Spool backlog: **{view.spool_bytes / 1e6:.2f} MB** not yet stored{fill}")
-    st.subheader("Tags")
+    st.subheader(f"Tags · last {label}")
     if not view.tags:
         st.info("No tags to show.")
         return

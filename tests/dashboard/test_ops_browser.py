@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 # each dataframe's rows (header first) as the cells' text, from the grid's accessible table
-_TABLES_JS = """() => [...document.querySelectorAll('[data-testid="stDataFrame"]')].map(df =>
+_TABLES_JS = """() => [...document.querySelectorAll('[data-testid="stDataFrame"]')]
+  .filter(df => !df.closest('[data-stale="true"]')).map(df =>
   [...df.querySelectorAll('[role="row"]')].map(r =>
      [...r.querySelectorAll('[role="gridcell"], [role="columnheader"]')].map(c => c.innerText.trim())))"""
 _METRICS_JS = """() => Object.fromEntries([...document.querySelectorAll('[data-testid="stMetric"]')].map(m =>
@@ -45,8 +46,10 @@ def dashboard(config: Path, data: Path, log_path: Path) -> Iterator[str]:
     port = free_port()
     log = log_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "biopilot", "dashboard", "--no-browser", "--port", str(port)]
-        + ["--config", str(config), "--data-dir", str(data)],
+        [
+            *(sys.executable, "-m", "biopilot", "dashboard", "--no-browser", "--port", str(port)),
+            *("--config", str(config), "--data-dir", str(data)),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=log_path.parent,
@@ -65,8 +68,12 @@ def dashboard(config: Path, data: Path, log_path: Path) -> Iterator[str]:
 def _tables(page: Page, n: int) -> list[dict[str, dict[str, str]]]:
     """The first n dataframes, each as {first cell: {column: cell}}, once they are drawn."""
     page.wait_for_function(
-        f'() => document.querySelectorAll(\'[data-testid="stDataFrame"] [role="gridcell"]\').length > 0'
-        f" && document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= {n}",
+        """(n) => {
+            const dfs = [...document.querySelectorAll('[data-testid="stDataFrame"]')]
+                .filter(df => !df.closest('[data-stale="true"]'));
+            return dfs.length >= n && dfs.slice(0, n).every(df => df.querySelector('[role="gridcell"]'));
+        }""",
+        arg=n,
         timeout=30_000,
     )
     page.wait_for_function(
@@ -77,6 +84,24 @@ def _tables(page: Page, n: int) -> list[dict[str, dict[str, str]]]:
         header, *rows = table
         out.append({r[0]: dict(zip(header, r, strict=True)) for r in rows})
     return out
+
+
+def _wait_row(page: Page, first_cell: str, column: str, text: str) -> None:
+    """Wait until a (current) dataframe has a row starting with first_cell whose `column` reads text: a
+    rerun draws its elements one by one, and a table may still show the previous run's rows."""
+    page.wait_for_function(
+        """([first, column, text]) => [...document.querySelectorAll('[data-testid="stDataFrame"]')]
+            .filter(df => !df.closest('[data-stale="true"]')).some(df => {
+                const rows = [...df.querySelectorAll('[role="row"]')].map(r =>
+                    [...r.querySelectorAll('[role="gridcell"], [role="columnheader"]')]
+                        .map(c => c.innerText.trim()));
+                if (!rows.length) return false;
+                const i = rows[0].indexOf(column);
+                return i >= 0 && rows.some(r => r[0] === first && r[i] === text);
+            })""",
+        arg=[first_cell, column, text],
+        timeout=30_000,
+    )
 
 
 def _choose(page: Page, label: str, option: str) -> None:
@@ -114,6 +139,8 @@ def test_ops_pages_in_chromium_show_processing_s_numbers(tmp_path: Path) -> None
             assert runs[rec1]["kWh/kg"] == f"{k[rec1]['specific_energy']:,.2f}"
             assert runs[rec2]["kWh/kg"] == "—" and f"missing_input:{CUT_TAG}" in runs[rec2]["flags"]
             _choose(page, "Batch", first)
+            # the rerun for the chosen batch is drawn once its product out shows (B02's is "—")
+            _wait_row(page, rec1, "unit operation", "R-201 · Disc-stack centrifuge")
             metrics = page.evaluate(_METRICS_JS)
             by_hand = (k[first]["energy.total"] + k[rec1]["energy.total"]) / k[rec1]["product_out"]
             assert metrics["kWh per kg of product"] == f"{by_hand:,.2f}", metrics
@@ -121,6 +148,7 @@ def test_ops_pages_in_chromium_show_processing_s_numbers(tmp_path: Path) -> None
 
             _go(page, "Yield waterfall")
             _choose(page, "Batch", first)
+            _wait_row(page, "1", "run", rec1)
             (steps,) = _tables(page, 1)
             assert steps["1"]["run"] == rec1
             assert steps["1"]["step yield"] == f"{k[rec1]['step_yield']:.1%}"
@@ -128,6 +156,7 @@ def test_ops_pages_in_chromium_show_processing_s_numbers(tmp_path: Path) -> None
             page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
             _shot(page, "ops-admin-yield.png", tmp_path)
             _choose(page, "Batch", second)
+            _wait_row(page, "1", "run", rec2)
             page.get_by_text("Purified product: unknown").wait_for(timeout=30_000)
             (steps,) = _tables(page, 1)
             assert steps["1"]["step yield"] == "missing" and steps["1"]["product out [kg]"] == "missing"
@@ -135,12 +164,14 @@ def test_ops_pages_in_chromium_show_processing_s_numbers(tmp_path: Path) -> None
 
             _go(page, "Data quality & collectors")
             _choose(page, "Window (process time)", "7 days")
-            conns, tags = _tables(page, 2)
+            page.get_by_text("Tags · last 7 days").wait_for(timeout=30_000)
             store = SqliteStore(tmp_path / "biopilot.db", read_only=True)
             try:
                 data = store.read(GAP_TAG, datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
             finally:
                 store.close()
+            _wait_row(page, GAP_TAG, "samples", str(len(data)))  # all of it: the 7-day window is drawn
+            conns, tags = _tables(page, 2)
             g = gaps(data.ts / 3.6e9)
             assert g.count == 1
             assert tags[GAP_TAG]["gaps"] == "1" and tags[GAP_TAG]["longest gap [h]"] == f"{g.longest_h:.2f}"
@@ -178,7 +209,7 @@ def test_ops_pages_in_chromium_for_the_operator_and_a_startup(tmp_path: Path) ->
                 texts.append(page.inner_text("body"))
                 _shot(page, f"ops-{user}-yield.png", tmp_path)
                 _go(page, "Data quality & collectors")
-                page.get_by_text("Tags", exact=True).wait_for(timeout=30_000)
+                page.get_by_text("Tags · last 24 h").wait_for(timeout=30_000)
                 (*_, tags) = _tables(page, 2 if user == "olga" else 1)
                 texts.append(page.inner_text("body"))
                 _shot(page, f"ops-{user}-quality.png", tmp_path)
@@ -188,12 +219,9 @@ def test_ops_pages_in_chromium_for_the_operator_and_a_startup(tmp_path: Path) ->
                 forbidden = (batches - ok.runs) | {t for t in tags if not t.startswith(equipment)}
                 forbidden |= {r for r in set(isolation.RUNS) - ok.runs if r in text}
                 forbidden |= set(isolation.word_counts(text, ok.forbidden_words))
-                print(
-                    f"chromium {user}: batches {sorted(batches)}, {len(tags)} tags, forbidden {sorted(forbidden)}"
-                )
+                print(f"chromium {user}: batches {sorted(batches)}, {len(tags)} tags, forbidden {forbidden}")
                 assert batches and tags and not forbidden
                 assert ("Collectors" in text) == (user == "olga")  # collector internals: the host's
         finally:
             browser.close()
-    _ = timedelta
     print(f"screenshots in {SHOTS}")
