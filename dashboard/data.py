@@ -366,9 +366,13 @@ class PageData:
         if not chain:
             return None
         head = {r.name: r for r in self._q.kpis(chain[0].id)}
-        harvested = head.get("product_harvested") or head.get("product_formed")
+        kinds = {e.id: e.kind.value for e in self._q.equipment()}
+        # a chain may start at a recovery run (its fermenter is not visible, or there is none): then the
+        # head is a step too, and the harvest before it is missing
+        head_is_step = kinds.get(chain[0].equipment) == "recovery" or "product_in" in head
+        harvested = None if head_is_step else (head.get("product_harvested") or head.get("product_formed"))
         steps = []
-        for run in chain[1:]:
+        for run in chain if head_is_step else chain[1:]:
             k = {r.name: r for r in self._q.kpis(run.id)}
             flags = tuple(
                 f for n in ("product_in", "product_out", "step_yield") for f in (k[n].flags if n in k else ())
@@ -387,7 +391,7 @@ class PageData:
         final = steps[-1].product_out_kg if steps else None
         return YieldChain(
             chain[0].id,
-            _value(head.get("titer")),
+            None if head_is_step else _value(head.get("titer")),
             _value(harvested),
             steps,
             final if steps and all(not s.missing for s in steps) else None,

@@ -44,7 +44,8 @@ def render(data: PageData) -> None:
     if chain is None:
         return
     titer = f"{chain.titer_g_l:.2f} g/L" if chain.titer_g_l is not None else "missing"
-    st.markdown(f"Titer at harvest **{titer}** · product harvested **{_kg(chain.harvested_kg)} kg**")
+    harvested = f"{chain.harvested_kg:,.3f} kg" if chain.harvested_kg is not None else "missing"
+    st.markdown(f"Titer at harvest **{titer}** · product harvested **{harvested}**")
     if not chain.steps:
         st.info("No recovery runs recorded for this batch (none downstream of it, or none you may see).")
         return
