@@ -97,6 +97,23 @@ def energy_figure(rows: list[EnergyRow]) -> go.Figure:
     return fig
 
 
+def intensity_figure(rows: list[EnergyRow], attr: str, unit: str) -> go.Figure:
+    """One utility per kg of product across runs (attr of EnergyRow); a run without it has no bar and is
+    labelled "missing" (never a bar at 0)."""
+    values = [getattr(r, attr) for r in rows]
+    fig = go.Figure(
+        go.Bar(
+            x=[r.run_id for r in rows],
+            y=values,
+            text=[f"{v:,.3g}" if v is not None else "missing" for v in values],
+            textposition="outside",
+            marker_color=_COLORS[2],
+        )
+    )
+    fig.update_layout(height=300, margin={"l": 60, "r": 10, "t": 20, "b": 80}, yaxis_title=unit)
+    return fig
+
+
 def unit_operation_figure(batch: BatchEnergy) -> go.Figure:
     ops = batch.operations
     fig = go.Figure(

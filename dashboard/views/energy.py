@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.charts import energy_figure, unit_operation_figure
+from dashboard.charts import energy_figure, intensity_figure, unit_operation_figure
 from dashboard.data import EnergyRow, PageData
 
 # (column, EnergyRow attribute, format)
@@ -62,6 +62,16 @@ def render(data: PageData) -> None:
     if any(r.consumers for r in rows):
         st.subheader("kWh per consumer")
         st.plotly_chart(energy_figure(rows), key="energy_chart")
+
+    st.subheader("Per kg of product")
+    intensities = {
+        "kWh/kg": ("kwh_per_kg", "kWh/kg"),
+        "steam kg/kg": ("steam_per_kg", "kg/kg"),
+        "water m³/kg": ("water_per_kg", "m³/kg"),
+        "CO2e kg/kg": ("co2e_per_kg", "kg CO2e/kg"),
+    }
+    which = st.radio("Intensity", list(intensities), horizontal=True, key="energy_intensity")
+    st.plotly_chart(intensity_figure(rows, *intensities[which]), key="energy_intensity_chart")
 
     heads = data.fermenter_runs()
     if not heads:

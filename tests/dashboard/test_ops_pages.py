@@ -89,7 +89,9 @@ def test_energy_page_shows_processing_s_kwh_and_kwh_per_kg(site: OpsSite) -> Non
     assert f"missing_input:{CUT_TAG}" in cut["flags"]
     # the demo site has an electricity factor only: CO2e says so
     assert "no_emission_factor:steam" in table[first]["flags"]
-    assert len(at.get("plotly_chart")) == 2  # per consumer, per unit operation
+    assert len(at.get("plotly_chart")) == 3  # per consumer, per kg, per unit operation
+    spec = at.get("plotly_chart")[1].proto.spec  # kWh/kg across runs: the centrifuge run B02 is "missing"
+    assert '"missing"' in spec
 
     # per unit operation of the first batch: fermenter + centrifuge, kWh per kg of product out of the chain
     at.selectbox(key="energy_batch").set_value(first).run()
