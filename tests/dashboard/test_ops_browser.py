@@ -105,9 +105,18 @@ def _wait_row(page: Page, first_cell: str, column: str, text: str) -> None:
 
 
 def _choose(page: Page, label: str, option: str) -> None:
-    page.get_by_role("combobox", name=label).click()
-    page.get_by_role("option", name=option, exact=True).click()
-    page.wait_for_timeout(300)  # the rerun starts; _tables then waits for it to finish
+    box = page.get_by_role("combobox", name=label)
+    box.wait_for(timeout=30_000)
+    choice = page.get_by_role("option", name=option, exact=True)
+    for _ in range(5):  # a click while the page is still rendering may not open the list
+        box.click()
+        try:
+            choice.wait_for(timeout=5_000)
+            break
+        except Exception:
+            page.keyboard.press("Escape")
+    choice.click()
+    page.wait_for_timeout(300)  # the rerun starts; callers then wait for what it draws
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=30_000
     )
