@@ -145,18 +145,35 @@ def assess(
     flat_tolerance: float = 0.0,
     flat_min_h: float = FLATLINE_MIN_H,
     gap_factor: float = 5.0,
+    active: np.ndarray | None = None,
 ) -> SignalQuality:
-    """Every test of this module on one signal: t_h [h], values, OPC UA status codes."""
+    """Every test of this module on one signal: t_h [h], values, OPC UA status codes.
+
+    active: per sample, whether its equipment was running (inside a run); the flatline test then looks only
+    inside each stretch of active samples, so an idle unit's constant readings (a stopped pump's 0) are not
+    a stuck sensor. None: the whole window."""
     t_h = np.asarray(t_h, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
     status = np.asarray(status, dtype=np.int64)
     ok = ((status & _BAD) == 0) & np.isfinite(values)
     t, v = t_h[ok], values[ok]
+    if active is None:
+        flat = flatline_h(t, v, flat_tolerance, flat_min_h)
+    else:
+        on = np.asarray(active, dtype=bool)[ok]
+        edges = np.diff(np.concatenate([[0], on.astype(np.int8), [0]]))
+        flat = max(
+            (
+                flatline_h(t[a:b], v[a:b], flat_tolerance, flat_min_h)
+                for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True)
+            ),
+            default=0.0,
+        )
     return SignalQuality(
         samples=len(t_h),
         bad=int((~ok).sum()),
         uncertain=int((ok & ((status & _SEVERITY) == _UNCERTAIN)).sum()),
         gaps=gaps(t_h, gap_factor),
-        flatline_h=flatline_h(t, v, flat_tolerance, flat_min_h),
+        flatline_h=flat,
         spikes=int(hampel_spikes(v).sum()),
     )

@@ -85,6 +85,7 @@ def render(data: PageData) -> None:
     st.caption(
         "last seen: when the collectors last received a value (wall clock; — without collector health). "
         "gaps: intervals longer than 5 × the local sampling interval. flatline: a value stuck (unchanged) "
-        "for ≥ 1 h. spikes: Hampel identifier (median ± 8 · 1.4826 · MAD of 31 samples). bad / uncertain: "
+        "for ≥ 1 h during a run of its equipment (the whole window when it had no run). spikes: Hampel "
+        "identifier (median ± 8 · 1.4826 · MAD of 31 samples). bad / uncertain: "
         "by OPC UA status severity. rejected: inputs the collectors quarantined. README, Data quality."
     )

@@ -659,13 +659,27 @@ class _Backend:
 
     def data_quality(self, v: Viewer, start: datetime, end: datetime) -> DataQualityView:
         health = self.health(v)  # empty for a startup or partner: no collector internals
+        t0, t1 = to_us(start), to_us(end)
+        running: dict[str, list[tuple[int, int]]] = {}  # equipment -> its runs inside the window
+        for run in self.runs(v, equipment=None, kind=None, trial_id=None, open_only=False):
+            s, e = to_us(run.start), to_us(run.end) + 1 if run.end is not None else _FOREVER_US
+            if s < t1 and e > t0:
+                running.setdefault(run.equipment, []).append((s, e))
         rows = []
         for tag in self.tags(v, None):
             if tag.is_text:
                 continue
             data = self.series(v, tag.name, start, end)
-            t_h = (data.ts.astype(np.float64) - to_us(start)) / 3.6e9
+            t_h = (data.ts.astype(np.float64) - t0) / 3.6e9
             values = np.asarray(data.values, dtype=np.float64)
+            spans = running.get(tag.equipment)
+            # the flatline test looks inside the equipment's runs when it ran in the window (idle readings
+            # are not a stuck sensor), else over the whole window
+            active = None
+            if spans:
+                active = np.zeros(len(data), dtype=bool)
+                for s, e in spans:
+                    active |= (data.ts >= s) & (data.ts < e)
             collected = health.tag_health.get(tag.name)
             rows.append(
                 TagQuality(
@@ -674,7 +688,7 @@ class _Backend:
                     tag.unit,
                     collected.last_seen if collected else None,
                     from_us(int(data.ts[-1])) if len(data) else None,
-                    assess(t_h, values, data.status),
+                    assess(t_h, values, data.status, active=active),
                     collected.rejected_total if collected else 0,
                 )
             )

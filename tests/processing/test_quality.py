@@ -79,3 +79,15 @@ def test_hampel_matches_a_plain_loop_with_numpy_median() -> None:
         ref[i] = mad > 0 and abs(v[i] - med) > k * 1.4826 * mad
     assert np.array_equal(hampel_spikes(v, h, k), ref)
     assert ref[[50, 200, 399]].all()
+
+
+def test_flatline_only_inside_active_stretches() -> None:
+    # 0.0 held for 3 h while idle (samples 0–6), then a run with a value stuck for 1.5 h (samples 7–10)
+    # and a moving one: only the run's 1.5 h count when active marks the run
+    t = np.arange(14) * 0.5
+    v = np.array([0, 0, 0, 0, 0, 0, 0, 7, 7, 7, 7, 8, 9, 10], dtype=float)
+    status = np.zeros(14, dtype=np.int64)
+    assert assess(t, v, status).flatline_h == pytest.approx(3.0)  # the idle stretch
+    active = np.arange(14) >= 7
+    assert assess(t, v, status, active=active).flatline_h == pytest.approx(1.5)
+    assert assess(t, v, status, active=np.zeros(14, dtype=bool)).flatline_h == 0.0
