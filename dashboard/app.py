@@ -15,7 +15,7 @@ import streamlit as st
 
 from biopilot.access import Viewer
 from dashboard.data import DashboardData
-from dashboard.views import live, login, runs, trials
+from dashboard.views import data_quality, energy, live, login, runs, trials, waterfall
 
 _TOKEN = "bp_session"
 
@@ -118,6 +118,25 @@ def main() -> None:
                 title="Trials",
                 url_path="trials",
                 icon=":material/handshake:",
+            ),
+            # -- ops pages (issue 11) --
+            st.Page(
+                functools.partial(energy.render, page),
+                title="Energy & utilities",
+                url_path="energy",
+                icon=":material/bolt:",
+            ),
+            st.Page(
+                functools.partial(waterfall.render, page),
+                title="Yield waterfall",
+                url_path="yield",
+                icon=":material/waterfall_chart:",
+            ),
+            st.Page(
+                functools.partial(data_quality.render, page),
+                title="Data quality & collectors",
+                url_path="data-quality",
+                icon=":material/rule:",
             ),
         ]
     )

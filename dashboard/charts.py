@@ -7,7 +7,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboard.data import Trend
+from dashboard.data import BatchEnergy, EnergyRow, Trend, YieldChain
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 
@@ -72,6 +72,129 @@ def trend_figure(trends: list[Trend], height_per_row: int = 130) -> go.Figure:
 def _band(hex_color: str) -> str:
     r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},0.18)"
+
+
+# -- ops: energy & utilities, yield waterfall (issue 11) --------------------------------------------------
+def energy_figure(rows: list[EnergyRow]) -> go.Figure:
+    """kWh per run, stacked by consumer (energy.<tag>); a run without energy figures has no bar."""
+    runs = [r.run_id for r in rows]
+    consumers = sorted({c for r in rows for c in r.consumers})
+    fig = go.Figure()
+    for i, consumer in enumerate(consumers):
+        fig.add_trace(
+            go.Bar(
+                x=runs,
+                y=[r.consumers.get(consumer) for r in rows],
+                name=consumer,
+                marker_color=_COLORS[i % len(_COLORS)],
+            )
+        )
+    fig.update_layout(
+        barmode="stack",
+        height=320,
+        margin={"l": 60, "r": 10, "t": 10, "b": 80},
+        yaxis_title="kWh",
+        legend={"orientation": "h", "y": -0.35},
+    )
+    return fig
+
+
+def intensity_figure(rows: list[EnergyRow], attr: str, unit: str) -> go.Figure:
+    """One utility per kg of product across runs (attr of EnergyRow); a run without it has no bar and is
+    labelled "missing" (never a bar at 0)."""
+    values = [getattr(r, attr) for r in rows]
+    fig = go.Figure(
+        go.Bar(
+            x=[r.run_id for r in rows],
+            y=values,
+            text=[f"{v:,.3g}" if v is not None else "missing" for v in values],
+            textposition="outside",
+            marker_color=_COLORS[2],
+        )
+    )
+    fig.update_layout(height=300, margin={"l": 60, "r": 10, "t": 20, "b": 80}, yaxis_title=unit)
+    return fig
+
+
+def unit_operation_figure(batch: BatchEnergy) -> go.Figure:
+    ops = batch.operations
+    fig = go.Figure(
+        go.Bar(
+            x=[f"{o.equipment} · {o.name}" for o in ops],
+            y=[o.kwh for o in ops],
+            text=[f"{o.kwh:,.1f} kWh" if o.kwh is not None else "missing" for o in ops],
+            marker_color=_COLORS[0],
+        )
+    )
+    fig.update_layout(height=260, margin={"l": 60, "r": 10, "t": 10, "b": 40}, yaxis_title="kWh")
+    return fig
+
+
+def waterfall_figure(chain: YieldChain) -> go.Figure:
+    """Product [kg] from the harvest through each recovery step: a transfer bar where a step took in other
+    than the level before it, the step's loss (out − in) with its yield; a missing step drops to zero and
+    says "missing" (the level after it is unknown, never carried on as if the step kept 100 %)."""
+    x: list[str] = []
+    measure: list[str] = []
+    y: list[float] = []
+    text: list[str] = []
+    level = chain.harvested_kg
+    x.append("harvest")
+    if level is None:
+        measure.append("absolute")
+        y.append(0.0)
+        text.append("missing")
+    else:
+        measure.append("absolute")
+        y.append(level)
+        text.append(f"{level:,.3f} kg")
+    for step in chain.steps:
+        if step.missing:
+            x.append(f"{step.equipment}: missing")
+            measure.append("absolute")
+            y.append(0.0)
+            text.append("missing")
+            level = None
+            continue
+        p_in, p_out = step.product_in_kg, step.product_out_kg
+        assert p_out is not None and step.step_yield is not None  # not missing
+        if p_in is not None and (level is None or abs(p_in - level) > 1e-9):
+            x.append(f"into {step.equipment}")
+            measure.append("absolute" if level is None else "relative")
+            y.append(p_in if level is None else p_in - level)
+            text.append(f"{p_in:,.3f} kg in")
+            level = p_in
+        x.append(f"{step.equipment} ({step.step_yield:.1%})")
+        if level is None:
+            measure.append("absolute")
+            y.append(p_out)
+        else:
+            measure.append("relative")
+            y.append(p_out - level)
+        text.append(f"{p_out:,.3f} kg")
+        level = p_out
+    if chain.final_kg is not None:
+        x.append("purified product")
+        measure.append("absolute")
+        y.append(chain.final_kg)
+        text.append(f"{chain.final_kg:,.3f} kg")
+    fig = go.Figure(
+        go.Waterfall(
+            x=x,
+            y=y,
+            measure=measure,
+            text=text,
+            textposition="outside",
+            decreasing={"marker": {"color": "#d62728"}},
+            increasing={"marker": {"color": "#2ca02c"}},
+            totals={"marker": {"color": "#1f77b4"}},
+            connector={"line": {"color": "#999", "width": 1}},
+        )
+    )
+    fig.update_layout(
+        height=380, margin={"l": 60, "r": 10, "t": 30, "b": 40}, yaxis_title="product [kg]", showlegend=False
+    )
+    return fig
 
 
 # -- trials ----------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from biopilot.records import Buckets, KpiRecord, LabResult, Latest, Phase, Run, 
 from biopilot.samples import Sample, from_us, to_us
 from processing.aggregates import envelope, mean_ci
 from processing.evidence.inputs import CharterVersion, EvidenceInputs, RunSource
+from processing.quality import SignalQuality, assess
 from processing.trial_inputs import Exclusion, RunRecord
 from processing.verdict import Verdict, hide_runs, judge, verdict_to_json
 from storage.base import TimeSeriesStore
@@ -172,6 +173,38 @@ class HealthView:
     components: dict[str, tuple[dict[str, Any], datetime]] = field(default_factory=dict)
     tags: list[Tag] = field(default_factory=list)
     tag_health: dict[str, CollectedTag] = field(default_factory=dict)
+
+
+# -- ops: data quality (issue 11) ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TagQuality:
+    tag: str
+    equipment: str
+    unit: str
+    last_seen: datetime | None  # wall clock: when the collectors last received a value (None: no health)
+    last_value: datetime | None  # source time of the newest sample in the window
+    quality: SignalQuality  # processing.quality over the window
+    rejected: int  # inputs for this tag the collectors rejected (quarantined), since they started
+
+
+@dataclass(frozen=True)
+class ConnectionQuality:
+    name: str  # "opcua:<server>", "mqtt:<broker>"
+    state: str
+    reconnects: int
+    outages: int  # source outages the collectors recorded (storage.health gaps)
+    open_outage: bool  # the source is gone right now
+    quarantined: dict[str, int]  # reason -> inputs in the quarantine (the newest QUARANTINE_KEEP kept)
+
+
+@dataclass(frozen=True)
+class DataQualityView:
+    start: datetime
+    end: datetime
+    tags: list[TagQuality] = field(default_factory=list)
+    connections: list[ConnectionQuality] = field(default_factory=list)
+    spool_bytes: int | None = None  # not yet stored; None: no report from the collectors
+    spool_fill: float | None = None  # share of the spool's capacity [0..1]
 
 
 class Query:
@@ -315,6 +348,19 @@ class Query:
     def audit(self, *, since: datetime | None = None, actor: str | None = None) -> list[AuditEntry]:
         """Admin only (Forbidden otherwise)."""
         return self._call("audit", since=since, actor=actor)  # type: ignore[no-any-return]
+
+    # -- ops: batch chains and data quality (issue 11: Energy, Data quality, Yield waterfall pages) ----------
+    def chain(self, run_id: str) -> list[Run]:
+        """The run and every run downstream of it (its recovery runs, theirs…) that the viewer may see, in
+        processing order (by start); empty when the run is not visible."""
+        return self._call("chain", run_id)  # type: ignore[no-any-return]
+
+    def data_quality(self, start: datetime, end: datetime) -> DataQualityView:
+        """Per numeric tag the viewer may see: gaps, flatline, spikes, bad and uncertain samples in
+        [start, end) of its series (inside the viewer's windows; processing.quality), with what the
+        collectors last said of it; per collector connection (admin, operator): state, reconnects,
+        outages, quarantined inputs by reason; the spool backlog."""
+        return self._call("data_quality", start, end)  # type: ignore[no-any-return]
 
 
 def open_query(
@@ -809,6 +855,89 @@ class _Backend:
         if not v.is_admin:
             raise Forbidden(f"{v.name} is a {v.role.value}: only an admin reads the audit log")
         return self._catalog.audit.entries(since=since, actor=actor)
+
+    # -- ops: batch chains and data quality (issue 11) ----------------------------------------------------
+    def chain(self, v: Viewer, run_id: str) -> list[Run]:
+        head = self._run(v, run_id)
+        if head is None:
+            return []
+        out, todo, seen = [], [head], {head.id}
+        while todo:
+            run = todo.pop(0)
+            out.append(self._redact_run(v, run))
+            for r in self._catalog.downstream_runs(run.id):
+                if r.id not in seen and self._may_see_run(v, r):
+                    seen.add(r.id)
+                    todo.append(r)
+        return [out[0], *sorted(out[1:], key=lambda r: (to_us(r.start), r.id))]
+
+    def data_quality(self, v: Viewer, start: datetime, end: datetime) -> DataQualityView:
+        health = self.health(v)  # empty for a startup or partner: no collector internals
+        t0, t1 = to_us(start), to_us(end)
+        running: dict[str, list[tuple[int, int]]] = {}  # equipment -> its runs inside the window
+        for run in self.runs(v, equipment=None, kind=None, trial_id=None, open_only=False):
+            s, e = to_us(run.start), to_us(run.end) + 1 if run.end is not None else _FOREVER_US
+            if s < t1 and e > t0:
+                running.setdefault(run.equipment, []).append((s, e))
+        rows = []
+        for tag in self.tags(v, None):
+            if tag.is_text:
+                continue
+            data = self.series(v, tag.name, start, end)
+            t_h = (data.ts.astype(np.float64) - t0) / 3.6e9
+            values = np.asarray(data.values, dtype=np.float64)
+            spans = running.get(tag.equipment)
+            # the flatline test looks inside the equipment's runs when it ran in the window (idle readings
+            # are not a stuck sensor), else over the whole window
+            active = None
+            if spans:
+                active = np.zeros(len(data), dtype=bool)
+                for s, e in spans:
+                    active |= (data.ts >= s) & (data.ts < e)
+            collected = health.tag_health.get(tag.name)
+            rows.append(
+                TagQuality(
+                    tag.name,
+                    tag.equipment,
+                    tag.unit,
+                    collected.last_seen if collected else None,
+                    from_us(int(data.ts[-1])) if len(data) else None,
+                    assess(t_h, values, data.status, active=active),
+                    collected.rejected_total if collected else 0,
+                )
+            )
+        if not health.components or self._health is None:
+            return DataQualityView(start, end, rows)
+        quarantine: dict[str, dict[str, int]] = {}
+        for _, source, reason, _ in self._health.quarantine(limit=10_000):
+            by_reason = quarantine.setdefault(source, {})
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+        outages: dict[str, list[bool]] = {}
+        for gap in self._health.gaps():
+            outages.setdefault(gap.source, []).append(gap.back is None)
+        connections = [
+            ConnectionQuality(
+                name,
+                str(doc.get("state", "?")),
+                int(doc.get("reconnects", 0) or 0),
+                len(outages.get(name, [])),
+                any(outages.get(name, [])),
+                dict(sorted(quarantine.get(name, {}).items())),
+            )
+            for name, (doc, _) in health.components.items()
+            if doc.get("kind") in ("opcua", "mqtt")
+        ]
+        sink = health.components.get("sink", ({}, None))[0]
+        spool = sink.get("spool_depth_bytes") if sink else None
+        fill = sink.get("spool_fill") if sink else None
+        return DataQualityView(
+            start,
+            end,
+            rows,
+            connections,
+            int(spool) if spool is not None else None,
+            float(fill) if fill is not None else None,
+        )
 
 
 # -- helpers -----------------------------------------------------------------------------------------------

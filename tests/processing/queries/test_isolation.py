@@ -413,3 +413,38 @@ def test_writes_need_the_role(site: Path, capsys: pytest.CaptureFixture[str]) ->
     )
     assert code == 0, out
     _ = timedelta
+
+
+# -- ops reads (issue 11): batch chains and data quality ---------------------------------------------------
+@pytest.mark.parametrize("user", USERS)
+def test_chain_and_data_quality_reach_only_the_allowed_set(site: Path, user: str) -> None:
+    """Query.chain over every run: only allowed runs, no link to a hidden one. Query.data_quality over all
+    time: exactly the samples the user may read per tag (the site's ground truth), collector connections for
+    the admin and the operator only."""
+    from datetime import UTC, datetime
+
+    ok = allowed(user)
+    q, handles = _query(site, user)
+    try:
+        chained = {r.id for rid in RUNS for r in q.chain(rid)}
+        _record("query chain", user, chained, ok.runs)
+        links = {r.upstream_id for rid in RUNS for r in q.chain(rid) if r.upstream_id is not None}
+        assert links <= ok.runs
+        if user in ("root", "ann"):
+            assert [r.id for r in q.chain("F-101:A-1")] == ["F-101:A-1", "R-201:A-1"]
+        view = q.data_quality(datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+        counted = {(t.tag, t.quality.samples) for t in view.tags if t.quality.samples}
+        truth: dict[str, int] = {}
+        text = {t.name for t in load_config(CONFIG).tags if t.is_text}
+        for tag, _ in ok.samples:
+            if tag not in text:
+                truth[tag] = truth.get(tag, 0) + 1
+        if user == "ann":  # a startup: the tags of equipment where a run of hers is live (F-101)
+            truth = {t: n for t, n in truth.items() if t.startswith("F-101.")}
+        if user == "bob":  # no live run of his: no equipment, so no tags (as on the Live page)
+            truth = {}
+        _record("query data_quality", user, counted, set(truth.items()))
+        assert bool(view.connections) == (user in ("root", "olga"))
+    finally:
+        for h in handles:
+            h.close()
