@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -193,3 +195,148 @@ def waterfall_figure(chain: YieldChain) -> go.Figure:
         height=380, margin={"l": 60, "r": 10, "t": 30, "b": 40}, yaxis_title="product [kg]", showlegend=False
     )
     return fig
+
+
+# -- trials ----------------------------------------------------------------------------------------------
+def ci_figure(kpis: list[dict[str, Any]], *, margin: float, margin_unit: str) -> go.Figure:
+    """One row per KPI (verdict JSON objects): the difference in % of the baseline (positive is better) with
+    its confidence interval, against 0 and the charter's margin (a relative margin only: an absolute one is
+    in the primary KPI's unit, shown in its caption)."""
+    fig = go.Figure()
+    names = [k["kpi"] for k in kpis][::-1]
+    for k in kpis:
+        ci = k.get("ci_pct")
+        if not ci or k.get("difference_pct") is None or ci[0] is None or ci[1] is None:
+            continue
+        d = k["difference_pct"]
+        fig.add_trace(
+            go.Scatter(
+                x=[d],
+                y=[k["kpi"]],
+                mode="markers",
+                marker={"size": 11, "color": _WORD_COLORS.get(k["word"], "#555")},
+                error_x={"type": "data", "symmetric": False, "array": [ci[1] - d], "arrayminus": [d - ci[0]]},
+                name=f"{k['kpi']}: {k['word']}",
+                hovertemplate=f"{k['kpi']}: %{{x:.2f}} % [{ci[0]:.2f}, {ci[1]:.2f}]<extra></extra>",
+            )
+        )
+    fig.add_vline(x=0, line={"color": "#444", "width": 1})
+    if margin_unit == "%" and margin > 0:
+        for x in (margin, -margin):
+            fig.add_vline(x=x, line={"color": "#d62728", "width": 1, "dash": "dash"})
+    fig.update_layout(
+        height=90 + 60 * max(len(kpis), 1),
+        margin={"l": 10, "r": 10, "t": 10, "b": 40},
+        xaxis_title="difference, % of the baseline (positive = better)",
+        yaxis={"categoryorder": "array", "categoryarray": names},
+        showlegend=False,
+    )
+    return fig
+
+
+def runs_figure(kpi: dict[str, Any], band: tuple[float, float, float] | None) -> go.Figure:
+    """The runs' values of one KPI (a verdict JSON object): trial runs as dots; baseline runs as dots when
+    the object lists them, else the baseline as its mean with a confidence band (aggregates only)."""
+    fig = go.Figure()
+    groups = {"baseline": [], "trial": []}  # type: dict[str, list[dict[str, Any]]]
+    for r in kpi.get("runs", []):
+        if r.get("value") is not None:
+            groups[r["group"]].append(r)
+    for group, color in (("baseline", "#1f77b4"), ("trial", "#d62728")):
+        rows = groups[group]
+        if not rows:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=[group] * len(rows),
+                y=[r["value"] for r in rows],
+                mode="markers",
+                marker={
+                    "size": 10,
+                    "color": color,
+                    "symbol": ["x" if r.get("excluded") else "circle" for r in rows],
+                },
+                text=[r["run"] for r in rows],
+                hovertemplate="%{text}: %{y:.4g}<extra></extra>",
+                name=group,
+            )
+        )
+    if not groups["baseline"] and band is not None:
+        mean, low, high = band
+        fig.add_trace(
+            go.Scatter(
+                x=["baseline"],
+                y=[mean],
+                mode="markers",
+                marker={"size": 12, "color": "#1f77b4", "symbol": "diamond"},
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [high - mean],
+                    "arrayminus": [mean - low],
+                },
+                name="baseline mean ± CI",
+                hovertemplate=f"baseline mean %{{y:.4g}} [{low:.4g}, {high:.4g}]<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        height=320,
+        margin={"l": 60, "r": 10, "t": 10, "b": 30},
+        yaxis_title=f"{kpi['kpi']} [{kpi['unit']}]",
+        xaxis={"categoryorder": "array", "categoryarray": ["baseline", "trial"]},
+        showlegend=False,
+    )
+    return fig
+
+
+def stability_figure(s: dict[str, Any], unit: str, n_runs: int = 2) -> go.Figure:
+    """The baseline's individuals chart (verdict JSON "baseline_stability"): the runs' values in start
+    order when listed, the centre line and the natural process limits (over n_runs runs when the values
+    are not listed: the baseline as aggregates)."""
+    fig = go.Figure()
+    values = s.get("values") or []
+    n = max(len(values), n_runs, 2)
+    if values:
+        flagged = set(s.get("outside", [])) | set(s.get("trend", []))
+        fig.add_trace(
+            go.Scatter(
+                x=list(range(1, len(values) + 1)),
+                y=values,
+                mode="lines+markers",
+                marker={"color": ["#d62728" if r in flagged else "#1f77b4" for r in s.get("runs", [])]},
+                line={"color": "#1f77b4"},
+                text=s.get("runs", []),
+                hovertemplate="%{text}: %{y:.4g}<extra></extra>",
+                name="baseline runs",
+            )
+        )
+    for key, dash in (("centre", "solid"), ("lower", "dash"), ("upper", "dash")):
+        if s.get(key) is not None:
+            fig.add_trace(
+                go.Scatter(
+                    x=[1, n],
+                    y=[s[key], s[key]],
+                    mode="lines",
+                    line={"color": "#444" if key == "centre" else "#d62728", "dash": dash, "width": 1},
+                    name=key,
+                    hovertemplate=f"{key} %{{y:.4g}}<extra></extra>",
+                )
+            )
+    fig.update_layout(
+        height=280,
+        margin={"l": 60, "r": 10, "t": 10, "b": 40},
+        xaxis_title="baseline run, in start order",
+        yaxis_title=f"{s.get('kpi', '')} [{unit}]",
+        showlegend=False,
+    )
+    return fig
+
+
+_WORD_COLORS = {
+    "better": "#2ca02c",
+    "equivalent": "#2ca02c",
+    "not worse": "#2ca02c",
+    "worse": "#d62728",
+    "inconclusive": "#ff7f0e",
+    "not judgeable": "#7f7f7f",
+}

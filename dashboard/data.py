@@ -9,14 +9,20 @@ The site config and data directory come from BIOPILOT_CONFIG and BIOPILOT_DATA_D
 
 from __future__ import annotations
 
+import io
 import logging
+import math
 import os
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
+from scipy.stats import t as student_t
 
 from biopilot import units
 from biopilot.access import Trial, User, Viewer, is_loopback
@@ -28,6 +34,7 @@ from processing.queries import Query, open_query
 from processing.queries.auth import Authenticator
 from processing.queries.query import BaselineEnvelope, BaselineSummary, DataQualityView, SiteInfo
 from storage import Catalog, HealthStore, TimeSeriesStore, open_catalog, open_health, open_store
+from storage.charters import CharterRecord, ExclusionRecord
 from storage.health import connection_verdict, liveness, source_alive, store_verdict, tag_state
 
 log = logging.getLogger(__name__)
@@ -292,6 +299,33 @@ class PageData:
     def baseline_envelope(self, trial_id: str, role: str) -> BaselineEnvelope | None:
         return self._q.baseline_envelope(trial_id, role)
 
+    def charter_versions(self, trial_id: str) -> list[CharterRecord]:
+        """Every version of the trial's charter, oldest first (version 0: an unlocked draft)."""
+        return self._q.charter_versions(trial_id)
+
+    def exclusions(self, trial_id: str) -> list[ExclusionRecord]:
+        return self._q.exclusions(trial_id)
+
+    def verdict(self, trial_id: str) -> dict[str, Any] | None:
+        """The verdict JSON, as `biopilot verdict TRIAL --json` prints it for this viewer."""
+        return self._q.verdict(trial_id)
+
+    def evidence_pack_zip(self, trial_id: str) -> tuple[str, bytes] | None:
+        """The trial's evidence pack for this viewer (as `biopilot report TRIAL` writes it: the baseline as
+        aggregates for a startup or a partner) as a zip: (file name, bytes); None without a verdict."""
+        with tempfile.TemporaryDirectory(prefix="biopilot-pack-") as tmp:
+            name = f"evidence-{trial_id}"
+            out = Path(tmp) / name
+            manifest = self._q.evidence_pack(trial_id, out)
+            if manifest is None:
+                return None
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+                for path in sorted(out.rglob("*")):
+                    if path.is_file():
+                        z.write(path, f"{name}/{path.relative_to(out)}")
+        return f"{name}.zip", buffer.getvalue()
+
     # -- ops: energy & utilities, data quality, yield waterfall (issue 11) -----------------------------------
     def energy_rows(self) -> list[EnergyRow]:
         """The utilities of every run the viewer may see, newest first, from the runs' KPI records
@@ -492,6 +526,16 @@ def _finite(x: float | None) -> float | None:
 
 def _is_consumer(name: str) -> bool:
     return name.startswith("energy.") and name != "energy.total"
+
+
+def baseline_band(kpi: dict[str, Any]) -> tuple[float, float, float] | None:
+    """(mean, low, high) of the baseline in a verdict KPI object: its mean with the 1 − α Student-t
+    interval mean ± t(1 − α/2, n − 1) · sd / √n over the usable baseline runs (None with fewer than 2)."""
+    n, mean, sd = kpi.get("n_baseline") or 0, kpi.get("mean_baseline"), kpi.get("sd_baseline")
+    if n < 2 or mean is None or sd is None:
+        return None
+    half = float(student_t.ppf(1 - (1 - kpi.get("ci_level", 0.95)) / 2, n - 1)) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
 
 
 def _first_name(tags: list[Tag], role: Role) -> str:

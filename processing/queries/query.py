@@ -25,10 +25,12 @@ on _Backend that filters for the viewer. Views never import storage (an import c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,11 +39,18 @@ from biopilot.config import Equipment, Role, SiteConfig, Tag
 from biopilot.records import Buckets, KpiRecord, LabResult, Latest, Phase, Run, RunKind, SeriesData
 from biopilot.samples import Sample, from_us, to_us
 from processing.aggregates import envelope, mean_ci
+from processing.evidence.inputs import CharterVersion, EvidenceInputs, RunSource
 from processing.quality import SignalQuality, assess
+from processing.trial_inputs import Exclusion, RunRecord
+from processing.verdict import Verdict, hide_runs, judge, verdict_to_json
 from storage.base import TimeSeriesStore
 from storage.catalog import Catalog
+from storage.charters import BASELINE, TRIAL, CharterRecord, ExclusionRecord, TrialMember
 from storage.health import HealthStore
 from storage.health import TagHealth as CollectedTag
+
+if TYPE_CHECKING:
+    from processing.evidence.manifest import Manifest
 
 MIN_BASELINE_RUNS = 3
 _FOREVER_US = 2**62
@@ -114,6 +123,39 @@ class BaselineEnvelope:
     lower: np.ndarray
     upper: np.ndarray
     count: np.ndarray
+
+
+@dataclass(frozen=True)
+class JudgedTrial:
+    """A trial judged by its charter in force, with its inputs (for `biopilot report` and the pack)."""
+
+    trial: Trial
+    versions: tuple[CharterRecord, ...]  # locked versions, oldest first
+    verdict: Verdict
+    trial_runs: tuple[RunRecord, ...]
+    baseline_runs: tuple[RunRecord, ...]
+    origins: dict[str, str]  # run id -> origin ("live", "import", "manual"); absent when not in the catalog
+    imports: dict[str, list[Any]]  # run id -> its ImportRecords
+
+    def evidence_inputs(self, site: str, hidden: dict[str, str] | None = None) -> EvidenceInputs:
+        """What the evidence pack shows (processing.evidence.inputs.EvidenceInputs); `hidden`: runs the
+        reader may not see, by the name they are shown by."""
+        return EvidenceInputs(
+            self.trial.id,
+            tuple(
+                CharterVersion(v.version, v.canonical_json, v.sha256, v.reason, v.by, v.at)
+                for v in self.versions
+            ),
+            self.verdict,
+            self.trial_runs,
+            self.baseline_runs,
+            tuple(
+                RunSource(run_id, origin, tuple(self.imports.get(run_id, ())))
+                for run_id, origin in self.origins.items()
+            ),
+            site,
+            hidden or {},
+        )
 
 
 @dataclass(frozen=True)
@@ -254,6 +296,45 @@ class Query:
     def baseline_envelope(self, trial_id: str, role: str, points: int = 120) -> BaselineEnvelope | None:
         """Mean ± 2 sd of a signal (by role) over hours since start across the trial's baseline runs."""
         return self._call("baseline_envelope", trial_id, role, points)  # type: ignore[no-any-return]
+
+    def charter(self, trial_id: str) -> CharterRecord | None:
+        """The charter in force (the newest locked version, else the draft); None when there is none or the
+        trial is not visible."""
+        return self._call("charter", trial_id)  # type: ignore[no-any-return]
+
+    def charter_versions(self, trial_id: str) -> list[CharterRecord]:
+        """Every stored version of the trial's charter, oldest first (version 0: an unlocked draft)."""
+        return self._call("charter_versions", trial_id)  # type: ignore[no-any-return]
+
+    def trial_members(self, trial_id: str) -> list[TrialMember]:
+        """The trial runs and the frozen baseline runs (only the trial runs for a viewer who may not see
+        every baseline run: startup, partner, an operator of other equipment)."""
+        return self._call("trial_members", trial_id)  # type: ignore[no-any-return]
+
+    def exclusions(self, trial_id: str) -> list[ExclusionRecord]:
+        """The exclusions ledger (for a viewer who may not see every baseline run — startup, partner, an
+        operator of other equipment — a baseline run is named "baseline run K", K its place in start order
+        among the frozen baseline runs)."""
+        return self._call("exclusions", trial_id)  # type: ignore[no-any-return]
+
+    def verdict(self, trial_id: str) -> dict[str, Any] | None:
+        """The verdict JSON (processing.verdict.verdict_to_json) by the charter in force, over the KPI records
+        of the trial runs and the frozen baseline runs; None when the charter is not locked or the trial is
+        not visible. A viewer who may not see every baseline run (startup, partner, an operator of other
+        equipment) gets the baseline as aggregates: no baseline run ids (named "baseline run K"), no
+        per-baseline-run values (`aggregate_only_verdict`)."""
+        return self._call("verdict", trial_id)  # type: ignore[no-any-return]
+
+    def evidence_pack(self, trial_id: str, out_dir: Path) -> Manifest | None:
+        """Write the trial's evidence pack (processing.evidence) into out_dir, judged as `verdict` judges it,
+        for the viewer: runs it may not see are named by their place and left out, so a startup or a partner
+        gets the baseline as aggregates. None when the trial is not visible or its charter is not locked."""
+        return self._call("evidence_pack", trial_id, out_dir)  # type: ignore[no-any-return]
+
+    def judged(self, trial_id: str) -> JudgedTrial | None:
+        """Everything the verdict and the evidence pack rest on, with the baseline run by run: for an admin
+        and operators who may see every baseline run (None for others, and when the charter is unlocked)."""
+        return self._call("judged", trial_id)  # type: ignore[no-any-return]
 
     # -- health, users, audit ------------------------------------------------------------------------------
     def health(self) -> HealthView:
@@ -537,6 +618,12 @@ class _Backend:
         return []
 
     def _baseline_runs(self, trial: Trial) -> list[Run]:
+        """The baseline frozen when the charter was locked; before that, every closed baseline run on the
+        trial's equipment (of its product when both name one)."""
+        record = self._catalog.charter_record(trial.id)
+        if record is not None and record.locked:
+            frozen = [self._catalog.run(m.run_id) for m in self._catalog.trial_members(trial.id, BASELINE)]
+            return [r for r in frozen if r is not None]
         runs = []
         for equipment in trial.equipment:
             for run in self._catalog.runs(equipment, kind=RunKind.BASELINE.value):
@@ -614,6 +701,133 @@ class _Backend:
         return BaselineEnvelope(
             trial.id, role_.value, unit, len(curves), env.hours, env.mean, env.lower, env.upper, env.count
         )
+
+    # -- charters and verdicts ----------------------------------------------------------------------------
+    def charter(self, v: Viewer, trial_id: str) -> CharterRecord | None:
+        versions = self.charter_versions(v, trial_id)
+        return versions[-1] if versions else None
+
+    def charter_versions(self, v: Viewer, trial_id: str) -> list[CharterRecord]:
+        if self.trial(v, trial_id) is None:
+            return []
+        out = self._catalog.charter_versions(trial_id)
+        hidden = self._hidden_members(v, trial_id)
+        if hidden:
+            out = [_pseudonymous_charter(r, hidden) for r in out]
+        return out
+
+    def _baseline_in_full(self, v: Viewer, trial_id: str) -> bool:
+        """May the viewer see the frozen baseline run by run: an admin, or an operator of the equipment of
+        every one of those runs (the runs they may see anyway)."""
+        if v.role == UserRole.ADMIN:
+            return True
+        if v.role != UserRole.OPERATOR:
+            return False
+        for m in self._catalog.trial_members(trial_id, BASELINE):
+            run = self._catalog.run(m.run_id)
+            if run is None or not self._may_see_run(v, run):
+                return False
+        return True
+
+    def _hidden_members(self, v: Viewer, trial_id: str) -> dict[str, str]:
+        """The trial's runs (trial and frozen baseline) the viewer may not see, each with the name it is
+        shown by instead: "baseline run K" / "trial run K", K its place in start order in its group. Every
+        baseline run when the viewer may not see all of them (a startup, a partner, an operator of other
+        equipment); the trial runs it may not see (an operator of other equipment)."""
+        if v.role == UserRole.ADMIN:
+            return {}
+        members = self._catalog.trial_members(trial_id)
+        runs = {m.run_id: self._catalog.run(m.run_id) for m in members}
+        full = self._baseline_in_full(v, trial_id)
+        names: dict[str, str] = {}
+        for group in (BASELINE, TRIAL):
+            ids = [m.run_id for m in members if m.group == group]
+            ids.sort(key=lambda i: (to_us(runs[i].start) if runs[i] is not None else 0, i))  # type: ignore[union-attr]
+            for k, run_id in enumerate(ids, 1):
+                run = runs[run_id]
+                visible = run is not None and self._may_see_run(v, run)
+                if (group == BASELINE and not full) or (group == TRIAL and not visible):
+                    names[run_id] = f"{group} run {k}"
+        return names
+
+    def trial_members(self, v: Viewer, trial_id: str) -> list[TrialMember]:
+        if self.trial(v, trial_id) is None:
+            return []
+        hidden = self._hidden_members(v, trial_id)
+        return [m for m in self._catalog.trial_members(trial_id) if m.run_id not in hidden]
+
+    def exclusions(self, v: Viewer, trial_id: str) -> list[ExclusionRecord]:
+        if self.trial(v, trial_id) is None:
+            return []
+        hidden = self._hidden_members(v, trial_id)
+        return [
+            replace(e, run_id=hidden.get(e.run_id, e.run_id))
+            for e in self._catalog.trial_exclusions(trial_id)
+        ]
+
+    def _judge(self, trial: Trial) -> JudgedTrial | None:
+        versions = [r for r in self._catalog.charter_versions(trial.id) if r.locked]
+        if not versions:
+            return None
+        record = versions[-1]
+        members = self._catalog.trial_members(trial.id)
+        groups: dict[str, list[RunRecord]] = {TRIAL: [], BASELINE: []}
+        origins: dict[str, str] = {}
+        imports: dict[str, list[Any]] = {}
+        for m in members:
+            run = self._catalog.run(m.run_id)
+            if run is None:  # gone from the catalog: no KPIs, so the verdict names it not judgeable
+                groups[m.group].append(RunRecord(m.run_id, m.added, {}))
+                continue
+            kpis = {k.name: k for k in self._catalog.kpis(run.id)}
+            groups[m.group].append(RunRecord(run.id, run.start, kpis))
+            origins[run.id] = run.origin
+            imports[run.id] = self._catalog.imports(run_id=run.id)
+        exclusions = [
+            Exclusion(e.run_id, e.reason, e.by, e.at) for e in self._catalog.trial_exclusions(trial.id)
+        ]
+        verdict = judge(
+            record.charter,
+            groups[TRIAL],
+            groups[BASELINE],
+            exclusions=exclusions,
+            charter_version=record.version,
+            charter_changed_after_start=self._catalog.charter_changed_after_start(trial.id),
+        )
+        return JudgedTrial(
+            trial, tuple(versions), verdict, tuple(groups[TRIAL]), tuple(groups[BASELINE]), origins, imports
+        )
+
+    def verdict(self, v: Viewer, trial_id: str) -> dict[str, Any] | None:
+        trial = self.trial(v, trial_id)
+        if trial is None:
+            return None
+        judged = self._judge(trial)
+        if judged is None:
+            return None
+        doc = verdict_to_json(judged.verdict)
+        hidden = self._hidden_members(v, trial_id)
+        if hidden:
+            doc = hide_runs(doc, hidden)
+        return doc
+
+    def evidence_pack(self, v: Viewer, trial_id: str, out_dir: Path) -> Manifest | None:
+        trial = self.trial(v, trial_id)
+        if trial is None:
+            return None
+        judged = self._judge(trial)
+        if judged is None:
+            return None
+        from processing.evidence.pack import build_evidence_pack  # fpdf2 and matplotlib: only when asked
+
+        inputs = judged.evidence_inputs(self._config.site.name, self._hidden_members(v, trial_id))
+        return build_evidence_pack(inputs, out_dir)
+
+    def judged(self, v: Viewer, trial_id: str) -> JudgedTrial | None:
+        trial = self.trial(v, trial_id)
+        if trial is None or not self._baseline_in_full(v, trial_id):
+            return None
+        return self._judge(trial)
 
     # -- health, users, audit ----------------------------------------------------------------------------
     def health(self, v: Viewer) -> HealthView:
@@ -727,6 +941,18 @@ class _Backend:
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
+def _pseudonymous_charter(record: CharterRecord, names: dict[str, str]) -> CharterRecord:
+    """The record with the charter's run ids the viewer may not see replaced by their names ("baseline run
+    K", "trial run K"; a baseline run not in the frozen baseline: "a baseline run"). `sha256` stays that of
+    the charter as locked."""
+    doc = json.loads(record.canonical_json)
+    c = doc["charter"]
+    c["baseline_runs"] = [names.get(i, "a baseline run") for i in c.get("baseline_runs") or []]
+    c["trial_runs"] = [names.get(i, i) for i in c.get("trial_runs") or []]
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return replace(record, canonical_json=text)
+
+
 def _source_of(tag: Tag) -> str:
     src = tag.source
     return f"opcua:{src.server}" if src.protocol == "opcua" else f"mqtt:{src.broker}"

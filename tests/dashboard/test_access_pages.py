@@ -65,8 +65,11 @@ def sign_in(user: str, password: str = PASSWORD) -> AppTest:
 def _text(at: AppTest) -> str:
     parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [t.value for t in at.title]
     parts += [s.value for s in at.subheader] + [str(i.value) for i in at.info]
+    parts += [str(w.value) for kind in ("success", "warning", "error") for w in at.get(kind)]
     for df in at.dataframe:
         parts.append(df.value.to_csv())
+    for tb in at.table:  # the charter, the verdict, money and exclusions
+        parts.append(tb.value.to_csv())
     for sb in at.selectbox:
         parts += [str(o) for o in sb.options]
     for ms in at.multiselect:
@@ -117,7 +120,10 @@ def test_each_page_shows_only_what_the_user_may_see(user: str) -> None:
     if trials:
         baseline = at.dataframe[2].value
         assert list(baseline["n"]) == [3]  # titer over the three baseline runs, no single run
-        assert len(at.get("plotly_chart")) == 1  # the envelope
+        # the verdict's CI chart, runs and baseline stability (TA has a locked charter), and the envelope
+        assert len(at.get("plotly_chart")) == (4 if "TA" in trials else 1)
+    if "TA" in trials:  # the verdict reaches everyone who sees the trial (A-2 is still open)
+        assert any(w.value.startswith("**Verdict: not judgeable**") for w in at.warning)
     texts.append(_text(at))
 
     text = "\n".join(texts)
