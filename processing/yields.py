@@ -30,7 +30,7 @@ def substrate_fed_g(
     feed_l_per_h: np.ndarray,
     status: np.ndarray,
     concentration_g_per_l: float,
-    max_gap_h: float | None = None,
+    max_gap_h: float | np.ndarray | None = None,
 ) -> Integral:
     """Substrate fed [g] = ∫ F_feed [L/h] · S_feed [g/L] dt by the trapezoid rule, never across a gap.
 

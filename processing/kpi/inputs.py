@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 
 import numpy as np
 
@@ -28,21 +29,44 @@ from biopilot.config import (
 )
 from biopilot.records import KpiRecord, LabResult, Phase, Run, SeriesData
 from biopilot.samples import from_us, to_us
-from processing.energy import Integral
+from processing.energy import Integral, gap_limits_h
 from processing.kpi.names import unit_of
 from processing.signals import uncertain, usable
 
 Reader = Callable[[str, datetime, datetime], SeriesData]
 
 
+class Clock:
+    """Sample times [h since the run's start] shared by the tags of a run that were read with the same
+    timestamps (RunData reads each distinct set once), with their gap limits computed once, on first use."""
+
+    def __init__(self, t: np.ndarray) -> None:
+        self.t = t
+
+    @cached_property
+    def gap_limits(self) -> np.ndarray:
+        """gap_limits_h of t: per interval, the longest it may be without being a gap [h]."""
+        return gap_limits_h(self.t)
+
+
 @dataclass(frozen=True)
 class Signal:
-    """A tag's samples over the run, converted: t [h since run start], values [engine unit], status."""
+    """A tag's samples over the run, converted: t [h since run start], values [engine unit], status;
+    clock: the run's Clock these times come from (None: t is a window or was made elsewhere)."""
 
     tag: str
     t: np.ndarray
     v: np.ndarray
     status: np.ndarray
+    clock: Clock | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def gap_limits(self) -> np.ndarray:
+        """Per interval of t, the longest it may be without being a gap [h] (processing.energy.gap_limits_h),
+        computed once per clock: the integrals of tags sampled at the same times share it."""
+        if self.clock is not None and self.clock.t is self.t:
+            return self.clock.gap_limits
+        return gap_limits_h(self.t)
 
     def window(self, t0: float, t1: float) -> Signal:
         keep = (self.t >= t0) & (self.t <= t1)
@@ -143,25 +167,36 @@ class RunData:
         self.spec: ProcessSpec = process_spec(config, run.equipment)
         self.kind: EquipmentKind = config.equipment_by_id(run.equipment).kind
         self.run_h = max((end - run.start).total_seconds() / 3600, 0.0)
-        self._raw: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._raw: dict[str, tuple[np.ndarray, Clock, np.ndarray, np.ndarray]] = {}
+        self._clocks: list[tuple[np.ndarray, Clock]] = []  # (timestamps [µs], their Clock)
         self.lab = _merge_lab(lab, self._lab_from_tags())
 
     # -- signals ---------------------------------------------------------------------------------------
     def tags(self, role: Role) -> list[Tag]:
         return self.config.role_tags(self.run.equipment, role)
 
-    def _samples(self, tag: Tag) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(ts [µs], t [h since run start], values as stored, status) of a tag in the run, read once."""
+    def _samples(self, tag: Tag) -> tuple[np.ndarray, Clock, np.ndarray, np.ndarray]:
+        """(ts [µs], their Clock, values as stored, status) of a tag in the run, read once."""
         if tag.name not in self._raw:
             data = self._read(tag.name, self.run.start, self.end + timedelta(microseconds=1))
             values = data.values.astype(np.float64) if data.values.dtype != object else _floats(data.values)
-            self._raw[tag.name] = (data.ts, data.hours(to_us(self.run.start)), values, data.status)
+            self._raw[tag.name] = (data.ts, self._clock(data), values, data.status)
         return self._raw[tag.name]
+
+    def _clock(self, data: SeriesData) -> Clock:
+        """The Clock of these timestamps: the one of a tag read before with the same timestamps, else new."""
+        ts = data.ts
+        for known, clock in self._clocks:
+            if len(known) == len(ts) and (len(ts) == 0 or known[0] == ts[0]) and np.array_equal(known, ts):
+                return clock
+        clock = Clock(data.hours(to_us(self.run.start)))
+        self._clocks.append((ts, clock))
+        return clock
 
     def signal(self, tag: Tag, conversion: units.Conversion) -> Signal:
         """The tag's samples in the run, converted with one factor for the whole array."""
-        _, t, v, status = self._samples(tag)
-        return Signal(tag.name, t, conversion(v), status)
+        _, clock, v, status = self._samples(tag)
+        return Signal(tag.name, clock.t, conversion(v), status, clock)
 
     def quantity(self, tag: Tag, to_unit: str) -> Signal:
         """The tag's samples in `to_unit` (its unit was checked against its role when the config loaded)."""

@@ -17,7 +17,7 @@ from processing import offgas, recovery
 from processing.energy import integrate_trapezoid
 from processing.kpi.inputs import Kpi, RunData, Signal, kpi
 from processing.kpi.upstream import MassAccount
-from processing.signals import align, covered_hours, default_max_gap_h
+from processing.signals import align, covered_hours
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def compute(inp: OffgasInputs, mass: MassAccount | None) -> tuple[Kpi, ...]:
         n_in, a_o2.values, a_co2.values, np.ones(len(t)), spec.inlet_o2, spec.inlet_co2
     )
     covered = np.isfinite(flux_o2) & np.isfinite(flux_co2)
-    max_gap = default_max_gap_h(t)
+    max_gap = inp.o2.gap_limits
 
     def cov(covered_mask: np.ndarray) -> float:
         h = covered_hours(t, covered_mask, max_gap)

@@ -184,7 +184,7 @@ def compute(inp: UpstreamInputs) -> UpstreamResult:
     feed_unc = False
     for feed in inp.feeds:
         integral = yields.substrate_fed_g(
-            feed.signal.t, feed.signal.v, feed.signal.status, feed.concentration
+            feed.signal.t, feed.signal.v, feed.signal.status, feed.concentration, feed.signal.gap_limits
         )
         fed[feed.substrate] = fed.get(feed.substrate, 0.0) + integral.value
         carbon_g += integral.value * feed.carbon_fraction
