@@ -22,7 +22,7 @@ from biopilot.records import KpiRecord
 from processing import recovery
 from processing.energy import Integral, energy_from_totalizer, integrate_trapezoid
 from processing.kpi.inputs import Kpi, LabSeries, RunData, Signal, kpi
-from processing.signals import align, usable
+from processing.signals import usable
 
 _KG = units.factor("g", "kg")
 
@@ -213,7 +213,7 @@ def _stream_product(
 
 def _flow_times_conc(flow: Signal, conc: Signal) -> Integral:
     """∫ F · C dt on the flow's samples, C aligned without bridging gaps."""
-    c = align(flow.t, conc.t, conc.v, conc.status)
+    c = conc.at(flow.t)
     ok = usable(flow.v, flow.status)
     status = np.where(ok & c.covered, 0, 0x80000000).astype(np.int64)
     return integrate_trapezoid(flow.t, flow.v * np.nan_to_num(c.values), status, flow.gap_limits)

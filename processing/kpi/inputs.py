@@ -31,7 +31,7 @@ from biopilot.records import KpiRecord, LabResult, Phase, Run, SeriesData
 from biopilot.samples import from_us, to_us
 from processing.energy import Integral, gap_limits_h
 from processing.kpi.names import unit_of
-from processing.signals import uncertain, usable
+from processing.signals import Aligned, align, uncertain, usable
 
 Reader = Callable[[str, datetime, datetime], SeriesData]
 
@@ -42,11 +42,19 @@ class Clock:
 
     def __init__(self, t: np.ndarray) -> None:
         self.t = t
+        self._windows: dict[tuple[float, float], tuple[np.ndarray, Clock]] = {}
 
     @cached_property
     def gap_limits(self) -> np.ndarray:
         """gap_limits_h of t: per interval, the longest it may be without being a gap [h]."""
         return gap_limits_h(self.t)
+
+    def window(self, t0: float, t1: float) -> tuple[np.ndarray, Clock]:
+        """(mask of the times in [t0, t1], the Clock of those times), made once per window."""
+        if (t0, t1) not in self._windows:
+            keep = (self.t >= t0) & (self.t <= t1)
+            self._windows[t0, t1] = (keep, Clock(self.t[keep]))
+        return self._windows[t0, t1]
 
 
 @dataclass(frozen=True)
@@ -64,13 +72,32 @@ class Signal:
     def gap_limits(self) -> np.ndarray:
         """Per interval of t, the longest it may be without being a gap [h] (processing.energy.gap_limits_h),
         computed once per clock: the integrals of tags sampled at the same times share it."""
-        if self.clock is not None and self.clock.t is self.t:
-            return self.clock.gap_limits
-        return gap_limits_h(self.t)
+        clock = self._clock
+        return clock.gap_limits if clock is not None else gap_limits_h(self.t)
+
+    @property
+    def usable_gap_limits(self) -> np.ndarray:
+        """The gap limits of the usable samples' times (what align bridges by): the clock's when every
+        sample is usable."""
+        ok = usable(self.v, self.status)
+        return self.gap_limits if ok.all() else gap_limits_h(self.t[ok])
+
+    def at(self, t_target_h: np.ndarray) -> Aligned:
+        """The signal interpolated at t_target_h [h], never across a gap (processing.signals.align)."""
+        return align(t_target_h, self.t, self.v, self.status, gap_limits=self.usable_gap_limits)
 
     def window(self, t0: float, t1: float) -> Signal:
+        """The samples with t0 ≤ t ≤ t1 [h] (tags on the same clock share the window's clock)."""
+        if self._clock is not None:
+            keep, clock = self._clock.window(t0, t1)
+            return Signal(self.tag, clock.t, self.v[keep], self.status[keep], clock)
         keep = (self.t >= t0) & (self.t <= t1)
         return Signal(self.tag, self.t[keep], self.v[keep], self.status[keep])
+
+    @property
+    def _clock(self) -> Clock | None:
+        """The clock, when t is its times (not a copy or a selection)."""
+        return self.clock if self.clock is not None and self.clock.t is self.t else None
 
     @property
     def any_uncertain(self) -> bool:
