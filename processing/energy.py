@@ -106,13 +106,20 @@ def integrate_trapezoid(
     span = float(t_h[-1] - t_h[0])
     if max_gap_h is None:
         max_gap_h = gap_limits_h(t_h)
-    usable = ((status & 0x80000000) == 0) & np.isfinite(values)
+    severity = status & 0xC0000000  # one pass for the bad and the uncertain bit
+    usable = (severity < 0x80000000) & np.isfinite(values)
     dt = np.diff(t_h)
-    ok = usable[:-1] & usable[1:] & (dt <= max_gap_h) & (dt > 0)
-    safe = np.where(usable, values, 0.0)
+    ok = (dt <= max_gap_h) & (dt > 0)
+    every = bool(usable.all())  # the common case: no mask or substitution needed
+    if not every:
+        ok &= usable[:-1] & usable[1:]
+    safe = values if every else np.where(usable, values, 0.0)
     areas = 0.5 * (safe[:-1] + safe[1:]) * dt
-    uncertain_samples = usable & ((status & 0xC0000000) == 0x40000000)
-    uncertain = bool(np.any(ok & (uncertain_samples[:-1] | uncertain_samples[1:])))
+    uncertain = False
+    uncertain_samples = severity == 0x40000000
+    if uncertain_samples.any():
+        uncertain_samples &= usable
+        uncertain = bool(np.any(ok & (uncertain_samples[:-1] | uncertain_samples[1:])))
     return Integral(float(areas[ok].sum()), float(dt[ok].sum()), span, uncertain)
 
 

@@ -206,7 +206,8 @@ class RunData:
         """(ts [µs], their Clock, values as stored, status) of a tag in the run, read once."""
         if tag.name not in self._raw:
             data = self._read(tag.name, self.run.start, self.end + timedelta(microseconds=1))
-            values = data.values.astype(np.float64) if data.values.dtype != object else _floats(data.values)
+            values = data.values
+            values = _floats(values) if values.dtype == object else np.asarray(values, np.float64)  # no copy
             self._raw[tag.name] = (data.ts, self._clock(data), values, data.status)
         return self._raw[tag.name]
 
