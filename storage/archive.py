@@ -563,15 +563,21 @@ _PLAIN = {pa.int64(): np.dtype(np.int64), pa.float64(): np.dtype(np.float64)}
 
 
 def _numbers(col: pa.ChunkedArray) -> np.ndarray:
-    """An int64 or float64 column as numpy. Without nulls straight from its data buffers (no copy for one
-    chunk): pyarrow's own to_numpy imports pandas on first use, about 0.5 s of every process that reads
-    the archive. With nulls (NaN for a float) or another type: to_numpy."""
+    """An int64 or float64 column as numpy, straight from its Arrow buffers (no copy for one chunk without
+    nulls; a null float is NaN, as to_numpy gives it): pyarrow's own to_numpy imports pandas on first use,
+    about 0.5 s of every process that reads the archive. Another type, or a null int: to_numpy."""
     dtype = _PLAIN.get(col.type)
-    if dtype is None or col.null_count:
+    if dtype is None or (col.null_count and dtype.kind != "f"):
         return col.to_numpy(zero_copy_only=False)
-    parts = [
-        np.frombuffer(c.buffers()[1], dtype, len(c), c.offset * dtype.itemsize) for c in col.chunks if len(c)
-    ]
+    parts = []
+    for c in col.chunks:
+        if len(c) == 0:
+            continue
+        values = np.frombuffer(c.buffers()[1], dtype, len(c), c.offset * dtype.itemsize)
+        if c.null_count:  # the validity bitmap, least significant bit first (Arrow's layout)
+            bits = np.unpackbits(np.frombuffer(c.buffers()[0], np.uint8), bitorder="little")
+            values = np.where(bits[c.offset : c.offset + len(c)].astype(bool), values, np.nan)
+        parts.append(values)
     if len(parts) == 1:
         return parts[0]
     return np.concatenate(parts) if parts else np.empty(0, dtype)
