@@ -26,11 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from biopilot.app.broker import mosquitto_binary, mosquitto_config, reachable
 
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("BIOPILOT_CI") == "1"
+
+# Property tests (hypothesis) explore new random examples on a developer's machine, where a failure is a
+# finding; in CI they replay the same derandomized examples every run, so CI cannot flake on a new draw.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if IN_CI:
+    settings.load_profile("ci")
 CHROMIUM = "/usr/bin/chromium"
 
 

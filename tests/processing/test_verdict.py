@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 
@@ -355,20 +355,25 @@ def test_swapping_direction_and_negating_values_changes_nothing(
 
 @settings(max_examples=40, deadline=None)
 @given(t=values, b=values, margin=st.sampled_from([0.0, 2.0, 5.0]))
+# Found by hypothesis in CI: the log-ratio interval (the judged scale of a % charter) is +32.6 % .. and
+# excludes 0, while Welch's interval of the raw difference, reported beside it, reaches −0.031 g/g (the
+# trial's SD of 0.29 on 3 runs, 2 degrees of freedom). The word rests on the judged scale only.
+@example(t=[1.0, 1.0, 1.5], b=[0.5, 0.5, 0.5, 0.5, 0.75], margin=0.0)
 def test_permutation_p_is_a_probability_and_better_excludes_zero(
     t: list[float], b: list[float], margin: float
 ) -> None:
-    """The permutation p-value lies in (0, 1]; "better" never comes with an interval that includes 0 (or
-    the margin)."""
+    """The permutation p-value lies in (0, 1]; "better" never comes with an interval on the judged scale
+    (the log ratio, in % of the baseline, for a % margin) that includes 0 (or the margin)."""
     if not _design(t, b):
         return
     v = judge(charter(margin=margin), runs(t, "T", 20), runs(b, "B"))
+    assert v.primary.scale == "log_ratio"
     assert 0 < v.primary.p_permutation <= 1
     if v.word == "better":
-        assert v.primary.ci_pct[0] > margin and v.primary.ci[0] > 0
+        assert v.primary.ci_pct[0] > margin
         assert margin > 0 or v.primary.p_permutation < 0.05  # the permutation test agreed
     if v.word == "worse":
-        assert v.primary.ci_pct[1] < 0 and v.primary.ci[1] < 0
+        assert v.primary.ci_pct[1] < 0
 
 
 @settings(max_examples=25, deadline=None)
