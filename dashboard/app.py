@@ -15,7 +15,7 @@ import streamlit as st
 
 from biopilot.access import Viewer
 from dashboard.data import DashboardData
-from dashboard.views import live, login, runs, trials
+from dashboard.views import compare, live, login, review, runs, trials
 
 _TOKEN = "bp_session"
 
@@ -118,6 +118,19 @@ def main() -> None:
                 title="Trials",
                 url_path="trials",
                 icon=":material/handshake:",
+            ),
+            # -- run review and compare runs (issue 11 B2) --
+            st.Page(
+                functools.partial(review.render, page),
+                title="Run review",
+                url_path="review",
+                icon=":material/timeline:",
+            ),
+            st.Page(
+                functools.partial(compare.render, page),
+                title="Compare runs",
+                url_path="compare",
+                icon=":material/compare_arrows:",
             ),
         ]
     )

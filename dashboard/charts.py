@@ -5,7 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboard.data import Trend
+from dashboard.data import EnvelopeBand, Review, Trend
 
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 
@@ -70,3 +70,195 @@ def trend_figure(trends: list[Trend], height_per_row: int = 130) -> go.Figure:
 def _band(hex_color: str) -> str:
     r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},0.18)"
+
+
+# -- run review, compare runs, live envelopes (issue 11 B2) ------------------------------------------------
+_PHASE_FILL = ["rgba(120,120,120,0.07)", "rgba(31,119,180,0.07)"]
+_BASELINE_LINE = {"color": "rgba(110,110,110,0.55)", "width": 0.9}
+_ENVELOPE_FILL = "rgba(44,160,44,0.16)"
+
+
+def aligned_figure(review: Review, height_per_row: int = 170) -> go.Figure:
+    """One row per tag (or role) on the aligned axis: the envelope band behind, baseline runs in grey, the
+    reviewed runs in colour; phases of the first run shaded; one row per lab analyte with its points."""
+    rows = list(dict.fromkeys([t.tag for t in review.traces] + list(review.bands)))
+    analytes = list(dict.fromkeys(p.analyte for p in review.lab))
+    n = max(len(rows) + len(analytes), 1)
+    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.025)
+    run_color = {r.id: _COLORS[i % len(_COLORS)] for i, r in enumerate(review.runs)}
+    shown_in_legend: set[str] = set()
+    for i, name in enumerate(rows, start=1):
+        band = review.bands.get(name)
+        unit = band.unit if band is not None else ""
+        if band is not None:
+            fig.add_trace(
+                go.Scatter(
+                    x=band.t,
+                    y=band.upper,
+                    mode="lines",
+                    line={"width": 0},
+                    showlegend=False,
+                    hoverinfo="skip",
+                    name=f"envelope upper {name}",
+                ),
+                row=i,
+                col=1,
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=band.t,
+                    y=band.lower,
+                    mode="lines",
+                    line={"width": 0},
+                    fill="tonexty",
+                    fillcolor=_ENVELOPE_FILL,
+                    name=f"envelope (95 % prediction band, n = {band.n_runs})",
+                    showlegend="envelope" not in shown_in_legend,
+                    legendgroup="envelope",
+                    hoverinfo="skip",
+                ),
+                row=i,
+                col=1,
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=band.t,
+                    y=band.mean,
+                    mode="lines",
+                    line={"color": "#2ca02c", "width": 1, "dash": "dot"},
+                    name="envelope mean",
+                    showlegend=False,
+                    legendgroup="envelope",
+                ),
+                row=i,
+                col=1,
+            )
+            shown_in_legend.add("envelope")
+        for tr in review.traces:
+            if tr.tag != name:
+                continue
+            unit = unit or tr.unit
+            if tr.baseline:
+                line, legend, group = _BASELINE_LINE, "baseline runs", "baseline"
+            else:
+                line, legend, group = (
+                    {"color": run_color.get(tr.run_id, "#1f77b4"), "width": 1.7},
+                    tr.run_id,
+                    tr.run_id,
+                )
+            fig.add_trace(
+                go.Scattergl(
+                    x=tr.t,
+                    y=tr.values,
+                    mode="lines",
+                    line=line,
+                    name=legend,
+                    legendgroup=group,
+                    showlegend=group not in shown_in_legend,
+                    hovertemplate=f"{tr.run_id}<br>%{{x:.2f}}, %{{y:.4g}} {tr.unit}<extra></extra>",
+                ),
+                row=i,
+                col=1,
+            )
+            shown_in_legend.add(group)
+        fig.update_yaxes(title_text=unit, row=i, col=1, title_standoff=4)
+        fig.add_annotation(
+            text=name,
+            xref="x domain",
+            yref="y domain",
+            x=0.005,
+            y=0.97,
+            showarrow=False,
+            font={"size": 11, "color": "#333"},
+            row=i,
+            col=1,
+        )
+    for j, analyte in enumerate(analytes, start=len(rows) + 1):
+        pts = [p for p in review.lab if p.analyte == analyte]
+        fig.add_trace(
+            go.Scatter(
+                x=[p.t for p in pts],
+                y=[p.value for p in pts],
+                mode="markers",
+                marker={"size": 8, "color": "#ff7f0e", "symbol": "diamond"},
+                name="lab results",
+                legendgroup="lab",
+                showlegend="lab" not in shown_in_legend,
+            ),
+            row=j,
+            col=1,
+        )
+        shown_in_legend.add("lab")
+        fig.update_yaxes(title_text=pts[0].unit if pts else "", row=j, col=1, title_standoff=4)
+        fig.add_annotation(
+            text=f"lab: {analyte}",
+            xref="x domain",
+            yref="y domain",
+            x=0.005,
+            y=0.97,
+            showarrow=False,
+            font={"size": 11, "color": "#b35900"},
+            row=j,
+            col=1,
+        )
+    for k, p in enumerate(review.phases):
+        if p.t1 > p.t0:
+            fig.add_vrect(
+                x0=p.t0, x1=p.t1, fillcolor=_PHASE_FILL[k % 2], line_width=0, layer="below", row="all", col=1
+            )
+        fig.add_annotation(
+            text=p.name,
+            x=p.t0,
+            xref="x",
+            yref="paper",
+            y=1.0,
+            yanchor="bottom",
+            xanchor="left",
+            showarrow=False,
+            font={"size": 10, "color": "#555"},
+        )
+    fig.update_xaxes(title_text=review.axis_label, row=n, col=1)
+    fig.update_layout(
+        height=max(height_per_row * n + 110, 260),
+        margin={"l": 60, "r": 10, "t": 40, "b": 40},
+        legend={"orientation": "h", "y": -0.08 if n > 2 else -0.2},
+        uirevision="aligned",
+        hovermode="closest",
+    )
+    return fig
+
+
+def live_envelopes(
+    fig: go.Figure, trends: list[Trend], bands: dict[str, tuple[list, EnvelopeBand]]
+) -> go.Figure:
+    """Draw each trend's golden-batch envelope (in plant time) behind it in the live trend figure."""
+    for i, trend in enumerate(trends, start=1):
+        found = bands.get(trend.tag)
+        if found is None:
+            continue
+        when, band = found
+        fig.add_trace(
+            go.Scatter(
+                x=when, y=band.upper, mode="lines", line={"width": 0}, showlegend=False, hoverinfo="skip"
+            ),
+            row=i,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=when,
+                y=band.lower,
+                mode="lines",
+                line={"width": 0},
+                fill="tonexty",
+                fillcolor=_ENVELOPE_FILL,
+                name=f"envelope {trend.tag}",
+                showlegend=False,
+                hoverinfo="skip",
+            ),
+            row=i,
+            col=1,
+        )
+        # the band's traces go behind the trend's
+        fig.data = (*fig.data[-2:], *fig.data[:-2])
+    return fig
