@@ -37,6 +37,7 @@ from storage.health import connection_verdict, liveness, source_alive, store_ver
 
 log = logging.getLogger(__name__)
 
+REVIEW_POINTS = 600  # bucket means per run and tag on the Run review and Compare pages
 STALE_AFTER_S = 30.0  # without health from the collectors: a value older than this is shown as stale
 
 # The tags a tile shows first, per equipment (by role); the rest follow in config order.
@@ -347,7 +348,7 @@ class PageData:
         *,
         overlay: list[str] = (),  # type: ignore[assignment]
         envelope: bool = True,
-        points: int = 600,
+        points: int = REVIEW_POINTS,
         by_role: bool = False,
     ) -> Review:
         """Runs (and baseline runs `overlay`) on one aligned axis. tags: tag names, or roles when by_role
