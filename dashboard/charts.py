@@ -147,7 +147,7 @@ def aligned_figure(review: Review, height_per_row: int = 170) -> go.Figure:
                     tr.run_id,
                 )
             fig.add_trace(
-                go.Scattergl(
+                go.Scatter(
                     x=tr.t,
                     y=tr.values,
                     mode="lines",
