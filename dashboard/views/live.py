@@ -160,7 +160,7 @@ def _alarms(data: PageData) -> None:
                 st.rerun()
     if len(alarms) > len(open_[:20]):
         st.caption(
-            f"{len(alarms) - len(open_[:20])} more alarms (acknowledged and over): `biopilot alarms list`"
+            f"{len(alarms) - len(open_[:20])} more alarm(s) (acknowledged and over): `biopilot alarms list`"
         )
 
 
