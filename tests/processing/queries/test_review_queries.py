@@ -29,10 +29,8 @@ BASELINE = ["F-101:BL-1", "F-101:BL-2", "F-101:BL-3"]
 HALF_WIDTH = 4.968275
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = tmp_path_factory.mktemp("review-queries")
-    build(data)
+def add_references_and_alarms(data: Path) -> None:
+    """Store the envelope of F-101.temperature (from BASELINE) and an open alarm on each run of ALARMED."""
     catalog = Catalog(data / "biopilot.db")
     env = golden_envelope(
         np.array([0.0, 1.0]),
@@ -44,24 +42,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         unit="degC",
         alignment=Alignment(),
     )
-    References(catalog.db).save(
-        [
-            StoredEnvelope(
-                "F-101",
-                "",
-                env.tag,
-                env.alignment.axis,
-                "degC",
-                env.runs,
-                2,
-                env.computed,
-                "t",
-                env.to_json(),
-            )
-        ]
+    stored = StoredEnvelope(
+        "F-101", "", env.tag, env.alignment.axis, "degC", env.runs, 2, env.computed, "t", env.to_json()
     )
+    References(catalog.db).save([stored])
     Alarms(catalog.db).apply(inserts=[_observation(r, i) for i, r in enumerate(ALARMED)], now=hour(160))
     catalog.close()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("review-queries")
+    build(data)
+    add_references_and_alarms(data)
     return data
 
 
