@@ -104,7 +104,8 @@ def signal_of(name: str, frac: np.ndarray, rng: np.random.Generator, scale: floa
     }
     key = name.split(".", 1)[1]
     role = next((r for n, r, _ in ROLE_TAGS if n == key), None)
-    y = base.get(role or "", 3 + 2 * g + 0.1 * scale) * np.ones(len(g))
+    other = 28 + 1.5 * g + 0.1 * scale if key.startswith("jacket_temp") else 3 + 2 * g + 0.1 * scale
+    y = base.get(role or "", other) * np.ones(len(g))
     if dip and role == "dissolved_oxygen":
         y = y - 25 * np.exp(-(((g - 0.5) / 0.03) ** 2))
     return np.round(y + rng.normal(0, 0.05, len(g)), 4)

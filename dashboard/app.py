@@ -128,7 +128,7 @@ def main() -> None:
             ),
             st.Page(
                 functools.partial(compare.render, page),
-                title="Compare runs",
+                title="Compare",  # not "… runs": a link text that contains "Runs" is not the Runs page's
                 url_path="compare",
                 icon=":material/compare_arrows:",
             ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -237,6 +239,10 @@ def live_envelopes(
         if found is None:
             continue
         when, band = found
+        if trend.t:  # the band over the trend's window only (not the batch still to come)
+            keep = [trend.t[0] <= w <= trend.t[-1] for w in when]
+            when = [w for w, k in zip(when, keep, strict=True) if k]
+            band = replace(band, upper=band.upper[keep], lower=band.lower[keep])
         fig.add_trace(
             go.Scatter(
                 x=when, y=band.upper, mode="lines", line={"width": 0}, showlegend=False, hoverinfo="skip"

@@ -274,7 +274,7 @@ def test_review_compare_and_alarms_show_only_what_the_user_may_see(
         assert not {r for r in drawn if "BL-" in r}
 
     # Compare runs: only runs whose series the user may see
-    at = open_page(at, "Compare runs")
+    at = open_page(at, "Compare")
     assert not at.exception, [e.value for e in at.exception]
     offered = set(at.multiselect(key="compare_runs").options) if at.multiselect else set()
     drawn = _figure_runs(at)

@@ -86,7 +86,7 @@ def test_review_compare_and_live_pages_in_chromium(tmp_path: Path) -> None:
                 page.screenshot(path=str(SHOTS / "review-admin-run-review.png"), full_page=True)
 
                 # -- Compare runs: two runs' DO overlaid, their titer side by side
-                page.locator('[data-testid="stSidebarNavLink"]', has_text="Compare runs").click()
+                page.locator('[data-testid="stSidebarNavLink"]', has_text="Compare").click()
                 page.locator("h1", has_text="Compare runs").wait_for(timeout=30_000)
                 page.wait_for_function(_IDLE_JS, timeout=60_000)
                 page.wait_for_function(

@@ -175,7 +175,7 @@ def test_time_since_inoculation_has_no_stored_envelope_and_says_so(site: Site) -
 
 
 def test_compare_runs_overlays_runs_by_role_with_their_kpis_side_by_side(site: Site) -> None:
-    at = _run(open_page(_run(AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S)), "Compare runs"))
+    at = _run(open_page(_run(AppTest.from_file(APP, default_timeout=RUN_TIMEOUT_S)), "Compare"))
     assert [t.value for t in at.title] == ["Compare runs"]
     at.multiselect(key="compare_runs").set_value([site.reviewed, site.baseline[0]])
     at.multiselect(key="compare_roles").set_value(["dissolved_oxygen", "volume"])
