@@ -321,7 +321,7 @@ def start_dashboard(site: Site, port: int, log: Path) -> subprocess.Popen[bytes]
 
 
 def browser_times(
-    site: Site, url: str, expected_traces: int, repeat: int, shots: Path | None
+    site: Site, url: str, expected_traces: int, repeat: int, shots: Path | None, refreshes: int = 8
 ) -> dict[str, float]:
     """Chromium: the Run review until `expected_traces` are drawn (first and median of the next `repeat`),
     the Live page until its trend is drawn, and the Live refresh (module doc)."""
@@ -369,7 +369,7 @@ def browser_times(
             try:
                 last = page.evaluate(_LAST_X_JS)
                 deadline = time.perf_counter() + 30.0
-                while len(drawn) < 8 and time.perf_counter() < deadline:
+                while len(drawn) < refreshes and time.perf_counter() < deadline:
                     now_x = page.evaluate(_LAST_X_JS)  # the trend's newest drawn point
                     if now_x != last:
                         drawn.append(time.perf_counter())
@@ -418,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--live-hours", type=float, default=24.0)
     p.add_argument("--dir", type=Path, default=Path("/tmp/bp-page-load"))
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--refreshes", type=int, default=8, help="live refreshes to measure")
     p.add_argument("--shots", type=Path, default=None, help="save screenshots of the pages here")
     args = p.parse_args(argv)
     site = build(
@@ -455,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if args.shots is not None:
             args.shots.mkdir(parents=True, exist_ok=True)
-        b = browser_times(site, url, traces, args.repeat, args.shots)
+        b = browser_times(site, url, traces, args.repeat, args.shots, args.refreshes)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(20)
