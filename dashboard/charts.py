@@ -89,6 +89,7 @@ def aligned_figure(review: Review, height_per_row: int = 170) -> go.Figure:
     fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.025)
     run_color = {r.id: _COLORS[i % len(_COLORS)] for i, r in enumerate(review.runs)}
     shown_in_legend: set[str] = set()
+    notes: list[dict[str, object]] = []
     for i, name in enumerate(rows, start=1):
         band = review.bands.get(name)
         unit = band.unit if band is not None else ""
@@ -164,17 +165,7 @@ def aligned_figure(review: Review, height_per_row: int = 170) -> go.Figure:
             )
             shown_in_legend.add(group)
         fig.update_yaxes(title_text=unit, row=i, col=1, title_standoff=4)
-        fig.add_annotation(
-            text=name,
-            xref="x domain",
-            yref="y domain",
-            x=0.005,
-            y=0.97,
-            showarrow=False,
-            font={"size": 11, "color": "#333"},
-            row=i,
-            col=1,
-        )
+        notes.append(_row_label(name, i, "#333"))
     for j, analyte in enumerate(analytes, start=len(rows) + 1):
         pts = [p for p in review.lab if p.analyte == analyte]
         fig.add_trace(
@@ -192,33 +183,40 @@ def aligned_figure(review: Review, height_per_row: int = 170) -> go.Figure:
         )
         shown_in_legend.add("lab")
         fig.update_yaxes(title_text=pts[0].unit if pts else "", row=j, col=1, title_standoff=4)
-        fig.add_annotation(
-            text=f"lab: {analyte}",
-            xref="x domain",
-            yref="y domain",
-            x=0.005,
-            y=0.97,
-            showarrow=False,
-            font={"size": 11, "color": "#b35900"},
-            row=j,
-            col=1,
-        )
+        notes.append(_row_label(f"lab: {analyte}", j, "#b35900"))
+    # phases: one shape each over every row (the rows share their x axis), added at once (add_vrect per
+    # row is slow: it inspects every subplot)
+    shapes = []
     for k, p in enumerate(review.phases):
         if p.t1 > p.t0:
-            fig.add_vrect(
-                x0=p.t0, x1=p.t1, fillcolor=_PHASE_FILL[k % 2], line_width=0, layer="below", row="all", col=1
+            shapes.append(
+                {
+                    "type": "rect",
+                    "xref": "x",
+                    "yref": "paper",
+                    "x0": p.t0,
+                    "x1": p.t1,
+                    "y0": 0,
+                    "y1": 1,
+                    "fillcolor": _PHASE_FILL[k % 2],
+                    "line": {"width": 0},
+                    "layer": "below",
+                }
             )
-        fig.add_annotation(
-            text=p.name,
-            x=p.t0,
-            xref="x",
-            yref="paper",
-            y=1.0,
-            yanchor="bottom",
-            xanchor="left",
-            showarrow=False,
-            font={"size": 10, "color": "#555"},
+        notes.append(
+            {
+                "text": p.name,
+                "x": p.t0,
+                "xref": "x",
+                "yref": "paper",
+                "y": 1.0,
+                "yanchor": "bottom",
+                "xanchor": "left",
+                "showarrow": False,
+                "font": {"size": 10, "color": "#555"},
+            }
         )
+    fig.update_layout(shapes=shapes, annotations=notes)
     fig.update_xaxes(title_text=review.axis_label, row=n, col=1)
     fig.update_layout(
         height=max(height_per_row * n + 110, 260),
@@ -228,6 +226,19 @@ def aligned_figure(review: Review, height_per_row: int = 170) -> go.Figure:
         hovermode="closest",
     )
     return fig
+
+
+def _row_label(text: str, row: int, color: str) -> dict[str, object]:
+    axis = "" if row == 1 else str(row)
+    return {
+        "text": text,
+        "xref": f"x{axis} domain",
+        "yref": f"y{axis} domain",
+        "x": 0.005,
+        "y": 0.97,
+        "showarrow": False,
+        "font": {"size": 11, "color": color},
+    }
 
 
 def live_envelopes(

@@ -46,7 +46,7 @@ def render(data: PageData) -> None:
         st.dataframe(table, hide_index=True, key="compare_kpis")
     st.download_button(
         "Download the shown data (CSV)",
-        review.csv(),
+        review.csv,
         file_name="compare.csv",
         mime="text/csv",
         key="compare_csv",

@@ -59,7 +59,7 @@ def render(data: PageData) -> None:
         st.caption(f"⚠ {note}")
     st.download_button(
         "Download the shown data (CSV)",
-        review.csv(),
+        review.csv,  # made when the button is clicked (a function), not on every run of the page
         file_name=f"{run_id.replace(':', '_')}-review.csv",
         mime="text/csv",
         key="review_csv",
