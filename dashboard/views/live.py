@@ -78,7 +78,9 @@ def _equipment(view: EquipmentView, progress: Progress | None = None) -> None:
     batch = f"batch **{view.batch_id}**" if view.batch_id else "no batch"
     phase = f" · phase **{view.phase}**" if view.phase else ""
     st.subheader(f"{view.id} · {view.name}", anchor=False)
-    st.markdown(f"{batch}{phase}{_progress(progress)}")
+    st.markdown(f"{batch}{phase}")
+    if _progress(progress):
+        st.caption(_progress(progress))
     st.markdown(
         _TILE_CSS
         + "".join(_tile_html(t) for t in view.tiles).join(
@@ -133,10 +135,10 @@ def _age(seconds: float) -> str:
 
 # -- envelope, alarms and batch progress (issue 11 B2) ------------------------------------------------------
 def _progress(p: Progress | None) -> str:
-    """' · 31.2 h into the batch (of 48 h in the baseline, 65 %)' on the run's aligned axis."""
+    """'31.2 h into the batch (baseline 48 h, 65 %)' on the run's aligned axis."""
     if p is None or p.aligned_h != p.aligned_h:  # NaN: not aligned yet
         return ""
-    text = f" · **{p.aligned_h:.1f} h** into the batch"
+    text = f"{p.run_id}: {p.aligned_h:.1f} h into the batch"
     if p.reference_h:
         text += f" (baseline {p.reference_h:.0f} h, {100 * p.aligned_h / p.reference_h:.0f} %)"
     return text
