@@ -152,6 +152,14 @@ def test_each_user_sees_only_their_runs_and_trials_in_chromium(tmp_path: Path) -
                     _shot(page, f"access-{user}-review.png", tmp_path)
                     page.locator('[data-testid="stSidebarNavLink"]', has_text="Compare").click()
                     page.locator("h1", has_text="Compare runs").wait_for(timeout=20_000)
+                    page.wait_for_function(
+                        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
+                    )
+                    if user != "pat":  # the others have runs whose series they may see: the chart comes
+                        page.wait_for_function(
+                            "() => [...document.querySelectorAll('.js-plotly-plot')].some(d => d._fullData)",
+                            timeout=60_000,
+                        )
                     texts.append(page.inner_text("body"))
                     _shot(page, f"access-{user}-compare.png", tmp_path)
                     context.close()
