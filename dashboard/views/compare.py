@@ -28,9 +28,8 @@ def render(data: PageData) -> None:
         roles += [t.role.value for t in data.review_tags(run_id) if t.role.value not in roles]
     choices = data.alignment_choices(chosen[0])
     left, right = st.columns([3, 2])
-    picked = left.multiselect(
-        "Signals (by role)", roles, default=[r for r in DEFAULT_ROLES if r in roles], key="compare_roles"
-    )
+    default = [r for r in DEFAULT_ROLES if r in roles] or roles[:2]
+    picked = left.multiselect("Signals (by role)", roles, default=default, key="compare_roles")
     label = right.selectbox("Alignment", [c.label for c in choices], key="compare_alignment")
     choice = next(c for c in choices if c.label == label)
     review = data.review(chosen, picked, choice, by_role=True, envelope=False)

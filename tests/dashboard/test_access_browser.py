@@ -155,11 +155,11 @@ def test_each_user_sees_only_their_runs_and_trials_in_chromium(tmp_path: Path) -
                     page.wait_for_function(
                         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
                     )
-                    if user != "pat":  # the others have runs whose series they may see: the chart comes
-                        page.wait_for_function(
-                            "() => [...document.querySelectorAll('.js-plotly-plot')].some(d => d._fullData)",
-                            timeout=60_000,
-                        )
+                    page.wait_for_function(  # the chart, or what the page says instead
+                        "() => [...document.querySelectorAll('.js-plotly-plot')].some(d => d._fullData)"
+                        " || document.querySelector('[data-testid=\"stAlert\"]')",
+                        timeout=60_000,
+                    )
                     texts.append(page.inner_text("body"))
                     _shot(page, f"access-{user}-compare.png", tmp_path)
                     context.close()
