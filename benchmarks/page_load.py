@@ -142,7 +142,7 @@ def build(
     """Write the site (once per --dir and sizes; see the module doc)."""
     work.mkdir(parents=True, exist_ok=True)
     config_path = work / "site.toml"
-    marker = work / f"built-{days}-{n_tags}-{interval_s}-{n_baseline}-{live_hours}"
+    marker = work / f"built-{days:g}d-{n_tags}tags-{interval_s:g}s-{n_baseline}bl-{live_hours:g}h"
     config_path.write_text(site_toml(n_tags))
     config = load_config(config_path)
     baseline_ids = [f"{EQUIPMENT}:BL-{i + 1:02d}" for i in range(n_baseline)]
