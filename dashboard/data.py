@@ -13,6 +13,7 @@ import csv
 import io
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,6 +38,7 @@ from storage.health import connection_verdict, liveness, source_alive, store_ver
 
 log = logging.getLogger(__name__)
 
+READ_THREADS = 4  # the Run review's reads in parallel
 REVIEW_POINTS = 600  # bucket means per run and tag on the Run review and Compare pages
 STALE_AFTER_S = 30.0  # without health from the collectors: a value older than this is shown as stale
 
@@ -362,8 +364,8 @@ class PageData:
         bands: dict[str, EnvelopeBand] = {}
         a = choice.alignment
         tag_of: dict[str, Tag] = {}
+        jobs: list[tuple[int, Run, Tag]] = []  # (position of the run, run, tag) in drawing order
         for i, run in enumerate([*runs, *(r for r in (q.run(o) for o in overlay) if r is not None)]):
-            is_overlay = i >= len(runs)
             own = q.run_tags(run.id)
             tag_of.update({t.name: t for t in own})
             chosen = (
@@ -371,23 +373,24 @@ class PageData:
                 if by_role
                 else [tag_of.get(name) for name in tags]
             )
-            warp_done = False
-            for tag in chosen:
-                if tag is None or tag.equipment != run.equipment:
-                    continue
-                aligned = q.aligned(run.id, tag.name, a, points)
-                if aligned is None:
-                    continue
-                tr = _trace(run, aligned, tag, is_overlay)
-                if by_role:
-                    tr = replace(tr, tag=tag.role.value)
-                traces.append(tr)
-                for flag in aligned.flags:
-                    notes.append(f"{run.id}: {flag}")
-                if i == 0 and not warp_done:
-                    warp_done = True
-                    phases = _phase_spans(q.phases(run.id), aligned.warp, run)
-                    lab = _lab_points(q.lab_results(run.id), aligned.warp)
+            jobs += [(i, run, t) for t in chosen if t is not None and t.equipment == run.equipment]
+        # the reads run side by side (the store is thread-safe; Parquet reads release the GIL)
+        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+            found = list(pool.map(lambda job: q.aligned(job[1].id, job[2].name, a, points), jobs))
+        warp_done = False
+        for (i, run, tag), aligned in zip(jobs, found, strict=True):
+            if aligned is None:
+                continue
+            tr = _trace(run, aligned, tag, i >= len(runs))
+            if by_role:
+                tr = replace(tr, tag=tag.role.value)
+            traces.append(tr)
+            for flag in aligned.flags:
+                notes.append(f"{run.id}: {flag}")
+            if i == 0 and not warp_done:
+                warp_done = True
+                phases = _phase_spans(q.phases(run.id), aligned.warp, run)
+                lab = _lab_points(q.lab_results(run.id), aligned.warp)
         if envelope and runs:
             for env in q.envelopes(runs[0].id):
                 if alignment_key(env.alignment) != choice.key:
