@@ -79,6 +79,8 @@ def test_review_compare_and_live_pages_in_chromium(tmp_path: Path) -> None:
                 assert runs == {site.reviewed, *site.baseline}
                 body = page.inner_text("body")
                 assert f"n = {len(env.runs)} baseline runs" in body
+                page.locator('[data-testid="stDataFrame"]').first.scroll_into_view_if_needed()
+                page.wait_for_function(f"() => ({_CELLS_JS})().includes('{TITER:.5g}')", timeout=30_000)
                 cells = page.evaluate(_CELLS_JS)
                 assert f"{TITER:.5g}" in cells  # the KPI, as processing stored it
                 review_alarms = [a for a in alarms if a.run_id == site.reviewed]
