@@ -13,6 +13,7 @@ import csv
 import io
 import logging
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -348,7 +349,7 @@ class PageData:
         tags: list[str],
         choice: AlignmentChoice,
         *,
-        overlay: list[str] = (),  # type: ignore[assignment]
+        overlay: Sequence[str] = (),
         envelope: bool = True,
         points: int = REVIEW_POINTS,
         by_role: bool = False,
