@@ -15,7 +15,7 @@ import streamlit as st
 
 from biopilot.access import Viewer
 from dashboard.data import DashboardData
-from dashboard.views import compare, live, login, review, runs, trials
+from dashboard.views import compare, data_quality, energy, live, login, review, runs, trials, waterfall
 
 _TOKEN = "bp_session"
 
@@ -131,6 +131,25 @@ def main() -> None:
                 title="Compare",  # not "… runs": a link text that contains "Runs" is not the Runs page's
                 url_path="compare",
                 icon=":material/compare_arrows:",
+            ),
+            # -- ops pages (issue 11) --
+            st.Page(
+                functools.partial(energy.render, page),
+                title="Energy & utilities",
+                url_path="energy",
+                icon=":material/bolt:",
+            ),
+            st.Page(
+                functools.partial(waterfall.render, page),
+                title="Yield waterfall",
+                url_path="yield",
+                icon=":material/waterfall_chart:",
+            ),
+            st.Page(
+                functools.partial(data_quality.render, page),
+                title="Data quality & collectors",
+                url_path="data-quality",
+                icon=":material/rule:",
             ),
         ]
     )

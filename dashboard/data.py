@@ -12,15 +12,20 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import os
+import tempfile
+import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
+from scipy.stats import t as student_t
 
 from biopilot import units
 from biopilot.access import Trial, User, Viewer, is_loopback
@@ -30,11 +35,13 @@ from biopilot.records import KpiRecord, LabResult, Phase, Run, RunKind
 from biopilot.samples import Severity, from_us, severity, to_us, utcnow
 from processing.alignment import AlignedSeries, Alignment, Axis, Warp
 from processing.baseline import alignment_key
+from processing.energy import specific_consumption
 from processing.envelope import Envelope
 from processing.queries import Forbidden, Query, open_query
 from processing.queries.auth import Authenticator
-from processing.queries.query import BaselineEnvelope, BaselineSummary, SiteInfo
+from processing.queries.query import BaselineEnvelope, BaselineSummary, DataQualityView, SiteInfo
 from storage import Catalog, HealthStore, TimeSeriesStore, open_catalog, open_health, open_store
+from storage.charters import CharterRecord, ExclusionRecord
 from storage.health import connection_verdict, liveness, source_alive, store_verdict, tag_state
 
 log = logging.getLogger(__name__)
@@ -494,6 +501,244 @@ class PageData:
             ref = float(envs[0].grid[-1]) if envs and len(envs[0].grid) else None
             out.append(Progress(run.equipment, run.id, phase, t, ref))
         return out
+
+    def charter_versions(self, trial_id: str) -> list[CharterRecord]:
+        """Every version of the trial's charter, oldest first (version 0: an unlocked draft)."""
+        return self._q.charter_versions(trial_id)
+
+    def exclusions(self, trial_id: str) -> list[ExclusionRecord]:
+        return self._q.exclusions(trial_id)
+
+    def verdict(self, trial_id: str) -> dict[str, Any] | None:
+        """The verdict JSON, as `biopilot verdict TRIAL --json` prints it for this viewer."""
+        return self._q.verdict(trial_id)
+
+    def evidence_pack_zip(self, trial_id: str) -> tuple[str, bytes] | None:
+        """The trial's evidence pack for this viewer (as `biopilot report TRIAL` writes it: the baseline as
+        aggregates for a startup or a partner) as a zip: (file name, bytes); None without a verdict."""
+        with tempfile.TemporaryDirectory(prefix="biopilot-pack-") as tmp:
+            name = f"evidence-{trial_id}"
+            out = Path(tmp) / name
+            manifest = self._q.evidence_pack(trial_id, out)
+            if manifest is None:
+                return None
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+                for path in sorted(out.rglob("*")):
+                    if path.is_file():
+                        z.write(path, f"{name}/{path.relative_to(out)}")
+        return f"{name}.zip", buffer.getvalue()
+
+    # -- ops: energy & utilities, data quality, yield waterfall (issue 11) -----------------------------------
+    def energy_rows(self) -> list[EnergyRow]:
+        """The utilities of every run the viewer may see, newest first, from the runs' KPI records
+        (processing/kpi/utilities.py): None where a KPI is absent (not metered) or null (its flags say
+        why)."""
+        out = []
+        for run in self._q.runs():
+            k = {r.name: r for r in self._q.kpis(run.id)}
+            product = k.get("product_out") or k.get("product_formed")  # a recovery step's, a fermenter's
+            flags: list[str] = []
+            for name in _UTILITY_KPIS:
+                for f in k[name].flags if name in k else ():
+                    if f not in flags:
+                        flags.append(f)
+            out.append(
+                EnergyRow(
+                    run.id,
+                    run.equipment,
+                    run.is_open,
+                    _value(product),
+                    {n.removeprefix("energy."): r.value for n, r in k.items() if _is_consumer(n)},
+                    *(_value(k.get(n)) for n in _UTILITY_KPIS),
+                    tuple(flags),
+                )
+            )
+        return out
+
+    def batch_energy(self, run_id: str) -> BatchEnergy | None:
+        """Energy per unit operation along a batch's chain (the fermenter run and its recovery runs), and
+        the chain's kWh per kg of the product out of its last step; None when the run is not visible."""
+        chain = self._q.chain(run_id)
+        if not chain:
+            return None
+        names = {e.id: e.name or e.id for e in self._q.equipment()}
+        ops = []
+        flags = []
+        for run in chain:
+            k = {r.name: r for r in self._q.kpis(run.id)}
+            kwh = _value(k.get("energy.total"))
+            if kwh is None:
+                flags.append(f"missing:energy:{run.id}")
+            ops.append(
+                UnitOperation(
+                    run.id,
+                    run.equipment,
+                    names.get(run.equipment, run.equipment),
+                    kwh,
+                    _value(k.get("steam")),
+                    _value(k.get("water")),
+                    _value(k.get("co2e")),
+                )
+            )
+        product = self.yield_chain(run_id)
+        product_kg = product.final_kg if product is not None else None
+        total = sum(o.kwh for o in ops if o.kwh is not None) if not flags else None
+        if product_kg is None:
+            flags.append("missing:product")
+        per_kg = (
+            specific_consumption(total, product_kg) if total is not None and product_kg is not None else None
+        )
+        return BatchEnergy(run_id, ops, total, product_kg, _finite(per_kg), tuple(flags))
+
+    def fermenter_runs(self) -> list[Run]:
+        """Runs that head a chain: no (visible) upstream run."""
+        return [r for r in self._q.runs() if r.upstream_id is None]
+
+    def yield_chain(self, run_id: str) -> YieldChain | None:
+        """From titer in the fermenter to product out of the last recovery step, through each step, from the
+        runs' KPI records (processing/kpi/downstream.py). A step whose product out or yield is null or
+        absent is missing, and so is every level after it (never taken as 100 %)."""
+        chain = self._q.chain(run_id)
+        if not chain:
+            return None
+        head = {r.name: r for r in self._q.kpis(chain[0].id)}
+        kinds = {e.id: e.kind.value for e in self._q.equipment()}
+        # a chain may start at a recovery run (its fermenter is not visible, or there is none): then the
+        # head is a step too, and the harvest before it is missing
+        head_is_step = kinds.get(chain[0].equipment) == "recovery" or "product_in" in head
+        harvested = None if head_is_step else (head.get("product_harvested") or head.get("product_formed"))
+        steps = []
+        for run in chain if head_is_step else chain[1:]:
+            k = {r.name: r for r in self._q.kpis(run.id)}
+            flags = tuple(
+                f for n in ("product_in", "product_out", "step_yield") for f in (k[n].flags if n in k else ())
+            )
+            steps.append(
+                YieldStep(
+                    run.id,
+                    run.equipment,
+                    _value(k.get("product_in")),
+                    _value(k.get("product_out")),
+                    _value(k.get("step_yield")),
+                    _value(k.get("overall_yield")),
+                    tuple(dict.fromkeys(flags)),
+                )
+            )
+        final = steps[-1].product_out_kg if steps else None
+        return YieldChain(
+            chain[0].id,
+            None if head_is_step else _value(head.get("titer")),
+            _value(harvested),
+            steps,
+            final if steps and all(not s.missing for s in steps) else None,
+        )
+
+    def data_quality(self, window: timedelta) -> DataQualityView | None:
+        """Data quality over the last `window` of process time (None before any data)."""
+        end = self.latest_time()
+        if end is None:
+            return None
+        end = end + timedelta(microseconds=1)
+        return self._q.data_quality(end - window, end)
+
+
+# -- ops: energy & utilities, yield waterfall (issue 11) -----------------------------------------------------
+_UTILITY_KPIS = (
+    "energy.total",
+    "specific_energy",
+    "steam",
+    "steam_specific",
+    "water",
+    "water_specific",
+    "co2e",
+    "co2e_specific",
+)
+
+
+@dataclass(frozen=True)
+class EnergyRow:
+    run_id: str
+    equipment: str
+    live: bool
+    product_kg: float | None
+    consumers: dict[str, float | None]  # tag -> kWh
+    kwh: float | None
+    kwh_per_kg: float | None
+    steam_kg: float | None
+    steam_per_kg: float | None
+    water_m3: float | None
+    water_per_kg: float | None
+    co2e_kg: float | None
+    co2e_per_kg: float | None
+    flags: tuple[str, ...]  # of the utility KPIs: missing_input:<tag>, no_emission_factor:<utility>…
+
+
+@dataclass(frozen=True)
+class UnitOperation:
+    run_id: str
+    equipment: str
+    name: str
+    kwh: float | None
+    steam_kg: float | None
+    water_m3: float | None
+    co2e_kg: float | None
+
+
+@dataclass(frozen=True)
+class BatchEnergy:
+    run_id: str
+    operations: list[UnitOperation]
+    kwh: float | None  # None when a unit operation's energy is missing
+    product_kg: float | None  # out of the chain's last step
+    kwh_per_kg: float | None
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class YieldStep:
+    run_id: str
+    equipment: str
+    product_in_kg: float | None
+    product_out_kg: float | None
+    step_yield: float | None  # [–]
+    overall_yield: float | None  # [–] from the harvest
+    flags: tuple[str, ...]
+
+    @property
+    def missing(self) -> bool:
+        return self.product_out_kg is None or self.step_yield is None
+
+
+@dataclass(frozen=True)
+class YieldChain:
+    run_id: str
+    titer_g_l: float | None
+    harvested_kg: float | None
+    steps: list[YieldStep]
+    final_kg: float | None  # out of the last step; None when a step is missing or there is no step
+
+
+def _value(record: KpiRecord | None) -> float | None:
+    return _finite(record.value) if record is not None else None
+
+
+def _finite(x: float | None) -> float | None:
+    return float(x) if x is not None and np.isfinite(x) else None
+
+
+def _is_consumer(name: str) -> bool:
+    return name.startswith("energy.") and name != "energy.total"
+
+
+def baseline_band(kpi: dict[str, Any]) -> tuple[float, float, float] | None:
+    """(mean, low, high) of the baseline in a verdict KPI object: its mean with the 1 − α Student-t
+    interval mean ± t(1 − α/2, n − 1) · sd / √n over the usable baseline runs (None with fewer than 2)."""
+    n, mean, sd = kpi.get("n_baseline") or 0, kpi.get("mean_baseline"), kpi.get("sd_baseline")
+    if n < 2 or mean is None or sd is None:
+        return None
+    half = float(student_t.ppf(1 - (1 - kpi.get("ci_level", 0.95)) / 2, n - 1)) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
 
 
 def _first_name(tags: list[Tag], role: Role) -> str:

@@ -54,13 +54,16 @@ def align(
     values: np.ndarray,
     status: np.ndarray,
     max_gap_h: float | None = None,
+    *,
+    gap_limits: np.ndarray | None = None,
 ) -> Aligned:
     """Linear interpolation of a signal (t_h [h], values, status) at t_target_h [h], never across a gap.
 
     A target time is covered when it lies between two consecutive usable samples no more than max_gap_h
     apart (default: per interval of the usable samples, DEFAULT_GAP_FACTOR × the local nominal interval,
     processing.energy.gap_limits_h), or on a usable sample. Outside the signal's usable span, and inside a
-    gap, the result is NaN."""
+    gap, the result is NaN. gap_limits: those default limits when the caller has them already (one per
+    interval of the usable samples)."""
     t_target_h = np.asarray(t_target_h, dtype=np.float64)
     t_h = np.asarray(t_h, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
@@ -72,6 +75,10 @@ def align(
     t, v, u = t_h[ok], values[ok], unc_all[ok]
     if len(t) == 0 or len(t_target_h) == 0:
         return Aligned(out, unc)
+    if len(t) == len(t_target_h) and np.array_equal(t, t_target_h):
+        # on its own usable times (signals of one clock): every target is a sample, taken as below
+        at = np.searchsorted(t, t_target_h, side="right") - 1
+        return Aligned(v[at], u[at])
     # bad samples in the raw signal break the interval they sit in: mark the usable neighbours' interval
     # as a gap when a bad sample lies strictly between them
     bad_t = t_h[~ok]
@@ -82,7 +89,7 @@ def align(
     hi = np.clip(j, 0, len(t) - 1)
     dt = t[hi] - t[lo]
     if max_gap_h is None:
-        limits = default_max_gap_h(t)
+        limits = default_max_gap_h(t) if gap_limits is None else gap_limits
         limit = limits[np.clip(lo, 0, max(len(limits) - 1, 0))] if len(limits) else np.zeros(len(lo))
     else:
         limit = max_gap_h

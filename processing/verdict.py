@@ -82,6 +82,7 @@ The JSON form (`verdict_to_json`; format "biopilot-verdict-1"; stable: keys are 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -106,6 +107,7 @@ __all__ = [
     "Stability",
     "Verdict",
     "compare_kpi",
+    "hide_runs",
     "holm",
     "judge",
     "kpi_to_json",
@@ -911,3 +913,40 @@ def verdict_to_json(v: Verdict) -> dict[str, Any]:
         "money": money_to_json(v.money) if v.money is not None else None,
         "warnings": list(v.warnings),
     }
+
+
+def hide_runs(doc: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """A verdict JSON without the runs a viewer may not see (`names`: run id -> "baseline run K" / "trial
+    run K"): every per-run list loses their entries (the KPIs' and the money's "runs"); when a baseline run
+    is among them, the stability chart keeps its centre, limits, findings and dates but not the runs'
+    values; every such run id is replaced by its name — in the lists and in the sentences, where a run's
+    value in brackets after it is dropped too. For a startup or a partner: the baseline as aggregates."""
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, dict):
+            out = {}
+            for key, value in x.items():
+                if key == "runs" and isinstance(value, list) and value and isinstance(value[0], dict):
+                    value = [r for r in value if r.get("run") not in names]
+                out[key] = walk(value)
+            return out
+        if isinstance(x, list):
+            return [walk(i) for i in x]
+        if isinstance(x, str):
+            return _rename(x)
+        return x
+
+    ids = sorted(names, key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(i) for i in ids)) if ids else None
+
+    def _rename(text: str) -> str:
+        if pattern is None:
+            return text
+        renamed = pattern.sub(lambda m: names[m.group(0)], text)
+        return re.sub(r"((?:baseline|trial) run \d+) \([^)]*\)", r"\1", renamed)
+
+    stability = dict(doc.get("baseline_stability") or {})
+    if stability and any(r in names for r in stability.get("runs", [])):
+        stability["values"] = []
+        stability["runs"] = []
+    return walk({**doc, "baseline_stability": stability})  # type: ignore[no-any-return]

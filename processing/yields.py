@@ -30,7 +30,7 @@ def substrate_fed_g(
     feed_l_per_h: np.ndarray,
     status: np.ndarray,
     concentration_g_per_l: float,
-    max_gap_h: float | None = None,
+    max_gap_h: float | np.ndarray | None = None,
 ) -> Integral:
     """Substrate fed [g] = ∫ F_feed [L/h] · S_feed [g/L] dt by the trapezoid rule, never across a gap.
 
@@ -45,7 +45,7 @@ def discharged_g(
     status: np.ndarray,
     t_conc_h: np.ndarray,
     conc_g_per_l: np.ndarray,
-    max_gap_h: float | None = None,
+    max_gap_h: float | np.ndarray | None = None,
 ) -> Integral:
     """Mass carried out with discharged broth [g] = ∫ F_out [L/h] · C(t) [g/L] dt.
 
@@ -123,7 +123,7 @@ def ratio(numerator: float, denominator: float) -> float:
 
 
 def mean_volume_l(
-    t_h: np.ndarray, volume_l: np.ndarray, status: np.ndarray, max_gap_h: float | None = None
+    t_h: np.ndarray, volume_l: np.ndarray, status: np.ndarray, max_gap_h: float | np.ndarray | None = None
 ) -> float:
     """Time-weighted mean working volume [L] = ∫ V dt / covered time, over the covered intervals."""
     integral = integrate_trapezoid(t_h, volume_l, status, max_gap_h)
@@ -165,9 +165,12 @@ def total_mass_at(
     t_volume_h: np.ndarray,
     volume_l: np.ndarray,
     volume_status: np.ndarray,
+    volume_gap_limits: np.ndarray | None = None,
 ) -> np.ndarray:
-    """V(t_i)·C_i [g] at each lab time t_i, V interpolated (never across a gap); NaN where V is unknown."""
-    v = align(np.asarray(t_lab_h, dtype=np.float64), t_volume_h, volume_l, volume_status).values
+    """V(t_i)·C_i [g] at each lab time t_i, V interpolated (never across a gap); NaN where V is unknown.
+    volume_gap_limits: the gap limits of the volume's usable samples when known (processing.signals.align)."""
+    t_lab = np.asarray(t_lab_h, dtype=np.float64)
+    v = align(t_lab, t_volume_h, volume_l, volume_status, gap_limits=volume_gap_limits).values
     return v * np.asarray(conc_g_per_l, dtype=np.float64)
 
 

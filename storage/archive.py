@@ -505,9 +505,9 @@ class ArchiveReader:
                 srv = _int64(col.fill_null(0))[sl]
         return Columns(
             ts[sl],
-            table.column("value").to_numpy(zero_copy_only=False)[sl],
+            _numbers(table.column("value"))[sl],
             text,
-            table.column("status").to_numpy()[sl],
+            _numbers(table.column("status"))[sl],
             srv,
             ok,
         )
@@ -540,14 +540,14 @@ class ArchiveReader:
         t = f.read_row_groups(groups, columns=["bucket", "t_first", "t_last", "count", "min", "max", "mean"])
         start = _int64(t.column("bucket"))
         a, b = np.searchsorted(start, [lo - width + 1, hi])
-        count = t.column("count").to_numpy()[a:b]
+        count = _numbers(t.column("count"))[a:b]
         return Partials(
             start[a:b] // width,
             _int64(t.column("t_first"))[a:b],
             _int64(t.column("t_last"))[a:b],
-            t.column("min").to_numpy()[a:b],
-            t.column("max").to_numpy()[a:b],
-            t.column("mean").to_numpy()[a:b] * count,
+            _numbers(t.column("min"))[a:b],
+            _numbers(t.column("max"))[a:b],
+            _numbers(t.column("mean"))[a:b] * count,
             count,
         )
 
@@ -556,4 +556,28 @@ def _int64(col: pa.ChunkedArray) -> np.ndarray:
     """A timestamp (or int64) column without nulls as int64 [µs]."""
     if col.type != pa.int64():
         col = col.cast(pa.int64())
-    return col.to_numpy()
+    return _numbers(col)
+
+
+_PLAIN = {pa.int64(): np.dtype(np.int64), pa.float64(): np.dtype(np.float64)}
+
+
+def _numbers(col: pa.ChunkedArray) -> np.ndarray:
+    """An int64 or float64 column as numpy, straight from its Arrow buffers (no copy for one chunk without
+    nulls; a null float is NaN, as to_numpy gives it): pyarrow's own to_numpy imports pandas on first use,
+    about 0.5 s of every process that reads the archive. Another type, or a null int: to_numpy."""
+    dtype = _PLAIN.get(col.type)
+    if dtype is None or (col.null_count and dtype.kind != "f"):
+        return col.to_numpy(zero_copy_only=False)
+    parts = []
+    for c in col.chunks:
+        if len(c) == 0:
+            continue
+        values = np.frombuffer(c.buffers()[1], dtype, len(c), c.offset * dtype.itemsize)
+        if c.null_count:  # the validity bitmap, least significant bit first (Arrow's layout)
+            bits = np.unpackbits(np.frombuffer(c.buffers()[0], np.uint8), bitorder="little")
+            values = np.where(bits[c.offset : c.offset + len(c)].astype(bool), values, np.nan)
+        parts.append(values)
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.empty(0, dtype)

@@ -32,6 +32,7 @@ from biopilot.ids import check_batch_id, check_equipment_id, check_run_id, check
 from biopilot.records import ImportRecord, KpiRecord, LabResult, Phase, Run, RunKind, RunOrigin, run_id_for
 from biopilot.samples import from_us, to_us, utcnow, value_problem
 from storage.audit import AuditLog
+from storage.charters import ChartersMixin
 from storage.db import Database, SqliteDatabase, migrate, open_database, schema_version
 from storage.migrations import MIGRATIONS
 from storage.trials import TrialsMixin
@@ -65,9 +66,10 @@ _RUN_PARAMS = ", ".join("?" * len(_RUN_COLUMNS.split(", ")))
 _READY = "state = 'ready'"
 
 
-class Catalog(UsersMixin, TrialsMixin):
+class Catalog(UsersMixin, TrialsMixin, ChartersMixin):
     """Runs, phases, lab results, imports, KPIs and processing cursors; users, sessions, trials and trial
-    invitations (storage/users.py, storage/trials.py); the audit log as `catalog.audit` (storage/audit.py).
+    invitations (storage/users.py, storage/trials.py); trial charters, members and exclusions
+    (storage/charters.py); the audit log as `catalog.audit` (storage/audit.py).
     `target`: the SQLite file, a postgresql:// URL (password from `password_env`), or an open Database."""
 
     def __init__(self, target: str | Path | Database, *, password_env: str | None = None) -> None:

@@ -12,6 +12,8 @@ Types are portable (TEXT, BIGINT, DOUBLE PRECISION, INTEGER); see storage/db.py 
  10  users, login_attempts, sessions                         (access control, storage/users.py)
  11  trials, trial_invitations                                (storage/trials.py; charters etc. build on it)
  12  audit_log (hash chain), audit_anchors                    (storage/audit.py)
+ 20  trial_charters (versions; 0 = the draft, 1 = the lock), trial_members (trial and frozen baseline runs),
+     trial_exclusions (the ledger)                            (storage/charters.py)
  30  baseline_envelopes, mspc_models: stored golden-batch envelopes and MSPC models (storage/references.py)
  31  alarms: live deviation alarms and their acknowledgement (storage/alarms.py)
  40  runs gain state ('ready', or 'importing' while an import that created the run publishes its samples);
@@ -157,6 +159,40 @@ CREATE TABLE IF NOT EXISTS trial_invitations (
 CREATE INDEX IF NOT EXISTS runs_by_trial ON runs (trial_id)
 """
 
+# -- 20–29: trials (issue 10) ------------------------------------------------------------------------------
+# Charter versions: version 0 is the draft (replaced until the lock), 1 the locked charter, 2… each change
+# after the lock with its reason. charter: the canonical JSON text (biopilot.charter.canonical_json),
+# sha256: its SHA-256.
+# Members: the trial's runs (grp 'trial') and the baseline runs frozen at the lock (grp 'baseline').
+_V20_CHARTERS = """
+CREATE TABLE IF NOT EXISTS trial_charters (
+    trial_id TEXT NOT NULL REFERENCES trials (id),
+    version BIGINT NOT NULL,
+    charter TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    by_user TEXT NOT NULL,
+    at_us BIGINT NOT NULL,
+    PRIMARY KEY (trial_id, version)
+);
+CREATE TABLE IF NOT EXISTS trial_members (
+    trial_id TEXT NOT NULL REFERENCES trials (id),
+    run_id TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    added_by TEXT NOT NULL,
+    added_us BIGINT NOT NULL,
+    PRIMARY KEY (trial_id, run_id)
+);
+CREATE TABLE IF NOT EXISTS trial_exclusions (
+    trial_id TEXT NOT NULL REFERENCES trials (id),
+    run_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    by_user TEXT NOT NULL,
+    at_us BIGINT NOT NULL,
+    PRIMARY KEY (trial_id, run_id)
+)
+"""
+
 # -- 30–39: runs against the baseline (envelopes, MSPC models, alarms) --------------------------------------
 _V30 = """
 CREATE TABLE IF NOT EXISTS baseline_envelopes (
@@ -274,6 +310,7 @@ MIGRATIONS: list[Migration] = [
     Migration(10, "users, login attempts, sessions", _V10_USERS),
     Migration(11, "trials and trial invitations", _V11_TRIALS),
     Migration(12, "audit log (hash chain) and its anchors", _V12_AUDIT),
+    Migration(20, "trial charter versions, trial members, exclusions ledger", _V20_CHARTERS),
     Migration(30, "stored golden-batch envelopes and MSPC models", _V30),
     Migration(31, "live deviation alarms", _V31),
     Migration(40, "run state and the journal of imports under way", _v40),

@@ -199,6 +199,12 @@ def dot_plot(runs: Sequence[Mapping[str, Any]], kpis: Sequence[Mapping[str, Any]
             if counted:
                 m = sum(counted) / len(counted)
                 ax.plot([x - 0.28, x + 0.28], [m, m], color=colour, lw=1.6)
+            elif not pts and group == "baseline" and k.get("mean_baseline") is not None:
+                # the baseline as aggregates (a pack for a startup or a partner): its mean only
+                m = k["mean_baseline"]
+                ax.plot([x - 0.28, x + 0.28], [m, m], color=colour, lw=1.6)
+                labels.append(f"baseline\nmean of {k['n_baseline']}")
+                continue
             no_value = sum(1 for r in pts if r["value"] is None and r["excluded"] is None)
             if no_value:
                 ax.annotate(

@@ -88,6 +88,9 @@ class EvidenceInputs:
                         exclusions (with who and when), the verdict without them, and the money
     trial_runs, baseline_runs   the runs with every KPI record (value, unit, coverage, flags, inputs)
     sources             one per run (runs without one are shown as "unknown")
+    hidden              runs the reader may not see, each with the name it is shown by ("baseline run K"): a
+                        pack for a startup or a partner shows the baseline as aggregates only (no such run's
+                        id, row or value; processing.verdict.hide_runs)
     """
 
     trial_id: str
@@ -97,6 +100,7 @@ class EvidenceInputs:
     baseline_runs: tuple[RunRecord, ...]
     sources: tuple[RunSource, ...] = ()
     site: str = ""
+    hidden: Mapping[str, str] = field(default_factory=dict)
     _sources: Mapping[str, RunSource] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -9,9 +9,11 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from biopilot import __version__
 from processing.evidence import pdf
@@ -26,12 +28,16 @@ from processing.evidence.manifest import (
     manifest_bytes,
     sha256_bytes,
 )
-from processing.evidence.tables import gather, schema_doc, write_csv, write_parquet
-from processing.verdict import verdict_to_json
+from processing.evidence.tables import Table, gather, schema_doc, write_csv, write_parquet
+from processing.verdict import hide_runs, verdict_to_json
 
 log = logging.getLogger(__name__)
 
 PDF_NAME = "evidence.pdf"
+HIDDEN_NOTE = (
+    "runs the reader may not see are named by their place (baseline run K); the canonical JSON, whose "
+    "SHA-256 is {sha256}, names them by id and is kept by the host plant"
+)
 
 
 def build_evidence_pack(
@@ -69,13 +75,26 @@ def build_evidence_pack(
 def _write(inputs: EvidenceInputs, work: Path, generated: datetime, biopilot_version: str) -> Manifest:
     v = inputs.verdict
     verdict_json = verdict_to_json(v)
+    charter = v.charter.model_dump(mode="json")
+    if inputs.hidden:  # the baseline as aggregates: no hidden run's id, row or value anywhere in the pack
+        verdict_json = hide_runs(verdict_json, dict(inputs.hidden))
+        charter = _hide_in_charter(charter, inputs.hidden)
     tables = gather(inputs, verdict_json)
+    if inputs.hidden:
+        tables = {name: _hide_rows(t, inputs.hidden) for name, t in tables.items()}
     (work / "verdict.json").write_bytes(
         (json.dumps(verdict_json, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
     )
     (work / "charter").mkdir()
     for cv in inputs.charter_versions:
-        (work / "charter" / f"v{cv.version}.json").write_bytes(cv.canonical_json.encode("utf-8"))
+        if inputs.hidden:  # the canonical JSON names baseline runs: the charter's keys without them
+            doc = json.loads(cv.canonical_json)
+            doc["charter"] = _hide_in_charter(doc["charter"], inputs.hidden)
+            doc["note"] = HIDDEN_NOTE.format(sha256=cv.sha256)
+            text = json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False)
+            (work / "charter" / f"v{cv.version}-runs-by-place.json").write_bytes(text.encode("utf-8"))
+        else:
+            (work / "charter" / f"v{cv.version}.json").write_bytes(cv.canonical_json.encode("utf-8"))
     data = work / "data"
     data.mkdir()
     for t in tables.values():
@@ -91,7 +110,7 @@ def _write(inputs: EvidenceInputs, work: Path, generated: datetime, biopilot_ver
             verdict_json,
             trial_id=inputs.trial_id,
             site=inputs.site,
-            charter=v.charter.model_dump(mode="json"),
+            charter=charter,
             generated=generated,
             biopilot_version=biopilot_version,
             data_files=data_files,
@@ -113,3 +132,23 @@ def _write(inputs: EvidenceInputs, work: Path, generated: datetime, biopilot_ver
     digest = sha256_bytes(raw)
     (work / MANIFEST_DIGEST).write_bytes(digest_line(digest))
     return replace(manifest, sha256=digest)
+
+
+def _hide_in_charter(charter: dict[str, Any], hidden: Mapping[str, str]) -> dict[str, Any]:
+    out = dict(charter)
+    for key in ("baseline_runs", "trial_runs"):
+        out[key] = [hidden.get(r, r) for r in out.get(key) or []]
+    return out
+
+
+def _hide_rows(t: Table, hidden: Mapping[str, str]) -> Table:
+    """A table without the rows of hidden runs (the exclusions keep theirs, the run named by its place)."""
+    names = [c.name for c in t.columns]
+    if "run" not in names:
+        return t
+    i = names.index("run")
+    if t.name == "exclusions":
+        rows = tuple((*r[:i], hidden.get(r[i], r[i]), *r[i + 1 :]) for r in t.rows)
+    else:
+        rows = tuple(r for r in t.rows if r[i] not in hidden)
+    return replace(t, rows=rows)

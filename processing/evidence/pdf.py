@@ -86,6 +86,8 @@ def _title(
     primary = v["primary"]
     counted_t = sum(1 for r in primary["runs"] if r["group"] == "trial" and r["excluded"] is None)
     counted_b = sum(1 for r in primary["runs"] if r["group"] == "baseline" and r["excluded"] is None)
+    if not any(r["group"] == "baseline" for r in primary["runs"]):  # the baseline as aggregates
+        counted_b = primary["n_baseline"]
     margin = f"{num(c['margin'])} {c['margin_unit']}"
     doc.kv(
         [
@@ -450,6 +452,26 @@ def _stability(doc: Document, tables: Mapping[str, Table], v: Mapping[str, Any])
         "baseline may have jumped or drifted, and the comparison with it is then in doubt."
     )
     points = tables["stability"].records()
+    if not points and s.get("centre") is not None:  # a pack with the baseline as aggregates
+        verdict_line = "stable: no run outside the limits, no trend" if s["stable"] else "NOT STABLE"
+        doc.kv(
+            [
+                ("Centre, limits", f"{num(s['centre'])}; {num(s['lower'])} to {num(s['upper'])}"),
+                ("Mean moving range", f"{num(s['mr_bar'])} (upper limit {num(s['mr_upper'])})"),
+                (
+                    "Baseline span",
+                    f"{when(_time(s['first_start']))} to {when(_time(s['last_start']))} "
+                    f"({num(s['span_days'], 3)} days)",
+                ),
+                ("Finding", verdict_line),
+            ],
+            size=8,
+        )
+        doc.para(
+            "This pack shows the baseline as aggregates: the single baseline runs and their values are not "
+            "in it (the host plant's pack has them)."
+        )
+        return
     if not points:
         doc.para("Fewer than two baseline runs count: no chart.", style="B")
         return

@@ -22,7 +22,7 @@ from biopilot.records import KpiRecord
 from processing import recovery
 from processing.energy import Integral, energy_from_totalizer, integrate_trapezoid
 from processing.kpi.inputs import Kpi, LabSeries, RunData, Signal, kpi
-from processing.signals import align, default_max_gap_h, usable
+from processing.signals import usable
 
 _KG = units.factor("g", "kg")
 
@@ -193,7 +193,7 @@ def _stream_volume(inp: RecoveryInputs, flow: Signal, total: Total | None) -> tu
     counted = _totalized(inp, total)
     if counted is not None:
         return counted
-    v = integrate_trapezoid(flow.t, flow.v, flow.status)
+    v = integrate_trapezoid(flow.t, flow.v, flow.status, flow.gap_limits)
     return v.value, {flow.tag: _coverage(inp, v.covered_h)}
 
 
@@ -213,7 +213,7 @@ def _stream_product(
 
 def _flow_times_conc(flow: Signal, conc: Signal) -> Integral:
     """∫ F · C dt on the flow's samples, C aligned without bridging gaps."""
-    c = align(flow.t, conc.t, conc.v, conc.status)
+    c = conc.at(flow.t)
     ok = usable(flow.v, flow.status)
     status = np.where(ok & c.covered, 0, 0x80000000).astype(np.int64)
-    return integrate_trapezoid(flow.t, flow.v * np.nan_to_num(c.values), status, default_max_gap_h(flow.t))
+    return integrate_trapezoid(flow.t, flow.v * np.nan_to_num(c.values), status, flow.gap_limits)

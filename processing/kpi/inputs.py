@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 
 import numpy as np
 
@@ -28,25 +29,75 @@ from biopilot.config import (
 )
 from biopilot.records import KpiRecord, LabResult, Phase, Run, SeriesData
 from biopilot.samples import from_us, to_us
-from processing.energy import Integral
+from processing.energy import Integral, gap_limits_h
 from processing.kpi.names import unit_of
-from processing.signals import uncertain, usable
+from processing.signals import Aligned, align, uncertain, usable
 
 Reader = Callable[[str, datetime, datetime], SeriesData]
 
 
+class Clock:
+    """Sample times [h since the run's start] shared by the tags of a run that were read with the same
+    timestamps (RunData reads each distinct set once), with their gap limits computed once, on first use."""
+
+    def __init__(self, t: np.ndarray) -> None:
+        self.t = t
+        self._windows: dict[tuple[float, float], tuple[np.ndarray, Clock]] = {}
+
+    @cached_property
+    def gap_limits(self) -> np.ndarray:
+        """gap_limits_h of t: per interval, the longest it may be without being a gap [h]."""
+        return gap_limits_h(self.t)
+
+    def window(self, t0: float, t1: float) -> tuple[np.ndarray, Clock]:
+        """(mask of the times in [t0, t1], the Clock of those times), made once per window."""
+        if (t0, t1) not in self._windows:
+            keep = (self.t >= t0) & (self.t <= t1)
+            self._windows[t0, t1] = (keep, Clock(self.t[keep]))
+        return self._windows[t0, t1]
+
+
 @dataclass(frozen=True)
 class Signal:
-    """A tag's samples over the run, converted: t [h since run start], values [engine unit], status."""
+    """A tag's samples over the run, converted: t [h since run start], values [engine unit], status;
+    clock: the run's Clock these times come from (None: t is a window or was made elsewhere)."""
 
     tag: str
     t: np.ndarray
     v: np.ndarray
     status: np.ndarray
+    clock: Clock | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def gap_limits(self) -> np.ndarray:
+        """Per interval of t, the longest it may be without being a gap [h] (processing.energy.gap_limits_h),
+        computed once per clock: the integrals of tags sampled at the same times share it."""
+        clock = self._clock
+        return clock.gap_limits if clock is not None else gap_limits_h(self.t)
+
+    @property
+    def usable_gap_limits(self) -> np.ndarray:
+        """The gap limits of the usable samples' times (what align bridges by): the clock's when every
+        sample is usable."""
+        ok = usable(self.v, self.status)
+        return self.gap_limits if ok.all() else gap_limits_h(self.t[ok])
+
+    def at(self, t_target_h: np.ndarray) -> Aligned:
+        """The signal interpolated at t_target_h [h], never across a gap (processing.signals.align)."""
+        return align(t_target_h, self.t, self.v, self.status, gap_limits=self.usable_gap_limits)
 
     def window(self, t0: float, t1: float) -> Signal:
+        """The samples with t0 ≤ t ≤ t1 [h] (tags on the same clock share the window's clock)."""
+        if self._clock is not None:
+            keep, clock = self._clock.window(t0, t1)
+            return Signal(self.tag, clock.t, self.v[keep], self.status[keep], clock)
         keep = (self.t >= t0) & (self.t <= t1)
         return Signal(self.tag, self.t[keep], self.v[keep], self.status[keep])
+
+    @property
+    def _clock(self) -> Clock | None:
+        """The clock, when t is its times (not a copy or a selection)."""
+        return self.clock if self.clock is not None and self.clock.t is self.t else None
 
     @property
     def any_uncertain(self) -> bool:
@@ -143,25 +194,37 @@ class RunData:
         self.spec: ProcessSpec = process_spec(config, run.equipment)
         self.kind: EquipmentKind = config.equipment_by_id(run.equipment).kind
         self.run_h = max((end - run.start).total_seconds() / 3600, 0.0)
-        self._raw: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._raw: dict[str, tuple[np.ndarray, Clock, np.ndarray, np.ndarray]] = {}
+        self._clocks: list[tuple[np.ndarray, Clock]] = []  # (timestamps [µs], their Clock)
         self.lab = _merge_lab(lab, self._lab_from_tags())
 
     # -- signals ---------------------------------------------------------------------------------------
     def tags(self, role: Role) -> list[Tag]:
         return self.config.role_tags(self.run.equipment, role)
 
-    def _samples(self, tag: Tag) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(ts [µs], t [h since run start], values as stored, status) of a tag in the run, read once."""
+    def _samples(self, tag: Tag) -> tuple[np.ndarray, Clock, np.ndarray, np.ndarray]:
+        """(ts [µs], their Clock, values as stored, status) of a tag in the run, read once."""
         if tag.name not in self._raw:
             data = self._read(tag.name, self.run.start, self.end + timedelta(microseconds=1))
-            values = data.values.astype(np.float64) if data.values.dtype != object else _floats(data.values)
-            self._raw[tag.name] = (data.ts, data.hours(to_us(self.run.start)), values, data.status)
+            values = data.values
+            values = _floats(values) if values.dtype == object else np.asarray(values, np.float64)  # no copy
+            self._raw[tag.name] = (data.ts, self._clock(data), values, data.status)
         return self._raw[tag.name]
+
+    def _clock(self, data: SeriesData) -> Clock:
+        """The Clock of these timestamps: the one of a tag read before with the same timestamps, else new."""
+        ts = data.ts
+        for known, clock in self._clocks:
+            if len(known) == len(ts) and (len(ts) == 0 or known[0] == ts[0]) and np.array_equal(known, ts):
+                return clock
+        clock = Clock(data.hours(to_us(self.run.start)))
+        self._clocks.append((ts, clock))
+        return clock
 
     def signal(self, tag: Tag, conversion: units.Conversion) -> Signal:
         """The tag's samples in the run, converted with one factor for the whole array."""
-        _, t, v, status = self._samples(tag)
-        return Signal(tag.name, t, conversion(v), status)
+        _, clock, v, status = self._samples(tag)
+        return Signal(tag.name, clock.t, conversion(v), status, clock)
 
     def quantity(self, tag: Tag, to_unit: str) -> Signal:
         """The tag's samples in `to_unit` (its unit was checked against its role when the config loaded)."""

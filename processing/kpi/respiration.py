@@ -17,7 +17,7 @@ from processing import offgas, recovery
 from processing.energy import integrate_trapezoid
 from processing.kpi.inputs import Kpi, RunData, Signal, kpi
 from processing.kpi.upstream import MassAccount
-from processing.signals import align, covered_hours, default_max_gap_h
+from processing.signals import covered_hours
 
 
 @dataclass(frozen=True)
@@ -48,16 +48,14 @@ def compute(inp: OffgasInputs, mass: MassAccount | None) -> tuple[Kpi, ...]:
         return ()
     spec = inp.spec
     t = inp.o2.t
-    a_o2 = align(t, inp.o2.t, inp.o2.v, inp.o2.status)
-    a_co2 = align(t, inp.co2.t, inp.co2.v, inp.co2.status)
-    a_air = align(t, inp.air.t, inp.air.v, inp.air.status)
+    a_o2, a_co2, a_air = inp.o2.at(t), inp.co2.at(t), inp.air.at(t)
     # molar fluxes [mol/h] need no volume: the cumulative O2 and CO2 are defined while the vessel is empty
     n_in = offgas.gas_flow_mol_per_h(a_air.values, spec.gas_molar_volume)
     flux_o2, flux_co2 = offgas.our_cer(
         n_in, a_o2.values, a_co2.values, np.ones(len(t)), spec.inlet_o2, spec.inlet_co2
     )
     covered = np.isfinite(flux_o2) & np.isfinite(flux_co2)
-    max_gap = default_max_gap_h(t)
+    max_gap = inp.o2.gap_limits
 
     def cov(covered_mask: np.ndarray) -> float:
         h = covered_hours(t, covered_mask, max_gap)
@@ -76,7 +74,7 @@ def compute(inp: OffgasInputs, mass: MassAccount | None) -> tuple[Kpi, ...]:
     ]
     vol = inp.volume
     if vol is not None:
-        a_v = align(t, vol.t, vol.v, vol.status)
+        a_v = vol.at(t)
         v = a_v.values
         filled = v > 0.05 * np.nanmax(v) if np.any(np.isfinite(v)) else np.zeros(len(t), bool)
         our = np.where(filled, flux_o2 / np.where(filled, v, 1.0), np.nan)

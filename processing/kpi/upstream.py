@@ -23,7 +23,7 @@ from biopilot.config import BIOMASS_ANALYTES, SUBSTRATE_ANALYTES, TITER_ANALYTES
 from processing import plausibility, recovery, yields
 from processing.energy import integrate_trapezoid
 from processing.kpi.inputs import Kpi, LabSeries, RunData, Signal, Times, kpi
-from processing.signals import align, last_usable_before, usable
+from processing.signals import last_usable_before, usable
 
 LAB_TOLERANCE_H = 0.5  # a lab value this close to inoculation counts as the initial value
 _KG = units.factor("g", "kg")
@@ -157,16 +157,17 @@ def compute(inp: UpstreamInputs) -> UpstreamResult:
     out_unc, out_s_assumed = False, False
     for sig in inp.discharges:
         f = sig.window(t_inoc, t_harv)
-        ip = yields.discharged_g(f.t, f.v, f.status, p.t, p.v)
-        is_ = yields.discharged_g(f.t, f.v, f.status, s.t, s.v)
-        ix = yields.discharged_g(f.t, f.v, f.status, x.t, x.v)
+        lim = f.gap_limits
+        ip = yields.discharged_g(f.t, f.v, f.status, p.t, p.v, lim)
+        is_ = yields.discharged_g(f.t, f.v, f.status, s.t, s.v, lim)
+        ix = yields.discharged_g(f.t, f.v, f.status, x.t, x.v, lim)
         out_p += ip.value
         if math.isfinite(is_.value):
             out_s += is_.value
         else:
             out_s_assumed = True
         out_x += ix.value
-        out_l += integrate_trapezoid(f.t, f.v, f.status).value
+        out_l += integrate_trapezoid(f.t, f.v, f.status, lim).value
         out_cov[sig.tag] = _cov(ip.covered_h, growth_h)
         out_unc |= ip.uncertain
 
@@ -184,7 +185,7 @@ def compute(inp: UpstreamInputs) -> UpstreamResult:
     feed_unc = False
     for feed in inp.feeds:
         integral = yields.substrate_fed_g(
-            feed.signal.t, feed.signal.v, feed.signal.status, feed.concentration
+            feed.signal.t, feed.signal.v, feed.signal.status, feed.concentration, feed.signal.gap_limits
         )
         fed[feed.substrate] = fed.get(feed.substrate, 0.0) + integral.value
         carbon_g += integral.value * feed.carbon_fraction
@@ -285,7 +286,9 @@ def compute(inp: UpstreamInputs) -> UpstreamResult:
             )
         )
         if vol is not None and len(x) >= 2:
-            m_x = yields.total_mass_at(x.t[in_growth_x], x.v[in_growth_x], vol.t, vol.v, vol.status)
+            m_x = yields.total_mass_at(
+                x.t[in_growth_x], x.v[in_growth_x], vol.t, vol.v, vol.status, vol.usable_gap_limits
+            )
             out.append(kpi("mu_max", yields.max_specific_growth_rate_per_h(x.t[in_growth_x], m_x), x_cov))
         else:
             out.append(kpi("mu_max", None, {"lab:biomass": 0.0}))
@@ -293,8 +296,8 @@ def compute(inp: UpstreamInputs) -> UpstreamResult:
     # productivity over inoculation → harvest, on the mean working volume
     if vol is not None:
         w = vol.window(t_inoc, t_harv)
-        v_mean = yields.mean_volume_l(w.t, w.v, w.status)
-        v_cov = {vol.tag: _cov(integrate_trapezoid(w.t, w.v, w.status).covered_h, growth_h)}
+        v_mean = yields.mean_volume_l(w.t, w.v, w.status, w.gap_limits)
+        v_cov = {vol.tag: _cov(integrate_trapezoid(w.t, w.v, w.status, w.gap_limits).covered_h, growth_h)}
         out.append(kpi("mean_working_volume", v_mean, v_cov, times.assumed))
         out.append(
             kpi(
@@ -332,7 +335,7 @@ def _volume_balance(inp: UpstreamInputs, v0: float, v_end: float, vol_cov: dict[
     flows_in, flows_out = 0.0, 0.0
     for sig, sign in [*((s, 1) for s in inp.inflows), *((s, -1) for s in inp.discharges)]:
         w = sig.window(t0, t1)
-        integral = integrate_trapezoid(w.t, w.v, w.status)
+        integral = integrate_trapezoid(w.t, w.v, w.status, w.gap_limits)
         if sign > 0:
             flows_in += integral.value
         else:
@@ -369,7 +372,7 @@ def _cov(covered_h: float, window_h: float) -> float:
 
 def _value_near(s: Signal, at_h: float) -> float:
     """The signal at at_h, or the last usable value before it (a level holds when the sensor stops)."""
-    v = align(np.array([at_h]), s.t, s.v, s.status).values[0]
+    v = s.at(np.array([at_h])).values[0]
     return float(v) if math.isfinite(v) else last_usable_before(s.t, s.v, s.status, at_h)
 
 

@@ -88,7 +88,7 @@ def compute(
 
     total, inputs, any_unc, flags_total = 0.0, {}, False, []
     for s in inp.power:
-        integral = integrate_trapezoid(s.t, s.v, s.status)
+        integral = integrate_trapezoid(s.t, s.v, s.status, s.gap_limits)
         c = cov(integral.covered_h)
         out.append(
             kpi(
@@ -159,7 +159,7 @@ def _amount(
     """Σ ∫ of the signals into amounts[utility]; their coverage by tag."""
     inputs: dict[str, float] = {}
     for s in signals:
-        integral = integrate_trapezoid(s.t, s.v, s.status)
+        integral = integrate_trapezoid(s.t, s.v, s.status, s.gap_limits)
         amounts[utility] = amounts.get(utility, 0.0) + integral.value
         inputs[s.tag] = cov(integral.covered_h)
     return inputs

@@ -32,10 +32,12 @@ on _Backend that filters for the viewer. Views never import storage (an import c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,12 +49,20 @@ from processing.aggregates import envelope, mean_ci
 from processing.alignment import AlignedSeries, Alignment, AlignmentError, Axis, Warp, align_series, warp_for
 from processing.baseline import bucket_series
 from processing.envelope import Envelope
+from processing.evidence.inputs import CharterVersion, EvidenceInputs, RunSource
+from processing.quality import SignalQuality, assess
+from processing.trial_inputs import Exclusion, RunRecord
+from processing.verdict import Verdict, hide_runs, judge, verdict_to_json
 from storage.alarms import Alarm, Alarms
 from storage.base import TimeSeriesStore
 from storage.catalog import Catalog
+from storage.charters import BASELINE, TRIAL, CharterRecord, ExclusionRecord, TrialMember
 from storage.health import HealthStore
 from storage.health import TagHealth as CollectedTag
 from storage.references import References
+
+if TYPE_CHECKING:
+    from processing.evidence.manifest import Manifest
 
 MIN_BASELINE_RUNS = 3
 _FOREVER_US = 2**62
@@ -128,6 +138,39 @@ class BaselineEnvelope:
 
 
 @dataclass(frozen=True)
+class JudgedTrial:
+    """A trial judged by its charter in force, with its inputs (for `biopilot report` and the pack)."""
+
+    trial: Trial
+    versions: tuple[CharterRecord, ...]  # locked versions, oldest first
+    verdict: Verdict
+    trial_runs: tuple[RunRecord, ...]
+    baseline_runs: tuple[RunRecord, ...]
+    origins: dict[str, str]  # run id -> origin ("live", "import", "manual"); absent when not in the catalog
+    imports: dict[str, list[Any]]  # run id -> its ImportRecords
+
+    def evidence_inputs(self, site: str, hidden: dict[str, str] | None = None) -> EvidenceInputs:
+        """What the evidence pack shows (processing.evidence.inputs.EvidenceInputs); `hidden`: runs the
+        reader may not see, by the name they are shown by."""
+        return EvidenceInputs(
+            self.trial.id,
+            tuple(
+                CharterVersion(v.version, v.canonical_json, v.sha256, v.reason, v.by, v.at)
+                for v in self.versions
+            ),
+            self.verdict,
+            self.trial_runs,
+            self.baseline_runs,
+            tuple(
+                RunSource(run_id, origin, tuple(self.imports.get(run_id, ())))
+                for run_id, origin in self.origins.items()
+            ),
+            site,
+            hidden or {},
+        )
+
+
+@dataclass(frozen=True)
 class TagHealth:
     tag: str
     equipment: str
@@ -142,6 +185,38 @@ class HealthView:
     components: dict[str, tuple[dict[str, Any], datetime]] = field(default_factory=dict)
     tags: list[Tag] = field(default_factory=list)
     tag_health: dict[str, CollectedTag] = field(default_factory=dict)
+
+
+# -- ops: data quality (issue 11) ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TagQuality:
+    tag: str
+    equipment: str
+    unit: str
+    last_seen: datetime | None  # wall clock: when the collectors last received a value (None: no health)
+    last_value: datetime | None  # source time of the newest sample in the window
+    quality: SignalQuality  # processing.quality over the window
+    rejected: int  # inputs for this tag the collectors rejected (quarantined), since they started
+
+
+@dataclass(frozen=True)
+class ConnectionQuality:
+    name: str  # "opcua:<server>", "mqtt:<broker>"
+    state: str
+    reconnects: int
+    outages: int  # source outages the collectors recorded (storage.health gaps)
+    open_outage: bool  # the source is gone right now
+    quarantined: dict[str, int]  # reason -> inputs in the quarantine (the newest QUARANTINE_KEEP kept)
+
+
+@dataclass(frozen=True)
+class DataQualityView:
+    start: datetime
+    end: datetime
+    tags: list[TagQuality] = field(default_factory=list)
+    connections: list[ConnectionQuality] = field(default_factory=list)
+    spool_bytes: int | None = None  # not yet stored; None: no report from the collectors
+    spool_fill: float | None = None  # share of the spool's capacity [0..1]
 
 
 class Query:
@@ -234,6 +309,45 @@ class Query:
         """Mean ± 2 sd of a signal (by role) over hours since start across the trial's baseline runs."""
         return self._call("baseline_envelope", trial_id, role, points)  # type: ignore[no-any-return]
 
+    def charter(self, trial_id: str) -> CharterRecord | None:
+        """The charter in force (the newest locked version, else the draft); None when there is none or the
+        trial is not visible."""
+        return self._call("charter", trial_id)  # type: ignore[no-any-return]
+
+    def charter_versions(self, trial_id: str) -> list[CharterRecord]:
+        """Every stored version of the trial's charter, oldest first (version 0: an unlocked draft)."""
+        return self._call("charter_versions", trial_id)  # type: ignore[no-any-return]
+
+    def trial_members(self, trial_id: str) -> list[TrialMember]:
+        """The trial runs and the frozen baseline runs (only the trial runs for a viewer who may not see
+        every baseline run: startup, partner, an operator of other equipment)."""
+        return self._call("trial_members", trial_id)  # type: ignore[no-any-return]
+
+    def exclusions(self, trial_id: str) -> list[ExclusionRecord]:
+        """The exclusions ledger (for a viewer who may not see every baseline run — startup, partner, an
+        operator of other equipment — a baseline run is named "baseline run K", K its place in start order
+        among the frozen baseline runs)."""
+        return self._call("exclusions", trial_id)  # type: ignore[no-any-return]
+
+    def verdict(self, trial_id: str) -> dict[str, Any] | None:
+        """The verdict JSON (processing.verdict.verdict_to_json) by the charter in force, over the KPI records
+        of the trial runs and the frozen baseline runs; None when the charter is not locked or the trial is
+        not visible. A viewer who may not see every baseline run (startup, partner, an operator of other
+        equipment) gets the baseline as aggregates: no baseline run ids (named "baseline run K"), no
+        per-baseline-run values (`aggregate_only_verdict`)."""
+        return self._call("verdict", trial_id)  # type: ignore[no-any-return]
+
+    def evidence_pack(self, trial_id: str, out_dir: Path) -> Manifest | None:
+        """Write the trial's evidence pack (processing.evidence) into out_dir, judged as `verdict` judges it,
+        for the viewer: runs it may not see are named by their place and left out, so a startup or a partner
+        gets the baseline as aggregates. None when the trial is not visible or its charter is not locked."""
+        return self._call("evidence_pack", trial_id, out_dir)  # type: ignore[no-any-return]
+
+    def judged(self, trial_id: str) -> JudgedTrial | None:
+        """Everything the verdict and the evidence pack rest on, with the baseline run by run: for an admin
+        and operators who may see every baseline run (None for others, and when the charter is unlocked)."""
+        return self._call("judged", trial_id)  # type: ignore[no-any-return]
+
     # -- health, users, audit ------------------------------------------------------------------------------
     def health(self) -> HealthView:
         """The collectors' reports (admin, operator: its equipment's tags); empty for others."""
@@ -281,6 +395,19 @@ class Query:
         """One tag of one run on an aligned axis, read downsampled in the store (about `points` bucket
         means over the run); None when the viewer may not see the run or the tag is not of its equipment."""
         return self._call("aligned", run_id, tag, alignment, points)  # type: ignore[no-any-return]
+
+    # -- ops: batch chains and data quality (issue 11: Energy, Data quality, Yield waterfall pages) ----------
+    def chain(self, run_id: str) -> list[Run]:
+        """The run and every run downstream of it (its recovery runs, theirs…) that the viewer may see, in
+        processing order (by start); empty when the run is not visible."""
+        return self._call("chain", run_id)  # type: ignore[no-any-return]
+
+    def data_quality(self, start: datetime, end: datetime) -> DataQualityView:
+        """Per numeric tag the viewer may see: gaps, flatline, spikes, bad and uncertain samples in
+        [start, end) of its series (inside the viewer's windows; processing.quality), with what the
+        collectors last said of it; per collector connection (admin, operator): state, reconnects,
+        outages, quarantined inputs by reason; the spool backlog."""
+        return self._call("data_quality", start, end)  # type: ignore[no-any-return]
 
 
 def open_query(
@@ -540,6 +667,12 @@ class _Backend:
         return []
 
     def _baseline_runs(self, trial: Trial) -> list[Run]:
+        """The baseline frozen when the charter was locked; before that, every closed baseline run on the
+        trial's equipment (of its product when both name one)."""
+        record = self._catalog.charter_record(trial.id)
+        if record is not None and record.locked:
+            frozen = [self._catalog.run(m.run_id) for m in self._catalog.trial_members(trial.id, BASELINE)]
+            return [r for r in frozen if r is not None]
         runs = []
         for equipment in trial.equipment:
             for run in self._catalog.runs(equipment, kind=RunKind.BASELINE.value):
@@ -617,6 +750,133 @@ class _Backend:
         return BaselineEnvelope(
             trial.id, role_.value, unit, len(curves), env.hours, env.mean, env.lower, env.upper, env.count
         )
+
+    # -- charters and verdicts ----------------------------------------------------------------------------
+    def charter(self, v: Viewer, trial_id: str) -> CharterRecord | None:
+        versions = self.charter_versions(v, trial_id)
+        return versions[-1] if versions else None
+
+    def charter_versions(self, v: Viewer, trial_id: str) -> list[CharterRecord]:
+        if self.trial(v, trial_id) is None:
+            return []
+        out = self._catalog.charter_versions(trial_id)
+        hidden = self._hidden_members(v, trial_id)
+        if hidden:
+            out = [_pseudonymous_charter(r, hidden) for r in out]
+        return out
+
+    def _baseline_in_full(self, v: Viewer, trial_id: str) -> bool:
+        """May the viewer see the frozen baseline run by run: an admin, or an operator of the equipment of
+        every one of those runs (the runs they may see anyway)."""
+        if v.role == UserRole.ADMIN:
+            return True
+        if v.role != UserRole.OPERATOR:
+            return False
+        for m in self._catalog.trial_members(trial_id, BASELINE):
+            run = self._catalog.run(m.run_id)
+            if run is None or not self._may_see_run(v, run):
+                return False
+        return True
+
+    def _hidden_members(self, v: Viewer, trial_id: str) -> dict[str, str]:
+        """The trial's runs (trial and frozen baseline) the viewer may not see, each with the name it is
+        shown by instead: "baseline run K" / "trial run K", K its place in start order in its group. Every
+        baseline run when the viewer may not see all of them (a startup, a partner, an operator of other
+        equipment); the trial runs it may not see (an operator of other equipment)."""
+        if v.role == UserRole.ADMIN:
+            return {}
+        members = self._catalog.trial_members(trial_id)
+        runs = {m.run_id: self._catalog.run(m.run_id) for m in members}
+        full = self._baseline_in_full(v, trial_id)
+        names: dict[str, str] = {}
+        for group in (BASELINE, TRIAL):
+            ids = [m.run_id for m in members if m.group == group]
+            ids.sort(key=lambda i: (to_us(runs[i].start) if runs[i] is not None else 0, i))  # type: ignore[union-attr]
+            for k, run_id in enumerate(ids, 1):
+                run = runs[run_id]
+                visible = run is not None and self._may_see_run(v, run)
+                if (group == BASELINE and not full) or (group == TRIAL and not visible):
+                    names[run_id] = f"{group} run {k}"
+        return names
+
+    def trial_members(self, v: Viewer, trial_id: str) -> list[TrialMember]:
+        if self.trial(v, trial_id) is None:
+            return []
+        hidden = self._hidden_members(v, trial_id)
+        return [m for m in self._catalog.trial_members(trial_id) if m.run_id not in hidden]
+
+    def exclusions(self, v: Viewer, trial_id: str) -> list[ExclusionRecord]:
+        if self.trial(v, trial_id) is None:
+            return []
+        hidden = self._hidden_members(v, trial_id)
+        return [
+            replace(e, run_id=hidden.get(e.run_id, e.run_id))
+            for e in self._catalog.trial_exclusions(trial_id)
+        ]
+
+    def _judge(self, trial: Trial) -> JudgedTrial | None:
+        versions = [r for r in self._catalog.charter_versions(trial.id) if r.locked]
+        if not versions:
+            return None
+        record = versions[-1]
+        members = self._catalog.trial_members(trial.id)
+        groups: dict[str, list[RunRecord]] = {TRIAL: [], BASELINE: []}
+        origins: dict[str, str] = {}
+        imports: dict[str, list[Any]] = {}
+        for m in members:
+            run = self._catalog.run(m.run_id)
+            if run is None:  # gone from the catalog: no KPIs, so the verdict names it not judgeable
+                groups[m.group].append(RunRecord(m.run_id, m.added, {}))
+                continue
+            kpis = {k.name: k for k in self._catalog.kpis(run.id)}
+            groups[m.group].append(RunRecord(run.id, run.start, kpis))
+            origins[run.id] = run.origin
+            imports[run.id] = self._catalog.imports(run_id=run.id)
+        exclusions = [
+            Exclusion(e.run_id, e.reason, e.by, e.at) for e in self._catalog.trial_exclusions(trial.id)
+        ]
+        verdict = judge(
+            record.charter,
+            groups[TRIAL],
+            groups[BASELINE],
+            exclusions=exclusions,
+            charter_version=record.version,
+            charter_changed_after_start=self._catalog.charter_changed_after_start(trial.id),
+        )
+        return JudgedTrial(
+            trial, tuple(versions), verdict, tuple(groups[TRIAL]), tuple(groups[BASELINE]), origins, imports
+        )
+
+    def verdict(self, v: Viewer, trial_id: str) -> dict[str, Any] | None:
+        trial = self.trial(v, trial_id)
+        if trial is None:
+            return None
+        judged = self._judge(trial)
+        if judged is None:
+            return None
+        doc = verdict_to_json(judged.verdict)
+        hidden = self._hidden_members(v, trial_id)
+        if hidden:
+            doc = hide_runs(doc, hidden)
+        return doc
+
+    def evidence_pack(self, v: Viewer, trial_id: str, out_dir: Path) -> Manifest | None:
+        trial = self.trial(v, trial_id)
+        if trial is None:
+            return None
+        judged = self._judge(trial)
+        if judged is None:
+            return None
+        from processing.evidence.pack import build_evidence_pack  # fpdf2 and matplotlib: only when asked
+
+        inputs = judged.evidence_inputs(self._config.site.name, self._hidden_members(v, trial_id))
+        return build_evidence_pack(inputs, out_dir)
+
+    def judged(self, v: Viewer, trial_id: str) -> JudgedTrial | None:
+        trial = self.trial(v, trial_id)
+        if trial is None or not self._baseline_in_full(v, trial_id):
+            return None
+        return self._judge(trial)
 
     # -- health, users, audit ----------------------------------------------------------------------------
     def health(self, v: Viewer) -> HealthView:
@@ -738,8 +998,103 @@ class _Backend:
         except AlignmentError:
             return None
 
+    # -- ops: batch chains and data quality (issue 11) ----------------------------------------------------
+    def chain(self, v: Viewer, run_id: str) -> list[Run]:
+        head = self._run(v, run_id)
+        if head is None:
+            return []
+        out, todo, seen = [], [head], {head.id}
+        while todo:
+            run = todo.pop(0)
+            out.append(self._redact_run(v, run))
+            for r in self._catalog.downstream_runs(run.id):
+                if r.id not in seen and self._may_see_run(v, r):
+                    seen.add(r.id)
+                    todo.append(r)
+        return [out[0], *sorted(out[1:], key=lambda r: (to_us(r.start), r.id))]
+
+    def data_quality(self, v: Viewer, start: datetime, end: datetime) -> DataQualityView:
+        health = self.health(v)  # empty for a startup or partner: no collector internals
+        t0, t1 = to_us(start), to_us(end)
+        running: dict[str, list[tuple[int, int]]] = {}  # equipment -> its runs inside the window
+        for run in self.runs(v, equipment=None, kind=None, trial_id=None, open_only=False):
+            s, e = to_us(run.start), to_us(run.end) + 1 if run.end is not None else _FOREVER_US
+            if s < t1 and e > t0:
+                running.setdefault(run.equipment, []).append((s, e))
+        rows = []
+        for tag in self.tags(v, None):
+            if tag.is_text:
+                continue
+            data = self.series(v, tag.name, start, end)
+            t_h = (data.ts.astype(np.float64) - t0) / 3.6e9
+            values = np.asarray(data.values, dtype=np.float64)
+            spans = running.get(tag.equipment)
+            # the flatline test looks inside the equipment's runs when it ran in the window (idle readings
+            # are not a stuck sensor), else over the whole window
+            active = None
+            if spans:
+                active = np.zeros(len(data), dtype=bool)
+                for s, e in spans:
+                    active |= (data.ts >= s) & (data.ts < e)
+            collected = health.tag_health.get(tag.name)
+            rows.append(
+                TagQuality(
+                    tag.name,
+                    tag.equipment,
+                    tag.unit,
+                    collected.last_seen if collected else None,
+                    from_us(int(data.ts[-1])) if len(data) else None,
+                    assess(t_h, values, data.status, active=active),
+                    collected.rejected_total if collected else 0,
+                )
+            )
+        if not health.components or self._health is None:
+            return DataQualityView(start, end, rows)
+        quarantine: dict[str, dict[str, int]] = {}
+        for _, source, reason, _ in self._health.quarantine(limit=10_000):
+            by_reason = quarantine.setdefault(source, {})
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+        outages: dict[str, list[bool]] = {}
+        for gap in self._health.gaps():
+            outages.setdefault(gap.source, []).append(gap.back is None)
+        connections = [
+            ConnectionQuality(
+                name,
+                str(doc.get("state", "?")),
+                int(doc.get("reconnects", 0) or 0),
+                len(outages.get(name, [])),
+                any(outages.get(name, [])),
+                dict(sorted(quarantine.get(name, {}).items())),
+            )
+            for name, (doc, _) in health.components.items()
+            if doc.get("kind") in ("opcua", "mqtt")
+        ]
+        sink = health.components.get("sink", ({}, None))[0]
+        spool = sink.get("spool_depth_bytes") if sink else None
+        fill = sink.get("spool_fill") if sink else None
+        return DataQualityView(
+            start,
+            end,
+            rows,
+            connections,
+            int(spool) if spool is not None else None,
+            float(fill) if fill is not None else None,
+        )
+
 
 # -- helpers -----------------------------------------------------------------------------------------------
+def _pseudonymous_charter(record: CharterRecord, names: dict[str, str]) -> CharterRecord:
+    """The record with the charter's run ids the viewer may not see replaced by their names ("baseline run
+    K", "trial run K"; a baseline run not in the frozen baseline: "a baseline run"). `sha256` stays that of
+    the charter as locked."""
+    doc = json.loads(record.canonical_json)
+    c = doc["charter"]
+    c["baseline_runs"] = [names.get(i, "a baseline run") for i in c.get("baseline_runs") or []]
+    c["trial_runs"] = [names.get(i, i) for i in c.get("trial_runs") or []]
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return replace(record, canonical_json=text)
+
+
 def _source_of(tag: Tag) -> str:
     src = tag.source
     return f"opcua:{src.server}" if src.protocol == "opcua" else f"mqtt:{src.broker}"

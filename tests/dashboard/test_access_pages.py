@@ -65,8 +65,11 @@ def sign_in(user: str, password: str = PASSWORD) -> AppTest:
 def _text(at: AppTest) -> str:
     parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [t.value for t in at.title]
     parts += [s.value for s in at.subheader] + [str(i.value) for i in at.info]
+    parts += [str(w.value) for kind in ("success", "warning", "error") for w in at.get(kind)]
     for df in at.dataframe:
         parts.append(df.value.to_csv())
+    for tb in at.table:  # the charter, the verdict, money and exclusions
+        parts.append(tb.value.to_csv())
     for sb in at.selectbox:
         parts += [str(o) for o in sb.options]
     for ms in at.multiselect:
@@ -117,7 +120,10 @@ def test_each_page_shows_only_what_the_user_may_see(user: str) -> None:
     if trials:
         baseline = at.dataframe[2].value
         assert list(baseline["n"]) == [3]  # titer over the three baseline runs, no single run
-        assert len(at.get("plotly_chart")) == 1  # the envelope
+        # the verdict's CI chart, runs and baseline stability (TA has a locked charter), and the envelope
+        assert len(at.get("plotly_chart")) == (4 if "TA" in trials else 1)
+    if "TA" in trials:  # the verdict reaches everyone who sees the trial (A-2 is still open)
+        assert any(w.value.startswith("**Verdict: not judgeable**") for w in at.warning)
     texts.append(_text(at))
 
     text = "\n".join(texts)
@@ -288,3 +294,74 @@ def test_review_compare_and_alarms_show_only_what_the_user_may_see(
     leaks = word_counts("\n".join(texts), ok.forbidden_words)
     FORBIDDEN[("names B2", user)] = (len(ok.forbidden_words), sum(leaks.values()))
     assert not leaks, leaks
+
+
+# -- ops pages (issue 11): Energy & utilities, Yield waterfall, Data quality & collectors --------------------
+@pytest.mark.parametrize("user", USERS)
+def test_ops_pages_show_only_what_the_user_may_see(user: str) -> None:
+    """Energy: the runs table and the batch chooser; Yield waterfall: the batch chooser and the chosen chain's
+    steps; Data quality: the tags (of equipment the user may see live) and, per tag, as many samples as the
+    user may read in the window (the ground truth of site.py) — and collector internals for the host only."""
+    from biopilot.samples import to_us
+    from tests.processing.queries.site import NOW_H, hour
+
+    ok = allowed(user)
+    at = sign_in(user)
+    texts = []
+
+    at = open_page(at, "Energy & utilities")
+    assert not at.exception, [e.value for e in at.exception]
+    shown = set(at.dataframe[0].value["run"]) if at.dataframe else set()
+    batches = set(at.selectbox(key="energy_batch").options) if shown else set()
+    operations = set(at.dataframe[1].value["run"]) if len(at.dataframe) > 1 else set()
+    bad = (shown | batches | operations) - ok.runs
+    FORBIDDEN[("Energy", user)] = (len(shown | batches | operations), len(bad))
+    assert not bad and shown == set(ok.runs)
+    texts.append(_text(at))
+
+    at = open_page(at, "Yield waterfall")
+    assert not at.exception, [e.value for e in at.exception]
+    batches = {str(o) for sb in at.selectbox for o in sb.options}
+    steps = set(at.dataframe[0].value["run"]) if at.dataframe else set()
+    bad = (batches | steps) - ok.runs
+    FORBIDDEN[("Yield", user)] = (len(batches | steps), len(bad))
+    assert not bad and batches
+    texts.append(_text(at))
+
+    at = open_page(at, "Data quality & collectors")
+    assert not at.exception, [e.value for e in at.exception]
+    frames = {next(iter(df.value.columns)): df.value for df in at.dataframe}
+    tags = frames["tag"].to_dict("records") if "tag" in frames else []
+    shown_tags = {r["tag"] for r in tags}
+    may = {t.name for t in load_config(CONFIG).tags if not t.is_text}
+    if user == "olga":
+        may = {t for t in may if t.startswith("R-201.")}
+    elif user == "ann":  # her live run A-2 is on F-101
+        may = {t for t in may if t.startswith("F-101.")}
+    elif user in ("bob", "pat"):  # no live run of his; a partner reads no series
+        may = set()
+    bad_tags = shown_tags - may
+    # samples per tag: exactly those the user may read in the page's 24 h window
+    end_h = max((NOW_H if u.startswith("F-101") else 144) for u in shown_tags) if shown_tags else NOW_H
+    end = to_us(hour(end_h)) + 1
+    start = end - 24 * 3_600_000_000
+    wrong = {
+        r["tag"]
+        for r in tags
+        if int(r["samples"]) != sum(1 for t, ts in ok.samples if t == r["tag"] and start <= ts < end)
+    }
+    host = "connection" in frames
+    FORBIDDEN[("Quality", user)] = (
+        len(shown_tags),
+        len(bad_tags | wrong) + (host and user not in ("root", "olga")),
+    )
+    assert not bad_tags and not wrong and shown_tags == may
+    assert host == (user in ("root", "olga"))  # collector internals: admin and operator only
+    texts.append(_text(at))
+
+    text = "\n".join(texts)
+    leaks = word_counts(text, ok.forbidden_words)
+    FORBIDDEN[("ops names", user)] = (len(ok.forbidden_words), sum(leaks.values()))
+    assert not leaks, leaks
+    for rid in set(RUNS) - ok.runs:
+        assert rid not in text, rid

@@ -242,15 +242,16 @@ def test_gap_limits_equal_the_nanmedian_definition_at_every_length() -> None:
         assert gap_limits_h(t) == pytest.approx(reference(t), rel=1e-12), n
 
 
-def test_the_sorting_network_median_is_numpy_median_bit_for_bit() -> None:
-    # processing.energy._sliding_median (odd-even transposition network on columns) against np.median,
-    # for every row width it takes (1–16), with ties and integers among the values
-    from processing.energy import _sliding_median
+def test_the_window_medians_are_numpy_median_bit_for_bit() -> None:
+    # processing.energy._window_medians (scipy.ndimage.rank_filter) against np.median of every window
+    # (numpy's sliding_window_view), for widths 1–16 and a wide one, series shorter than, as long as and
+    # longer than the window, with ties and integers among the values
+    from processing.energy import _window_medians
 
     rng = np.random.default_rng(11)
-    for w in range(1, 17):
-        rows = rng.normal(size=(500, w))
-        rows[::5] = np.round(rows[::5])  # ties
-        assert np.array_equal(_sliding_median(rows), np.median(rows, axis=1)), w
-    wide = rng.normal(size=(50, 21))  # wider rows: np.median itself
-    assert np.array_equal(_sliding_median(wide), np.median(wide, axis=1))
+    for w in [*range(1, 17), 21]:
+        for n in (w - 1, w, w + 1, 500):
+            x = rng.normal(size=n)
+            x[::5] = np.round(x[::5])  # ties
+            expected = np.median(np.lib.stride_tricks.sliding_window_view(x, w), axis=1) if n >= w else []
+            assert np.array_equal(_window_medians(x, w), expected), (w, n)

@@ -551,3 +551,54 @@ def test_another_process_reads_the_same_answers_while_this_one_rewrites(store: T
         reader.stdin.close()
         reader.wait(timeout=60)
     assert reader.returncode == 0, reader.stderr.read() if reader.stderr else ""
+
+
+def test_numeric_columns_come_from_their_buffers_as_to_numpy_gives_them() -> None:
+    # storage.archive._numbers against pyarrow's to_numpy: several chunks, a sliced chunk (offset), an empty
+    # chunk, null floats (NaN from the validity bitmap, also in a chunk sliced off a byte boundary), and
+    # what it leaves to to_numpy (a null int, another type)
+    floats = pa.chunked_array(
+        [pa.array([1.5, 2.5, 3.5]).slice(1), pa.array([], pa.float64()), pa.array([4.0])]
+    )
+    ints = pa.chunked_array([pa.array(np.arange(10, dtype=np.int64)).slice(3, 4)])
+    holes = [None if i % 3 == 0 or i == 10 else float(i) for i in range(20)]
+    nulls = pa.chunked_array([pa.array(holes).slice(3, 14), pa.array([None, 2.0]), pa.array(holes)])
+    for col in (
+        floats,
+        ints,
+        nulls,
+        pa.chunked_array([pa.array([1.0, None])]),
+        pa.chunked_array([pa.array([1, None])]),
+        pa.chunked_array([pa.array([1, 2], pa.int32())]),
+    ):
+        got, expected = archive_mod._numbers(col), col.to_numpy(zero_copy_only=False)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected, equal_nan=True)
+    assert archive_mod._numbers(floats).tolist() == [2.5, 3.5, 4.0]
+    assert archive_mod._numbers(ints).tolist() == [3, 4, 5, 6]
+    assert np.isnan(archive_mod._numbers(nulls)[[0, 3, 6, 7, 14, 16]]).all()  # holes 3, 6, 9, 10; None; None
+    assert archive_mod._numbers(nulls)[[1, 2, 15]].tolist() == [4.0, 5.0, 2.0]
+
+
+def test_reading_an_archived_run_does_not_import_pandas(store: TieredStore, tmp_path: Path) -> None:
+    # pyarrow's to_numpy imports pandas on first use (about 0.5 s per process: a `biopilot kpis` run pays it)
+    written = fill(store)
+    store.archive_run(run_of("B1", 0, HOURS * 3600 - 1), store.list_series())
+    code = textwrap.dedent(f"""
+        import sys
+        from datetime import UTC, datetime
+        from storage.tiered import TieredStore
+        s = TieredStore({str(tmp_path / "ts.db")!r}, {str(tmp_path / "archive")!r})
+        for name in {sorted(written)!r}:
+            data = s.read(name, datetime.fromisoformat({T0.isoformat()!r}), datetime(2100, 1, 1, tzinfo=UTC))
+            print(name, len(data.ts), data.values.dtype, int(sum(data.values != data.values)))
+        print("pandas" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False)
+    assert out.returncode == 0, out.stderr
+    *reads, pandas = out.stdout.splitlines()
+    assert reads == [
+        f"{name} {len(ts)} float64 {int(np.isnan(values).sum())}"
+        for name, (ts, values, _) in sorted(written.items())
+    ]
+    assert np.isnan(written["F-101.temp"][1]).any()  # nulls in the file, NaN read back
+    assert pandas == "False"

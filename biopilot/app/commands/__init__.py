@@ -18,6 +18,7 @@ from biopilot.app.commands import (
     status,
     trials,
     users,
+    verdict,
 )
 
 MODULES = [
@@ -36,6 +37,7 @@ MODULES = [
     alarms,
     users,
     trials,
+    verdict,
     report,
     audit,
 ]

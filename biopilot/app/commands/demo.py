@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 import webbrowser
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -59,6 +61,7 @@ def streamlit_command(
 
 DEMO_TENANT = "acme"
 DEMO_TRIAL = "T-ACME-1"
+DEMO_PRODUCT = "enzyme-X"  # the product of config/trials/demo-charter.toml
 # one user per role; the startup member belongs to DEMO_TENANT, the partner is invited to DEMO_TRIAL
 DEMO_USERS = [
     ("admin", "admin", None),
@@ -127,12 +130,76 @@ def _seed_users(catalog) -> list[tuple[str, str, str]]:  # type: ignore[no-untyp
         title="Demo trial: acme's strain on F-101",
         equipment=["F-101"],
         startup=DEMO_TENANT,
+        product=DEMO_PRODUCT,
         created_by="demo",
     )
     catalog.audit.append("demo", "trial.create", DEMO_TRIAL, why="demo trial", startup=DEMO_TENANT)
     catalog.invite(DEMO_TRIAL, "partner", invited_by="demo")
     catalog.audit.append("demo", "trial.invite", DEMO_TRIAL, why="demo trial", user="partner")
     return out
+
+
+class TrialSeeder(threading.Thread):
+    """Writes the demo trial (biopilot/app/demo_trial.py) beside the running stages: the campaign is
+    simulated and judged at once, its samples are copied once the simulator has begun writing the plant's
+    history (a simulator that finds data of its tags writes none). Reports to logs/demo-trial.log."""
+
+    def __init__(self, config, data_dir: Path, log_file: Path) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(name="demo-trial", daemon=True)
+        self.config, self.data_dir, self.log_file = config, data_dir, log_file
+        self.history_start = datetime.now(UTC)
+        self.cancel = threading.Event()
+
+    def _wait_for_history(self, store) -> None:  # type: ignore[no-untyped-def]
+        from simulators.wiring import tag_map
+
+        names = list(tag_map(self.config).values())
+        deadline = time.monotonic() + 120.0
+        while not store.latest(names):
+            if self.cancel.is_set() or time.monotonic() > deadline:
+                raise BioPilotError("the simulator wrote no plant history within 120 s")
+            self.cancel.wait(0.2)
+
+    def run(self) -> None:
+        import logging
+        from datetime import timedelta
+
+        from biopilot.app.demo_trial import seed_demo_trial
+        from storage import open_catalog, open_store
+
+        logging.getLogger("processing").setLevel(logging.WARNING)  # the campaign's runs: not on the console
+        sim = self.config.simulator
+        start = self.history_start - timedelta(hours=sim.history_h if sim is not None else 0.0)
+        with self.log_file.open("a") as out:
+            try:
+                catalog = open_catalog(self.config, self.data_dir)
+                store = open_store(self.config, self.data_dir)
+                try:
+                    seeded = seed_demo_trial(
+                        self.config,
+                        catalog,
+                        store,
+                        DEMO_TRIAL,
+                        start,
+                        wait_for_history=lambda: self._wait_for_history(store),
+                    )
+                finally:
+                    store.close()
+                    catalog.close()
+                out.write(
+                    f"{datetime.now(UTC).isoformat()} demo trial {DEMO_TRIAL}: baseline "
+                    f"{', '.join(seeded.baseline)}; trial {', '.join(seeded.trial)}; charter locked; "
+                    f"{seeded.seconds:.1f} s\n"
+                )
+            except Exception as exc:
+                out.write(f"{datetime.now(UTC).isoformat()} demo trial {DEMO_TRIAL} not written: {exc}\n")
+
+
+def _start_trial_seeding(config, data_dir: Path, logs: Path) -> TrialSeeder:  # type: ignore[no-untyped-def]
+    logs.mkdir(parents=True, exist_ok=True)
+    seeder = TrialSeeder(config, data_dir, logs / "demo-trial.log")
+    seeder.start()
+    return seeder
 
 
 def _require_private_broker(name: str, host: str, port: int, config_path: Path) -> None:
@@ -221,8 +288,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             )
             print(f"    {name:9} {role}{extra}: {password}")
         print(
-            f"  Trial {DEMO_TRIAL} (startup {DEMO_TENANT}, F-101): to put a run in it, "
-            f"`biopilot runs edit RUN --trial {DEMO_TRIAL} --kind trial --user admin`"
+            f"  Trial {DEMO_TRIAL} (startup {DEMO_TENANT}, F-101): a simulated campaign of acme's strain "
+            "(5 baseline + 3 trial runs) and its locked charter are written in the background; "
+            f"`biopilot verdict {DEMO_TRIAL} --user admin` shows the verdict"
         )
     else:
         print(
@@ -230,6 +298,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             "(`biopilot users passwd NAME --user admin` gives one a new one-time password)"
         )
     print(f"  Audit log anchored at {anchor.seq}:{anchor.hash}")
+    seeder: TrialSeeder | None = None
     try:
         for name, broker in config.mqtt.brokers.items():
             binary = mosquitto_binary()
@@ -264,6 +333,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 logs / "simulator.log",
             )
         )
+        if created:
+            seeder = _start_trial_seeding(config, data_dir, logs)
         sup.add(Child("collector", [*py, "collect", *common], logs / "collector.log"))
         sup.add(Child("processing", [*py, "process", *common], logs / "processing.log"))
         argv, env = streamlit_command(config_path, data_dir, args.address, args.port)
@@ -286,6 +357,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     finally:
         print("biopilot: stopping…", flush=True)
         t0 = time.monotonic()
+        if seeder is not None:
+            seeder.cancel.set()
+            seeder.join(30.0)
         sup.stop()
         print(f"biopilot: stopped in {time.monotonic() - t0:.1f} s", flush=True)
     return 0

@@ -9,6 +9,8 @@ Runs:
   F-101:A-2         trial TA, open (live)
   F-101:B-1         trial TB, closed
   F-101:X-1         no trial (the plant's own run);  R-201:X-1 no trial
+Charter of TA (locked): titer, higher, superiority; baseline BL-1..BL-3 frozen, trial runs F-101:A-1 and
+F-101:A-2 (open: the verdict is "not judgeable" naming it); BL-2 excluded with a reason.
 Users (password PASSWORD for all): root admin; olga operator of R-201; ann startup acme; bob startup beta;
 pat partner invited to TA.
 Series: F-101.temperature, F-101.dissolved_oxygen, R-201.turbidity every 10 min inside every run, and a few
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from biopilot.charter import Charter
 from biopilot.config import load_config
 from biopilot.records import KpiRecord, LabResult
 from biopilot.samples import Sample, to_us
@@ -51,6 +54,23 @@ NOW_H = 160  # the newest sample: the open run A-2 lasts until here
 BETWEEN_H = [22, 70, 98, 122, 146]  # samples in no run
 USERS = ["root", "olga", "ann", "bob", "pat"]
 TRIALS = {"TA": ("acme", ["F-101", "R-201"]), "TB": ("beta", ["F-101"])}
+TA_CHARTER = Charter.model_validate(
+    {
+        "title": "acme trial",
+        "equipment": "F-101",
+        "startup": "acme",
+        "product": "enzyme-X",
+        "primary_kpi": "titer",
+        "direction": "higher",
+        "hypothesis": "superiority",
+        "margin": 0.0,
+        "margin_unit": "%",
+        "alpha": 0.05,
+        "planned_runs": 3,
+        "baseline_runs": ["F-101:BL-1", "F-101:BL-2", "F-101:BL-3"],
+        "trial_runs": ["F-101:A-1", "F-101:A-2"],
+    }
+)
 BASELINE_TITER = {"F-101:BL-1": 10.0, "F-101:BL-2": 11.0, "F-101:BL-3": 12.5}
 
 
@@ -176,6 +196,9 @@ def build(data_dir: Path) -> None:
         catalog.add_user(name, role, created_by="root", tenant=tenant, equipment=equipment)
         auth.set_password(name, PASSWORD, by="root", must_change=False)
     catalog.invite("TA", "pat", invited_by="root")
+    catalog.set_charter_draft("TA", TA_CHARTER, by="root")
+    catalog.lock_charter("TA", by="root")
+    catalog.exclude_run("TA", "F-101:BL-2", reason="contaminated (lab report 17)", by="root")
     catalog.close()
     health = HealthStore(db)
     now = hour(NOW_H)

@@ -156,15 +156,74 @@ def test_baseline_only_as_aggregates(site: Path, user: str) -> None:
             h.close()
 
 
+def _numbers(x: object) -> list[float]:
+    if isinstance(x, dict):
+        return [n for v in x.values() for n in _numbers(v)]
+    if isinstance(x, list):
+        return [n for v in x for n in _numbers(v)]
+    return [float(x)] if isinstance(x, int | float) and not isinstance(x, bool) else []
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_charter_and_verdict_reads(site: Path, user: str) -> None:
+    """The charter, its versions, the exclusions and the verdict reach whoever may see the trial; the
+    baseline run by run only an admin (and an operator of the baseline's equipment): others get no baseline
+    run id and no baseline run's value anywhere in what they receive."""
+    q, handles = _query(site, user)
+    try:
+        if "TA" not in allowed(user).trials:
+            assert q.charter("TA") is None and q.charter_versions("TA") == []
+            assert q.verdict("TA") is None and q.exclusions("TA") == [] and q.trial_members("TA") == []
+            MATRIX[("query verdict", user)] = (0, 0)
+            return
+        assert [v.version for v in q.charter_versions("TA")] == [1]
+        assert q.charter("TA").charter.primary_kpi == "titer"  # type: ignore[union-attr]
+        doc = q.verdict("TA")
+        assert doc is not None
+        # A-2 is open: its titer is provisional, so the verdict names it and judges nothing
+        a2 = "trial run 2" if user == "olga" else "F-101:A-2"  # olga may not see the run: named by place
+        assert doc["word"] == "not judgeable" and a2 in doc["reason"], doc["reason"]
+        assert doc["charter_version"] == 1 and doc["charter_changed_after_start"] is True
+        text = json.dumps(doc) + json.dumps([e.__dict__ for e in q.exclusions("TA")], default=str)
+        members = {m.run_id for m in q.trial_members("TA")}
+        baseline_values = set(BASELINE_TITER.values())
+        if user == "root":
+            assert members == {"F-101:BL-1", "F-101:BL-2", "F-101:BL-3", "F-101:A-1", "F-101:A-2"}
+            assert [e.run_id for e in q.exclusions("TA")] == ["F-101:BL-2"]
+            assert baseline_values <= set(_numbers(doc))
+            assert q.judged("TA") is not None
+            MATRIX[("query verdict", user)] = (len(members), 0)
+            return
+        leaked_ids = [r for r in BASELINE_TITER if r in text]
+        leaked_values = sorted(baseline_values & set(_numbers(doc)))
+        MATRIX[("query verdict", user)] = (len(members), len(leaked_ids) + len(leaked_values))
+        # olga operates R-201 only: TA's trial runs on F-101 are as hidden from her as its baseline
+        assert members == (set() if user == "olga" else {"F-101:A-1", "F-101:A-2"})
+        assert [e.run_id for e in q.exclusions("TA")] == ["baseline run 2"]
+        if user == "olga":
+            assert "F-101:A-" not in text and "trial run 2" in doc["reason"], doc["reason"]
+        assert not leaked_ids and not leaked_values, (leaked_ids, leaked_values)
+        assert "baseline run 2" in text  # the exclusion is still listed, by its place in the baseline
+        assert {r["group"] for r in doc["primary"]["runs"]} == (set() if user == "olga" else {"trial"})
+        assert doc["baseline_stability"]["values"] == [] and doc["baseline_stability"]["runs"] == []
+        assert q.judged("TA") is None
+    finally:
+        for h in handles:
+            h.close()
+
+
 def test_too_few_baseline_runs_give_no_numbers_to_startups(tmp_path: Path) -> None:
     """Two runs' mean would be as good as their values: below MIN_BASELINE_RUNS a startup gets flags only."""
     build(tmp_path)
     catalog = Catalog(tmp_path / "biopilot.db")
     catalog.update_run("F-101:BL-3", kind="other")
+    # TA's baseline was frozen when its charter was locked: a trial without a charter takes the baseline
+    # runs on its equipment as they are now
+    catalog.create_trial("TC", title="acme again", equipment=["F-101"], startup="acme", created_by="root")
     catalog.close()
     q, handles = _query(tmp_path, "ann")
     try:
-        summary = q.baseline("TA")
+        summary = q.baseline("TC")
         assert summary is not None and summary.n_runs == 2
         titer = next(k for k in summary.kpis if k.name == "titer")
         assert (
@@ -172,7 +231,7 @@ def test_too_few_baseline_runs_give_no_numbers_to_startups(tmp_path: Path) -> No
             and titer.ci_low is None
             and titer.flags == (f"fewer_than_{MIN_BASELINE_RUNS}_runs",)
         )
-        env = q.baseline_envelope("TA", "temperature")
+        env = q.baseline_envelope("TC", "temperature")
         assert env is not None and not np.isfinite(env.mean).any()
     finally:
         for h in handles:
@@ -354,3 +413,38 @@ def test_writes_need_the_role(site: Path, capsys: pytest.CaptureFixture[str]) ->
     )
     assert code == 0, out
     _ = timedelta
+
+
+# -- ops reads (issue 11): batch chains and data quality ---------------------------------------------------
+@pytest.mark.parametrize("user", USERS)
+def test_chain_and_data_quality_reach_only_the_allowed_set(site: Path, user: str) -> None:
+    """Query.chain over every run: only allowed runs, no link to a hidden one. Query.data_quality over all
+    time: exactly the samples the user may read per tag (the site's ground truth), collector connections for
+    the admin and the operator only."""
+    from datetime import UTC, datetime
+
+    ok = allowed(user)
+    q, handles = _query(site, user)
+    try:
+        chained = {r.id for rid in RUNS for r in q.chain(rid)}
+        _record("query chain", user, chained, ok.runs)
+        links = {r.upstream_id for rid in RUNS for r in q.chain(rid) if r.upstream_id is not None}
+        assert links <= ok.runs
+        if user in ("root", "ann"):
+            assert [r.id for r in q.chain("F-101:A-1")] == ["F-101:A-1", "R-201:A-1"]
+        view = q.data_quality(datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+        counted = {(t.tag, t.quality.samples) for t in view.tags if t.quality.samples}
+        truth: dict[str, int] = {}
+        text = {t.name for t in load_config(CONFIG).tags if t.is_text}
+        for tag, _ in ok.samples:
+            if tag not in text:
+                truth[tag] = truth.get(tag, 0) + 1
+        if user == "ann":  # a startup: the tags of equipment where a run of hers is live (F-101)
+            truth = {t: n for t, n in truth.items() if t.startswith("F-101.")}
+        if user == "bob":  # no live run of his: no equipment, so no tags (as on the Live page)
+            truth = {}
+        _record("query data_quality", user, counted, set(truth.items()))
+        assert bool(view.connections) == (user in ("root", "olga"))
+    finally:
+        for h in handles:
+            h.close()
