@@ -15,7 +15,7 @@ import streamlit as st
 
 from biopilot.access import Viewer
 from dashboard.data import DashboardData
-from dashboard.views import data_quality, energy, live, login, runs, trials, waterfall
+from dashboard.views import compare, data_quality, energy, live, login, review, runs, trials, waterfall
 
 _TOKEN = "bp_session"
 
@@ -118,6 +118,19 @@ def main() -> None:
                 title="Trials",
                 url_path="trials",
                 icon=":material/handshake:",
+            ),
+            # -- run review and compare runs (issue 11 B2) --
+            st.Page(
+                functools.partial(review.render, page),
+                title="Run review",
+                url_path="review",
+                icon=":material/timeline:",
+            ),
+            st.Page(
+                functools.partial(compare.render, page),
+                title="Compare",  # not "… runs": a link text that contains "Runs" is not the Runs page's
+                url_path="compare",
+                icon=":material/compare_arrows:",
             ),
             # -- ops pages (issue 11) --
             st.Page(

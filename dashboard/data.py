@@ -9,13 +9,16 @@ The site config and data directory come from BIOPILOT_CONFIG and BIOPILOT_DATA_D
 
 from __future__ import annotations
 
+import csv
 import io
 import logging
 import math
 import os
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,10 +30,14 @@ from scipy.stats import t as student_t
 from biopilot import units
 from biopilot.access import Trial, User, Viewer, is_loopback
 from biopilot.config import Role, SiteConfig, Tag, load_config
-from biopilot.records import KpiRecord, Phase, Run
-from biopilot.samples import Severity, from_us, severity, utcnow
+from biopilot.errors import BioPilotError
+from biopilot.records import KpiRecord, LabResult, Phase, Run, RunKind
+from biopilot.samples import Severity, from_us, severity, to_us, utcnow
+from processing.alignment import AlignedSeries, Alignment, Axis, Warp
+from processing.baseline import alignment_key
 from processing.energy import specific_consumption
-from processing.queries import Query, open_query
+from processing.envelope import Envelope
+from processing.queries import Forbidden, Query, open_query
 from processing.queries.auth import Authenticator
 from processing.queries.query import BaselineEnvelope, BaselineSummary, DataQualityView, SiteInfo
 from storage import Catalog, HealthStore, TimeSeriesStore, open_catalog, open_health, open_store
@@ -39,6 +46,8 @@ from storage.health import connection_verdict, liveness, source_alive, store_ver
 
 log = logging.getLogger(__name__)
 
+READ_THREADS = 4  # the Run review's reads in parallel
+REVIEW_POINTS = 600  # bucket means per run and tag on the Run review and Compare pages
 STALE_AFTER_S = 30.0  # without health from the collectors: a value older than this is shown as stale
 
 # The tags a tile shows first, per equipment (by role); the rest follow in config order.
@@ -298,6 +307,200 @@ class PageData:
 
     def baseline_envelope(self, trial_id: str, role: str) -> BaselineEnvelope | None:
         return self._q.baseline_envelope(trial_id, role)
+
+    # -- run review, compare runs, live envelopes and alarms (issue 11 B2) ---------------------------------
+    def alignment_choices(self, run_id: str) -> list[AlignmentChoice]:
+        """Stored envelope alignments first (the envelope can be drawn), then time since inoculation."""
+        found = self._q.alignments(run_id)
+        choices = [AlignmentChoice(_alignment_label(a), alignment_key(a), a) for a in found]
+        return sorted(choices, key=lambda c: c.alignment.axis == Axis.INOCULATION)
+
+    def review_tags(self, run_id: str) -> list[Tag]:
+        """The numeric, non-lab tags of the run's equipment (empty when the run is not visible)."""
+        return [t for t in self._q.run_tags(run_id) if not t.is_text and t.lab is None]
+
+    def baseline_runs(self, run_id: str) -> list[Run]:
+        """The closed baseline runs of the run's equipment and product the viewer may see one by one
+        (admin, operator); a startup or partner gets none (the envelope is their baseline)."""
+        run = self._q.run(run_id)
+        if run is None or self.viewer.role.value not in ("admin", "operator"):
+            return []
+        return [
+            r
+            for r in self._q.runs(equipment=run.equipment, kind=RunKind.BASELINE.value)
+            if r.id != run.id and r.end is not None and (r.product or "") == (run.product or "")
+        ]
+
+    def envelope_tags(self, run_id: str, choice: AlignmentChoice) -> list[str]:
+        """The tags with a stored envelope on this alignment for the run's equipment + product."""
+        return [e.tag for e in self._q.envelopes(run_id) if alignment_key(e.alignment) == choice.key]
+
+    def kpi_table(self, run_ids: list[str]) -> list[dict[str, str]]:
+        """One row per KPI, one column per run (value with its unit; empty where a run has none)."""
+        values: dict[str, dict[str, str]] = {}
+        units_of: dict[str, str] = {}
+        for run_id in run_ids:
+            for k in self._q.kpis(run_id):
+                units_of[k.name] = k.unit
+                values.setdefault(k.name, {})[run_id] = (
+                    f"{k.value:.4g}" if k.value is not None else "— (" + ", ".join(k.flags) + ")"
+                )
+        return [
+            {"KPI": name, "unit": units_of[name], **{r: values[name].get(r, "") for r in run_ids}}
+            for name in values
+        ]
+
+    def review(
+        self,
+        run_ids: list[str],
+        tags: list[str],
+        choice: AlignmentChoice,
+        *,
+        overlay: Sequence[str] = (),
+        envelope: bool = True,
+        points: int = REVIEW_POINTS,
+        by_role: bool = False,
+    ) -> Review:
+        """Runs (and baseline runs `overlay`) on one aligned axis. tags: tag names, or roles when by_role
+        (Compare: each run's tag of that role). The first run's phases, lab results and envelopes."""
+        q = self._q
+        runs = [r for r in (q.run(i) for i in run_ids) if r is not None]
+        notes: list[str] = []
+        traces: list[AlignedTrace] = []
+        phases: list[PhaseSpan] = []
+        lab: list[LabPoint] = []
+        bands: dict[str, EnvelopeBand] = {}
+        a = choice.alignment
+        tag_of: dict[str, Tag] = {}
+        jobs: list[tuple[int, Run, Tag]] = []  # (position of the run, run, tag) in drawing order
+        for i, run in enumerate([*runs, *(r for r in (q.run(o) for o in overlay) if r is not None)]):
+            own = q.run_tags(run.id)
+            tag_of.update({t.name: t for t in own})
+            chosen = (
+                [next((t for t in own if t.role.value == role and not t.is_text), None) for role in tags]
+                if by_role
+                else [tag_of.get(name) for name in tags]
+            )
+            jobs += [(i, run, t) for t in chosen if t is not None and t.equipment == run.equipment]
+        # the reads run side by side (the store is thread-safe; Parquet reads release the GIL)
+        with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+            found = list(pool.map(lambda job: q.aligned(job[1].id, job[2].name, a, points), jobs))
+        warp_done = False
+        for (i, run, tag), aligned in zip(jobs, found, strict=True):
+            if aligned is None:
+                continue
+            tr = _trace(run, aligned, tag, i >= len(runs))
+            if by_role:
+                tr = replace(tr, tag=tag.role.value)
+            traces.append(tr)
+            for flag in aligned.flags:
+                notes.append(f"{run.id}: {flag}")
+            if i == 0 and not warp_done:
+                warp_done = True
+                phases = _phase_spans(q.phases(run.id), aligned.warp, run)
+                lab = _lab_points(q.lab_results(run.id), aligned.warp)
+        if envelope and runs:
+            for env in q.envelopes(runs[0].id):
+                if alignment_key(env.alignment) != choice.key:
+                    continue
+                key = env.tag
+                if by_role:
+                    t = tag_of.get(env.tag)
+                    if t is None or t.role.value not in tags:
+                        continue
+                    key = t.role.value
+                elif env.tag not in tags:
+                    continue
+                bands[key] = _band(env)
+        return Review(
+            runs, choice, f"{choice.label} [{a.unit}]", traces, bands, phases, lab, list(dict.fromkeys(notes))
+        )
+
+    def alarms(self, *, run_id: str | None = None, open_only: bool = False) -> list[AlarmRow]:
+        out = []
+        for al in self._q.alarms(run_id=run_id, open_only=open_only):
+            if al.kind == "mspc":
+                size = f"{al.size:.3g} × limit"
+            else:
+                rel = f" ({al.size_relative:.2g} half-widths)" if al.size_relative is not None else ""
+                size = f"{al.size:.3g} {units.display(al.size_unit)}{rel}"
+            out.append(
+                AlarmRow(
+                    al.id,
+                    al.run_id,
+                    al.equipment,
+                    al.tag,
+                    al.variable,
+                    al.kind,
+                    al.direction,
+                    al.raised,
+                    size,
+                    al.state,
+                    al.ack_by,
+                    al.ack_at,
+                )
+            )
+        return out
+
+    def may_acknowledge(self) -> bool:
+        return self.viewer.role.value in ("admin", "operator")
+
+    def acknowledge(self, alarm_id: int, comment: str | None = None) -> str | None:
+        """Acknowledge as the viewer; None when done, else why not (said to the person)."""
+        try:
+            self._q.acknowledge_alarm(alarm_id, comment)
+        except (Forbidden, BioPilotError) as exc:
+            return str(exc)
+        return None
+
+    def live_bands(self, tags: list[str]) -> dict[str, tuple[list[datetime], EnvelopeBand]]:
+        """Per tag, the envelope of the open run on its equipment in plant time (site zone): the band's
+        aligned grid mapped back through that run's warp."""
+        zone = ZoneInfo(self.site.timezone)
+        out: dict[str, tuple[list[datetime], EnvelopeBand]] = {}
+        by_name = {t.name: t for t in self._q.tags()}
+        for run in self._q.runs(open_only=True):
+            wanted = [n for n in tags if n in by_name and by_name[n].equipment == run.equipment]
+            if not wanted:
+                continue
+            envs = [e for e in self._q.envelopes(run.id) if e.tag in wanted]
+            for env in envs:
+                if env.tag in out:
+                    continue
+                warp = self._q.warp(run.id, env.alignment)
+                if warp is None:
+                    continue
+                ts = warp.inverse(env.grid)
+                ok = np.isfinite(ts)
+                when = [from_us(int(x)).astimezone(zone) for x in ts[ok]]
+                b = _band(env)
+                out[env.tag] = (
+                    when,
+                    replace(b, t=b.t[ok], mean=b.mean[ok], lower=b.lower[ok], upper=b.upper[ok], n=b.n[ok]),
+                )
+        return out
+
+    def progress(self) -> list[Progress]:
+        """Each live run: aligned time now (on its stored envelopes' alignment, else since inoculation)."""
+        now = self._q.latest_time()
+        if now is None:
+            return []
+        out = []
+        for run in self._q.runs(open_only=True):
+            envs = self._q.envelopes(run.id)
+            choices = self._q.alignments(run.id)
+            a = envs[0].alignment if envs else (choices[0] if choices else None)
+            if a is None:
+                continue
+            warp = self._q.warp(run.id, a)
+            if warp is None:
+                continue
+            t = float(warp.forward(np.array([to_us(now)], dtype=np.float64))[0])
+            phases = self._q.phases(run.id)
+            phase = phases[-1].name if phases else ""
+            ref = float(envs[0].grid[-1]) if envs and len(envs[0].grid) else None
+            out.append(Progress(run.equipment, run.id, phase, t, ref))
+        return out
 
     def charter_versions(self, trial_id: str) -> list[CharterRecord]:
         """Every version of the trial's charter, oldest first (version 0: an unlocked draft)."""
@@ -595,3 +798,168 @@ def _tile(
     value = "—" if quality == "bad" else _format(sample.value)
     unit = "" if tag.is_text or value == "—" else units.display(tag.unit)
     return Tile(tag.name, _label(tag), value, unit, age, sample.ts, quality, state)
+
+
+# -- run review, compare runs, live envelopes and alarms (issue 11 B2) -------------------------------------
+@dataclass(frozen=True)
+class AlignedTrace:
+    """One tag of one run on the aligned axis: bucket means (NaN where the line breaks: a gap)."""
+
+    run_id: str
+    tag: str
+    role: str
+    unit: str  # for display
+    t: np.ndarray  # aligned coordinate [axis unit]
+    values: np.ndarray
+    baseline: bool  # a baseline run laid over the reviewed one
+
+
+@dataclass(frozen=True)
+class EnvelopeBand:
+    """A stored golden-batch envelope of one tag (the 95 % prediction band) on the aligned grid."""
+
+    tag: str
+    unit: str
+    t: np.ndarray
+    mean: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    n: np.ndarray  # baseline runs with a value at each point
+    n_runs: int  # runs the envelope rests on (the most at any point)
+
+
+@dataclass(frozen=True)
+class PhaseSpan:
+    name: str
+    t0: float  # aligned
+    t1: float
+
+
+@dataclass(frozen=True)
+class LabPoint:
+    analyte: str
+    unit: str
+    t: float  # aligned
+    value: float
+
+
+@dataclass(frozen=True)
+class AlignmentChoice:
+    label: str
+    key: str
+    alignment: Alignment
+
+
+@dataclass(frozen=True)
+class Review:
+    """What the Run review and Compare pages draw: traces per tag (or role), envelopes, phases, lab points."""
+
+    runs: list[Run]
+    alignment: AlignmentChoice
+    axis_label: str
+    traces: list[AlignedTrace]
+    bands: dict[str, EnvelopeBand]
+    phases: list[PhaseSpan]
+    lab: list[LabPoint]
+    notes: list[str]
+
+    def csv(self) -> str:
+        """The shown data, one line per point: run, tag, aligned time, value (envelopes as their bounds)."""
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(["run", "series", "unit", f"aligned_{self.alignment.alignment.unit}", "value"])
+        for tr in self.traces:
+            for t, y in zip(tr.t.tolist(), tr.values.tolist(), strict=True):
+                if np.isfinite(t) and np.isfinite(y):
+                    w.writerow([tr.run_id, tr.tag, tr.unit, f"{t:.4f}", f"{y:.6g}"])
+        for tag, b in self.bands.items():
+            for name, arr in (
+                ("envelope_lower", b.lower),
+                ("envelope_mean", b.mean),
+                ("envelope_upper", b.upper),
+            ):
+                for t, y in zip(b.t.tolist(), arr.tolist(), strict=True):
+                    if np.isfinite(y):
+                        w.writerow([name, tag, b.unit, f"{t:.4f}", f"{y:.6g}"])
+        for p in self.lab:
+            w.writerow(["lab", p.analyte, p.unit, f"{p.t:.4f}", f"{p.value:.6g}"])
+        return out.getvalue()
+
+
+@dataclass(frozen=True)
+class AlarmRow:
+    id: int
+    run_id: str
+    equipment: str
+    tag: str
+    variable: str | None
+    kind: str
+    direction: str
+    raised: datetime
+    size: str  # formatted with its unit
+    state: str  # open / closed
+    ack_by: str | None
+    ack_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far into its batch a vessel's live run is: aligned time now against the reference batch."""
+
+    equipment: str
+    run_id: str
+    phase: str
+    aligned_h: float
+    reference_h: float | None  # the envelope grid's end (the baseline's length on this axis)
+
+
+def _alignment_label(a: Alignment) -> str:
+    if a.axis == Axis.LANDMARKS:
+        return "phase landmarks (" + " → ".join(a.landmarks) + ")"
+    if a.axis == Axis.MATURITY:
+        return f"maturity ({a.maturity})"
+    return "time since inoculation"
+
+
+def _trace(run: Run, a: AlignedSeries, tag: Tag, baseline: bool) -> AlignedTrace:
+    values = np.where(a.severity >= Severity.BAD, np.nan, a.values)
+    # a line break: NaN inserted before each sample the line must not reach from the one before
+    breaks = np.flatnonzero(a.breaks[1:]) + 1 if len(a) > 1 else np.empty(0, np.int64)
+    t = np.insert(a.t, breaks, np.nan)
+    y = np.insert(values, breaks, np.nan)
+    return AlignedTrace(run.id, tag.name, tag.role.value, units.display(tag.unit), t, y, baseline)
+
+
+def _band(env: Envelope) -> EnvelopeBand:
+    return EnvelopeBand(
+        env.tag,
+        units.display(env.unit),
+        env.grid,
+        env.mean,
+        env.lower,
+        env.upper,
+        env.n,
+        int(env.n.max()) if len(env.n) else 0,
+    )
+
+
+def _phase_spans(phases: list[Phase], warp: Warp, run: Run) -> list[PhaseSpan]:
+    out = []
+    for p in sorted(phases, key=lambda p: p.start):
+        end = p.end or run.end
+        t0 = float(warp.forward(np.array([to_us(p.start)], dtype=np.float64))[0])
+        t1 = float(warp.forward(np.array([to_us(end)], dtype=np.float64))[0]) if end else t0
+        if np.isfinite(t0) and np.isfinite(t1):
+            out.append(PhaseSpan(p.name, t0, t1))
+    return out
+
+
+def _lab_points(results: list[LabResult], warp: Warp) -> list[LabPoint]:
+    if not results:
+        return []
+    t = warp.forward(np.array([to_us(r.ts) for r in results], dtype=np.float64))
+    return [
+        LabPoint(r.analyte, units.display(r.unit), float(x), float(r.value))
+        for r, x in zip(results, t.tolist(), strict=True)
+        if np.isfinite(x)
+    ]

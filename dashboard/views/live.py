@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 import streamlit as st
 
 from biopilot.config import Role
-from dashboard.charts import trend_figure
-from dashboard.data import EquipmentView, PageData, Tile
+from dashboard.charts import live_envelopes, trend_figure
+from dashboard.data import AlarmRow, EquipmentView, PageData, Progress, Tile
 
 REFRESH_S = 2.0
 WINDOWS = {
@@ -63,19 +63,24 @@ def _live(data: PageData, chosen: list[str], window: timedelta) -> None:
             ),
             help="\n\n".join(f"{s.name}: {s.state}, {s.detail}" for s in status),
         )
+    progress = {p.equipment: p for p in data.progress()}
     for view in data.equipment_views():
-        _equipment(view)
+        _equipment(view, progress.get(view.id))
+    _alarms(data)
     if chosen:
         trends = data.trends(chosen, window)
         if trends:
-            st.plotly_chart(trend_figure(trends), key="trend_chart")
+            fig = live_envelopes(trend_figure(trends), trends, data.live_bands(chosen))
+            st.plotly_chart(fig, key="trend_chart")
 
 
-def _equipment(view: EquipmentView) -> None:
+def _equipment(view: EquipmentView, progress: Progress | None = None) -> None:
     batch = f"batch **{view.batch_id}**" if view.batch_id else "no batch"
     phase = f" · phase **{view.phase}**" if view.phase else ""
     st.subheader(f"{view.id} · {view.name}", anchor=False)
     st.markdown(f"{batch}{phase}")
+    if _progress(progress):
+        st.caption(_progress(progress))
     st.markdown(
         _TILE_CSS
         + "".join(_tile_html(t) for t in view.tiles).join(
@@ -126,3 +131,50 @@ def _age(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+# -- envelope, alarms and batch progress (issue 11 B2) ------------------------------------------------------
+def _progress(p: Progress | None) -> str:
+    """'31.2 h into the batch (baseline 48 h, 65 %)' on the run's aligned axis."""
+    if p is None or p.aligned_h != p.aligned_h:  # NaN: not aligned yet
+        return ""
+    text = f"{p.run_id}: {p.aligned_h:.1f} h into the batch"
+    if p.reference_h:
+        text += f" (baseline {p.reference_h:.0f} h, {100 * p.aligned_h / p.reference_h:.0f} %)"
+    return text
+
+
+def _alarms(data: PageData) -> None:
+    alarms = data.alarms(open_only=False)
+    open_ = [a for a in alarms if a.state == "open" or a.ack_by is None]
+    if not alarms:
+        return
+    st.subheader(f"Alarms · {sum(a.state == 'open' for a in alarms)} open", anchor=False)
+    tz = ZoneInfo(data.site.timezone)
+    for a in open_[:20]:
+        cols = st.columns([6, 1])
+        cols[0].markdown(_alarm_line(a, tz))
+        if a.ack_by is None and data.may_acknowledge() and cols[1].button("Acknowledge", key=f"ack_{a.id}"):
+            why = data.acknowledge(a.id)
+            if why:
+                st.error(why)
+            else:
+                st.rerun()
+    if len(alarms) > len(open_[:20]):
+        st.caption(
+            f"{len(alarms) - len(open_[:20])} more alarm(s) (acknowledged and over): `biopilot alarms list`"
+        )
+
+
+def _alarm_line(a: AlarmRow, tz: ZoneInfo) -> str:
+    what = a.tag if a.kind != "mspc" else f"{a.tag} → {a.variable or '?'}"
+    state = ":red[open]" if a.state == "open" else "over"
+    ack = (
+        f"acknowledged by {a.ack_by} {a.ack_at.astimezone(tz):%H:%M}"
+        if a.ack_by and a.ack_at
+        else "not acknowledged"
+    )
+    return (
+        f"**#{a.id}** {state} · {a.run_id} · `{what}` {a.direction} · raised "
+        f"{a.raised.astimezone(tz):%d %b %H:%M} · {a.size} · {ack}"
+    )

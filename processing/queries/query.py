@@ -16,6 +16,13 @@ Who sees what (the viewer's role; `biopilot.access`):
 Something a viewer may not see reads as absent (None, an empty list): the answer does not tell "forbidden"
 from "does not exist", so no name leaks.
 
+Run review and live (issue 11): a run's series on an aligned axis (`aligned`, read as bucket means in the
+store, never raw) and its warp, for whoever may see the run; the stored golden-batch envelopes of the run's
+equipment + product for whoever may see the run (startups and partners without the baseline run ids, and only
+envelopes of at least MIN_BASELINE_RUNS runs); deviation alarms of the runs the viewer may see (none for a
+partner); acknowledging an alarm: an operator of its equipment or an admin, stored with who and when, and
+written to the audit log.
+
 Baseline aggregates (`baseline`, `baseline_envelope`) are computed here from runs the viewer never receives;
 with fewer than MIN_BASELINE_RUNS runs a startup or partner gets no numbers (one run's mean is that run).
 
@@ -35,19 +42,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from biopilot.access import AuditEntry, Trial, TrialInvitation, User, UserRole, Viewer
-from biopilot.config import Equipment, Role, SiteConfig, Tag
+from biopilot.config import Equipment, Role, SiteConfig, Tag, process_spec
 from biopilot.records import Buckets, KpiRecord, LabResult, Latest, Phase, Run, RunKind, SeriesData
-from biopilot.samples import Sample, from_us, to_us
+from biopilot.samples import Sample, from_us, to_us, utcnow
 from processing.aggregates import envelope, mean_ci
+from processing.alignment import AlignedSeries, Alignment, AlignmentError, Axis, Warp, align_series, warp_for
+from processing.baseline import bucket_series
+from processing.envelope import Envelope
 from processing.evidence.inputs import CharterVersion, EvidenceInputs, RunSource
 from processing.quality import SignalQuality, assess
 from processing.trial_inputs import Exclusion, RunRecord
 from processing.verdict import Verdict, hide_runs, judge, verdict_to_json
+from storage.alarms import Alarm, Alarms
 from storage.base import TimeSeriesStore
 from storage.catalog import Catalog
 from storage.charters import BASELINE, TRIAL, CharterRecord, ExclusionRecord, TrialMember
 from storage.health import HealthStore
 from storage.health import TagHealth as CollectedTag
+from storage.references import References
 
 if TYPE_CHECKING:
     from processing.evidence.manifest import Manifest
@@ -349,6 +361,41 @@ class Query:
         """Admin only (Forbidden otherwise)."""
         return self._call("audit", since=since, actor=actor)  # type: ignore[no-any-return]
 
+    # -- run review, compare runs, live envelopes and alarms (issue 11 B2) -------------------------------
+    def alarms(
+        self, *, run_id: str | None = None, open_only: bool = False, limit: int | None = None
+    ) -> list[Alarm]:
+        """Deviation alarms of the runs the viewer may see (none for a partner), newest raised first."""
+        return self._call("alarms", run_id=run_id, open_only=open_only, limit=limit)  # type: ignore[no-any-return]
+
+    def acknowledge_alarm(self, alarm_id: int, comment: str | None = None) -> Alarm:
+        """Acknowledge an alarm as the viewer (operator of its equipment, or admin; Forbidden otherwise),
+        now; written to the audit log. StoreError when it was acknowledged already."""
+        return self._call("acknowledge_alarm", alarm_id, comment)  # type: ignore[no-any-return]
+
+    def envelopes(self, run_id: str) -> list[Envelope]:
+        """The stored golden-batch envelopes of the run's equipment + product (every alignment stored), for
+        a viewer who may see the run; the baseline run ids are cut for startups and partners."""
+        return self._call("envelopes", run_id)  # type: ignore[no-any-return]
+
+    def run_tags(self, run_id: str) -> list[Tag]:
+        """The configured tags of a run's equipment, for a viewer who may see the run's series."""
+        return self._call("run_tags", run_id)  # type: ignore[no-any-return]
+
+    def alignments(self, run_id: str) -> list[Alignment]:
+        """The alignments a run can be reviewed on: time since inoculation (the equipment's inoculation
+        phase), then those of the stored envelopes of its equipment + product."""
+        return self._call("alignments", run_id)  # type: ignore[no-any-return]
+
+    def warp(self, run_id: str, alignment: Alignment) -> Warp | None:
+        """The run's map from plant time to the aligned axis (from its phases), None if not visible."""
+        return self._call("warp", run_id, alignment)  # type: ignore[no-any-return]
+
+    def aligned(self, run_id: str, tag: str, alignment: Alignment, points: int = 600) -> AlignedSeries | None:
+        """One tag of one run on an aligned axis, read downsampled in the store (about `points` bucket
+        means over the run); None when the viewer may not see the run or the tag is not of its equipment."""
+        return self._call("aligned", run_id, tag, alignment, points)  # type: ignore[no-any-return]
+
     # -- ops: batch chains and data quality (issue 11: Energy, Data quality, Yield waterfall pages) ----------
     def chain(self, run_id: str) -> list[Run]:
         """The run and every run downstream of it (its recovery runs, theirs…) that the viewer may see, in
@@ -390,6 +437,8 @@ class _Backend:
         self._catalog = catalog
         self._store = store
         self._health = health
+        self._alarms = Alarms(catalog.db)
+        self._references = References(catalog.db)
 
     # -- scope -------------------------------------------------------------------------------------------
     def _operator_equipment(self, v: Viewer) -> set[str]:
@@ -855,6 +904,99 @@ class _Backend:
         if not v.is_admin:
             raise Forbidden(f"{v.name} is a {v.role.value}: only an admin reads the audit log")
         return self._catalog.audit.entries(since=since, actor=actor)
+
+    # -- run review, compare runs, live envelopes and alarms (issue 11 B2) -------------------------------
+    def alarms(self, v: Viewer, *, run_id: str | None, open_only: bool, limit: int | None) -> list[Alarm]:
+        if v.role == UserRole.PARTNER:
+            return []
+        if run_id is not None:
+            if self._run(v, run_id) is None:
+                return []
+            return self._alarms.alarms(run_id=run_id, open_only=open_only, limit=limit)
+        if v.role == UserRole.ADMIN:
+            return self._alarms.alarms(open_only=open_only, limit=limit)
+        visible = {r.id for r in self._visible_runs(v)}
+        out = [a for a in self._alarms.alarms(open_only=open_only) if a.run_id in visible]
+        return out[:limit] if limit is not None else out
+
+    def acknowledge_alarm(self, v: Viewer, alarm_id: int, comment: str | None) -> Alarm:
+        alarm = self._alarms.alarm(alarm_id)
+        may = v.role == UserRole.ADMIN or (
+            v.role == UserRole.OPERATOR
+            and alarm is not None
+            and alarm.equipment in self._operator_equipment(v)
+        )
+        if not may:
+            raise Forbidden(f"{v.name} is a {v.role.value}: only an operator of the equipment acknowledges")
+        acked = self._alarms.acknowledge(alarm_id, v.name, utcnow(), comment)
+        self._catalog.audit.append(
+            v.name, "alarm.ack", str(alarm_id), why=comment or "", run=acked.run_id, tag=acked.tag
+        )
+        return acked
+
+    def envelopes(self, v: Viewer, run_id: str) -> list[Envelope]:
+        run = self._run(v, run_id)
+        if run is None:
+            return []
+        out = []
+        for stored in self._references.envelopes(run.equipment, run.product or ""):
+            if stored.doc is None:
+                continue
+            env = Envelope.from_json(stored.doc)
+            if self._aggregates_only(v):
+                if len(env.runs) < MIN_BASELINE_RUNS:
+                    continue
+                env = replace(env, runs=())
+            out.append(env)
+        return out
+
+    def run_tags(self, v: Viewer, run_id: str) -> list[Tag]:
+        run = self._run(v, run_id)
+        if run is None or v.role == UserRole.PARTNER:
+            return []
+        return self._config.tags_of(run.equipment)
+
+    def alignments(self, v: Viewer, run_id: str) -> list[Alignment]:
+        run = self._run(v, run_id)
+        if run is None:
+            return []
+        spec = process_spec(self._config, run.equipment)
+        out = [Alignment(axis=Axis.INOCULATION.value, inoculation_phase=spec.inoculation_phase)]
+        for env in self.envelopes(v, run_id):
+            if all(env.alignment != a for a in out):
+                out.append(env.alignment)
+        return out
+
+    def warp(self, v: Viewer, run_id: str, alignment: Alignment) -> Warp | None:
+        run = self._run(v, run_id)
+        if run is None:
+            return None
+        try:
+            return warp_for(self._catalog.phases(run.id), alignment, run_start=run.start)[0]
+        except AlignmentError:
+            return None
+
+    def aligned(
+        self, v: Viewer, run_id: str, tag: str, alignment: Alignment, points: int
+    ) -> AlignedSeries | None:
+        run = self._run(v, run_id)
+        if run is None or v.role == UserRole.PARTNER:
+            return None
+        try:
+            t = self._config.tag(tag)
+        except KeyError:
+            return None
+        if t.equipment != run.equipment or t.is_text:
+            return None
+        end = run.end or self.latest_time(v)
+        if end is None or end <= run.start:
+            return None
+        bucket_h = max((to_us(end) - to_us(run.start)) / 3.6e9 / max(points, 1), 1e-6)
+        data = bucket_series(self._store.read_buckets, tag, run.start, end, bucket_h)
+        try:
+            return align_series(data, self._catalog.phases(run.id), alignment, run_start=run.start)
+        except AlignmentError:
+            return None
 
     # -- ops: batch chains and data quality (issue 11) ----------------------------------------------------
     def chain(self, v: Viewer, run_id: str) -> list[Run]:

@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import chromium_or_skip, free_port
 from tests.dashboard.test_browser import CHROMIUM_ARGS, SHOTS
 from tests.processing.queries.site import CONFIG, PASSWORD, RUNS, TRIALS, USERS, allowed, build, word_counts
+from tests.processing.queries.test_review_queries import add_references_and_alarms
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -77,6 +78,7 @@ def test_each_user_sees_only_their_runs_and_trials_in_chromium(tmp_path: Path) -
     data = tmp_path / "data"
     data.mkdir()
     build(data)
+    add_references_and_alarms(data)  # a stored envelope and alarms: the Run review and Live show them
     port = free_port()
     log = (tmp_path / "dashboard.log").open("wb")
     proc = subprocess.Popen(
@@ -139,7 +141,31 @@ def test_each_user_sees_only_their_runs_and_trials_in_chromium(tmp_path: Path) -
                     cells = page.evaluate(_CELLS_JS)
                     texts += [page.inner_text("body"), "\n".join(cells)]
                     _shot(page, f"access-{user}-trials.png", tmp_path)
+
+                    # Run review and Compare runs (issue 11 B2): the run chooser offers the allowed runs
+                    _go(page, "Run review")
+                    reviewed = set(_options(page, "Run"))
+                    page.wait_for_function(
+                        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
+                    )
+                    texts.append(page.inner_text("body"))
+                    _shot(page, f"access-{user}-review.png", tmp_path)
+                    page.locator('[data-testid="stSidebarNavLink"]', has_text="Compare").click()
+                    page.locator("h1", has_text="Compare runs").wait_for(timeout=20_000)
+                    page.wait_for_function(
+                        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
+                    )
+                    page.wait_for_function(  # the chart, or what the page says instead
+                        "() => [...document.querySelectorAll('.js-plotly-plot')].some(d => d._fullData)"
+                        " || document.querySelector('[data-testid=\"stAlert\"]')",
+                        timeout=60_000,
+                    )
+                    texts.append(page.inner_text("body"))
+                    _shot(page, f"access-{user}-compare.png", tmp_path)
                     context.close()
+                    forbidden_review = reviewed - ok.runs
+                    assert reviewed == set(ok.runs), (user, reviewed)
+                    assert not forbidden_review
 
                     text = "\n".join(texts)
                     forbidden = (runs - ok.runs) | (trials - ok.trials)

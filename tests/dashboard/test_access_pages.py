@@ -219,6 +219,83 @@ def test_pages_get_no_store_or_catalog_handle(site: Path) -> None:
         health.close()
 
 
+# -- Run review, Compare runs, and the Live page's alarms (issue 11 B2) -------------------------------------
+@pytest.fixture(scope="module")
+def review_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The isolation site with a stored envelope of F-101.temperature and an open alarm on five runs."""
+    from tests.processing.queries.test_review_queries import add_references_and_alarms
+
+    data_dir = tmp_path_factory.mktemp("review-site")
+    build(data_dir)
+    add_references_and_alarms(data_dir)
+    return data_dir
+
+
+def _figure_runs(at: AppTest) -> set[str]:
+    import json
+
+    runs: set[str] = set()
+    for chart in at.get("plotly_chart"):
+        for trace in json.loads(chart.proto.spec)["data"]:  # type: ignore[attr-defined]
+            if "hovertemplate" in trace:
+                runs.add(trace["hovertemplate"].split("<br>")[0])
+    return runs
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_review_compare_and_alarms_show_only_what_the_user_may_see(
+    user: str, review_site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.processing.queries.test_review_queries import ALARMED
+
+    monkeypatch.setenv("BIOPILOT_DATA_DIR", str(review_site))
+    ok = allowed(user)
+    at = sign_in(user)
+    assert not at.exception, [e.value for e in at.exception]
+    # Live: the alarms listed are of runs the user may see (none for the partner)
+    alarm_runs = {r for m in at.markdown if m.value.startswith("**#") for r in ALARMED if f" {r} " in m.value}
+    # pat and bob have no live run: the Live page has nothing for them (bob's alarm is on his Run review)
+    expected = {r for r in ALARMED if r in ok.runs} if user not in ("pat", "bob") else set()
+    bad = alarm_runs - ok.runs
+    FORBIDDEN[("Alarms", user)] = (len(alarm_runs), len(bad))
+    assert not bad and alarm_runs == expected, (user, alarm_runs)
+    texts = [_text(at)]
+
+    # Run review: the chooser offers exactly the allowed runs; every run drawn is allowed
+    at = open_page(at, "Run review")
+    assert not at.exception, [e.value for e in at.exception]
+    offered = set(at.selectbox(key="review_run").options)
+    drawn = set()
+    for run_id in sorted(offered):
+        at.selectbox(key="review_run").set_value(run_id).run()
+        assert not at.exception, [e.value for e in at.exception]
+        drawn |= _figure_runs(at)
+        texts.append(_text(at))
+        if run_id in ALARMED:  # the run's alarm is in its review (never for the partner: no series)
+            assert any(list(d.value.columns)[:1] == ["#"] for d in at.dataframe) == (user != "pat")
+    bad = (offered | drawn) - ok.runs
+    FORBIDDEN[("Review", user)] = (len(offered | drawn), len(bad))
+    assert not bad and offered == set(ok.runs), (user, offered, drawn)
+    if user in ("ann", "bob", "pat"):  # the baseline only as the envelope
+        assert not {r for r in drawn if "BL-" in r}
+
+    # Compare runs: only runs whose series the user may see
+    at = open_page(at, "Compare")
+    assert not at.exception, [e.value for e in at.exception]
+    offered = set(at.multiselect(key="compare_runs").options) if at.multiselect else set()
+    drawn = _figure_runs(at)
+    bad = (offered | drawn) - ok.runs
+    FORBIDDEN[("Compare", user)] = (len(offered | drawn), len(bad))
+    assert not bad, (user, offered, drawn)
+    if user == "pat":
+        assert not offered  # a partner sees no series
+    texts.append(_text(at))
+
+    leaks = word_counts("\n".join(texts), ok.forbidden_words)
+    FORBIDDEN[("names B2", user)] = (len(ok.forbidden_words), sum(leaks.values()))
+    assert not leaks, leaks
+
+
 # -- ops pages (issue 11): Energy & utilities, Yield waterfall, Data quality & collectors --------------------
 @pytest.mark.parametrize("user", USERS)
 def test_ops_pages_show_only_what_the_user_may_see(user: str) -> None:
