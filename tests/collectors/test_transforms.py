@@ -73,7 +73,7 @@ def test_collected_values_are_stored_transformed(mqtt_broker: Broker, tmp_path: 
         sink = collectors.sink
         tasks = [asyncio.create_task(collector.run(stop)), asyncio.create_task(sink.run(stop))]  # type: ignore[union-attr]
         await asyncio.wait_for(collector.connected.wait(), 10)
-        await asyncio.sleep(0.3)  # the SUBSCRIBE is sent in on_connect; give the broker its SUBACK
+        await asyncio.wait_for(collector.subscribed.wait(), 10)  # the broker confirmed the SUBSCRIBE
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{prefix}")
         pub.connect(mqtt_broker.host, mqtt_broker.port)
         pub.loop_start()
