@@ -109,12 +109,32 @@ def create_private(path: Path) -> None:
         os.close(fd)
 
 
+WAL_SWITCH_S = 10.0  # how long an opener retries switching a new database to WAL while others do the same
+
+
+def _journal_wal(conn: sqlite3.Connection) -> None:
+    """PRAGMA journal_mode=WAL, retried with backoff while the database is locked. Switching a new database to
+    WAL needs its exclusive lock, and SQLite answers "database is locked" at once instead of calling the busy
+    handler when waiting could deadlock (several processes opening a new catalog at the same moment: seen in
+    CI on a loaded machine, tests/storage/conformance/test_catalog_conformance.py)."""
+    deadline, delay = time.monotonic() + WAL_SWITCH_S, 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A connection with the pragmas every BioPilot connection to the embedded database uses."""
     try:
         create_private(path)
         conn = sqlite3.connect(path, timeout=10.0, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _journal_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA cache_size=-65536")  # 64 MiB

@@ -138,7 +138,8 @@ def test_broker_killed_mid_stream_loses_nothing(tmp_path: Path, private_mosquitt
     this test failed 1 of 4 runs on a loaded machine with one value short; a bare paho subscriber with manual
     acks loses one the same way, 2 of 6 runs under load). So the test counts what
     reached the collector (a tap on its decoder) and asserts: all of that stored, and anything else missing is
-    a message the broker held at the kill (published before it), never one published after the restart."""
+    a message the broker held at the kill (published before it), never one published after the restart, and
+    no more than 1 % of the stream."""
     broker = private_mosquitto
     prefix = uuid.uuid4().hex[:8]
     config = parse_config(_config(broker.port, prefix))
@@ -187,7 +188,11 @@ def test_broker_killed_mid_stream_loses_nothing(tmp_path: Path, private_mosquitt
     )
     assert missing == lost_by_broker, "the collector lost what the broker delivered"
     assert all(i < killed_at for i in lost_by_broker), "the broker lost a message published after its restart"
-    assert len(lost_by_broker) <= 2  # the id reuse costs one message per restart; more is something else
+    # What the broker loses is what it had acknowledged but not yet saved or delivered at the kill: one or two
+    # on a quiet machine (the id reuse above), 12 consecutive ones (1062-1073 of 1077 published) once in CI at
+    # load average 9 on 2 cores, when the collector drained the broker's queue more slowly. More than 1 % of
+    # the stream would be something else (a broker without persistence loses its whole queue).
+    assert len(lost_by_broker) <= n // 100, f"the broker lost {len(lost_by_broker)} of {n}"
     data = store.read("R-1.flow", T0, T0 + timedelta(days=1))
     assert len(data) == len(set(data.values.tolist())) == n - len(lost_by_broker)  # each stored once
     assert collector.connects >= 2
