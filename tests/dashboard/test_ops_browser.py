@@ -1,4 +1,4 @@
-"""The Energy & utilities, Yield waterfall and Data quality & collectors pages in a real headless Chromium:
+"""The Runs, Energy & utilities, Yield waterfall and Data quality & collectors pages in a real headless Chromium:
 `biopilot dashboard` on the simulated site of tests/dashboard/ops_site.py, numbers read off the rendered
 tables and compared with processing's own results (the KPI records the processing service stored, and
 processing.quality on the raw series); then on the isolation site (tests/processing/queries/site.py) signed in
@@ -234,3 +234,41 @@ def test_ops_pages_in_chromium_for_the_operator_and_a_startup(tmp_path: Path) ->
         finally:
             browser.close()
     print(f"screenshots in {SHOTS}")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_runs_page_in_chromium_shows_the_stored_kpis(tmp_path: Path) -> None:
+    """The Runs page's table of runs and a run's KPI table, read off the rendered grids, equal the KPI
+    records the processing service stored for the simulated site (formatted as the page formats them)."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = chromium_or_skip()
+    site = build(tmp_path)
+    catalog = Catalog(tmp_path / "biopilot.db")
+    k = {r.id: {x.name: x.value for x in catalog.kpis(r.id)} for r in catalog.runs()}
+    catalog.close()
+    first, _ = site.batches
+    rec1 = site.recovery[first]
+    with dashboard(CONFIG, tmp_path, tmp_path / "dashboard.log") as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1800, "height": 1100})
+            page.goto(f"{url}/runs", wait_until="domcontentloaded", timeout=30_000)
+            page.locator("h1", has_text="Runs").wait_for(timeout=30_000)
+            runs, _ = _tables(page, 2)
+            assert set(runs) == set(k)
+            assert runs[first]["titer [g/L]"] == f"{k[first]['titer']:.2f}"
+            assert runs[first]["product [kg]"] == f"{k[first]['product_formed']:.3f}"
+            assert runs[first]["Y P/S [g/g]"] == f"{k[first]['yield_product_substrate_consumed']:.4f}"
+            assert runs[first]["energy [kWh]"] == f"{k[first]['energy.total']:,.1f}"
+            assert runs[rec1]["step yield"] == f"{k[rec1]['step_yield']:.1%}"
+            _choose(page, "Run", first)
+            _wait_row(page, "titer", "unit", "g/L")
+            _, kpis = _tables(page, 2)
+            # the value column shows %.5g of the stored value
+            for name in ("titer", "batch_duration", "yield_product_substrate_consumed", "energy.total"):
+                assert float(kpis[name]["value"].replace(",", "")) == pytest.approx(k[first][name], rel=1e-4)
+            _shot(page, "runs-admin.png", tmp_path)
+        finally:
+            browser.close()
