@@ -1,4 +1,4 @@
-"""The Runs, Energy & utilities, Yield waterfall and Data quality & collectors pages in a real headless Chromium:
+"""The Runs, Energy & utilities, Yield waterfall and Data quality & collectors pages in headless Chromium:
 `biopilot dashboard` on the simulated site of tests/dashboard/ops_site.py, numbers read off the rendered
 tables and compared with processing's own results (the KPI records the processing service stored, and
 processing.quality on the raw series); then on the isolation site (tests/processing/queries/site.py) signed in
