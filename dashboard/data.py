@@ -702,7 +702,7 @@ class YieldStep:
     product_in_kg: float | None
     product_out_kg: float | None
     step_yield: float | None  # [–]
-    overall_yield: float | None  # [–] from the harvest
+    overall_yield: float | None  # [–] Π step yields: out of this step / into the first step
     flags: tuple[str, ...]
 
     @property

@@ -39,7 +39,9 @@ def render(data: PageData) -> None:
     if not heads:
         st.info("No runs yet.")
         return
-    chosen = st.selectbox("Batch", [r.id for r in heads], key="waterfall_batch")
+    # open on the newest finished batch: a live one has no recovery runs yet
+    first = next((i for i, r in enumerate(heads) if r.end is not None), 0)
+    chosen = st.selectbox("Batch", [r.id for r in heads], index=first, key="waterfall_batch")
     chain = data.yield_chain(chosen)
     if chain is None:
         return
@@ -65,8 +67,9 @@ def render(data: PageData) -> None:
     else:
         st.markdown("Purified product: **unknown** (a step is missing)")
     st.caption(
-        "Step yield = product out / product in of the step; overall yield = Π step yields from the harvest. "
-        "A bar 'into …' is product that did not reach the next step's feed (hold-up, transfer) or its feed "
-        "measured differently. A missing step has no product out or yield (flags say why): the chain after "
-        "it is unknown."
+        "Step yield = product out / product in of the step; overall yield = Π step yields, i.e. product out "
+        "of this step / product into the first step (its feed, not the harvest). A bar 'into …' is product "
+        "that did not reach the next step's feed (hold-up, transfer) or its feed measured differently: it is "
+        "in no yield. A missing step has no product out or yield (flags say why): the chain after it is "
+        "unknown."
     )
