@@ -21,8 +21,9 @@ import json
 import logging
 from pathlib import Path
 
-from biopilot.app.commands.acting import acting_viewer, add_user_option, not_found, query_for
+from biopilot.app.commands.acting import acting_viewer, add_user_option, query_for
 from biopilot.app.commands.common import add_config_options, site_config
+from biopilot.app.commands.verdict import require_judgeable
 from biopilot.errors import BioPilotError
 
 
@@ -72,14 +73,7 @@ def _cmd_trial(args: argparse.Namespace) -> int:
         viewer = acting_viewer(args, catalog)
         query = query_for(viewer, config, catalog, store)
         trial_id = args.target
-        if query.trial(trial_id) is None:
-            raise not_found("trial", trial_id, "`biopilot trials list` shows yours")
-        record = query.charter(trial_id)
-        if record is None or not record.locked:
-            raise BioPilotError(
-                f"trial {trial_id} has no locked charter, so no verdict to report: "
-                f"`biopilot trials lock {trial_id}`"
-            )
+        require_judgeable(query, trial_id)
         manifest = query.evidence_pack(trial_id, args.out)
         assert manifest is not None
         catalog.audit.append(

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from biopilot.app.commands.acting import acting_viewer, add_user_option, not_found, query_for
 from biopilot.app.commands.common import add_config_options, site_config
 from biopilot.errors import BioPilotError
+
+if TYPE_CHECKING:
+    from processing.queries import Query
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -29,6 +32,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sp.set_defaults(func=_cmd_verdict)
 
 
+def require_judgeable(query: Query, trial_id: str) -> None:
+    """BioPilotError naming the fix unless the acting user sees the trial and its charter is locked (what a
+    verdict, and an evidence pack, needs)."""
+    if query.trial(trial_id) is None:
+        raise not_found("trial", trial_id, "`biopilot trials list` shows yours")
+    record = query.charter(trial_id)
+    if record is None or not record.locked:
+        raise BioPilotError(
+            f"trial {trial_id} has no locked charter, so no verdict: `biopilot trials lock {trial_id}` "
+            "(an admin; the charter comes first: `trials charter-edit` when there is none)"
+        )
+
+
 def trial_verdict(args: argparse.Namespace, trial_id: str) -> dict[str, Any]:
     """The verdict JSON for the acting user; BioPilotError naming the fix when there is none."""
     from storage import open_catalog, open_store
@@ -38,14 +54,7 @@ def trial_verdict(args: argparse.Namespace, trial_id: str) -> dict[str, Any]:
     store = open_store(config, args.data_dir, read_only=True)
     try:
         query = query_for(acting_viewer(args, catalog), config, catalog, store)
-        if query.trial(trial_id) is None:
-            raise not_found("trial", trial_id, "`biopilot trials list` shows yours")
-        record = query.charter(trial_id)
-        if record is None or not record.locked:
-            raise BioPilotError(
-                f"trial {trial_id} has no locked charter, so no verdict: `biopilot trials lock {trial_id}` "
-                "(an admin; the charter comes first: `trials charter-edit` when there is none)"
-            )
+        require_judgeable(query, trial_id)
         doc = query.verdict(trial_id)
     finally:
         catalog.close()
